@@ -1,0 +1,43 @@
+# One-command workflows. Everything the project needs is installed from its own files.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install run test test-fast bench lint lock clean
+
+install: $(STAMP)
+
+# Idempotent: reinstalls only when the lock or the package metadata change.
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: install
+	$(VENV)/bin/crm up --demo
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+bench: install
+	$(PY) -m bench
+
+lint: install
+	$(VENV)/bin/ruff check services tests bench
+	$(VENV)/bin/ruff format --check services tests bench
+
+# Re-resolve the pinned tree after changing pyproject.toml.
+lock:
+	rm -rf /tmp/crm-lock-venv && $(PYTHON) -m venv /tmp/crm-lock-venv
+	/tmp/crm-lock-venv/bin/pip install --quiet setuptools==65.5.0 wheel==0.45.1 -e ".[dev]"
+	(echo "# Full dependency tree, exact pins. Regenerate with: make lock"; \
+	 /tmp/crm-lock-venv/bin/pip freeze --all --exclude-editable | grep -v -E "^(pip|crm-platform)==") > requirements.lock
+
+clean:
+	rm -rf $(VENV) .crm

@@ -1,0 +1,289 @@
+"""Kafka adapters (kafka-python): the event producer, topic administration, the consumer
+helper with manual commits, and the dead-letter path.
+
+kafka-python is synchronous; async code calls these from a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from . import metrics, topics
+from .clock import SystemClock, to_rfc3339
+from .contracts import EventValidationError, decode, encode, registry
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge every event (all of them may be retried)."""
+
+
+def bootstrap_list(settings: Settings) -> list[str]:
+    return [h.strip() for h in settings.kafka_bootstrap.split(",") if h.strip()]
+
+
+def broker_reachable(settings: Settings, timeout: float = 1.0) -> bool:
+    """A TCP connect to any bootstrap broker: cheap enough for every /readyz."""
+    for hostport in bootstrap_list(settings):
+        host, _, port = hostport.rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+class EventProducer:
+    """Publishes validated events, keyed by customer id so one customer's events stay in order.
+
+    acks=all and idempotence: a retried send after a lost acknowledgement is not written twice.
+    """
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self.settings = settings
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_list(settings),
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            retries=2**31 - 1,
+            delivery_timeout_ms=30_000,
+            request_timeout_ms=10_000,
+            max_block_ms=10_000,
+            linger_ms=5,
+            batch_size=256 * 1024,
+            compression_type=None,
+            allow_auto_create_topics=False,
+        )
+
+    def topic_of(self, event: dict[str, Any]) -> str:
+        return topics.physical(topics.topic_for_type(event["type"]), self.settings)
+
+    def publish(self, events: Sequence[dict[str, Any]], *, validate: bool = True, timeout: float = 30.0) -> None:
+        """Validate all, send all, wait for every acknowledgement. Raises EventValidationError
+        (naming the field) before anything is sent, or PublishError after."""
+        if validate:
+            schemas = registry()
+            for event in events:
+                schemas.validate(event)
+        futures = []
+        for event in events:
+            topic = self.topic_of(event)
+            futures.append(
+                (topic, event["type"], self._producer.send(topic, key=event["subject"].encode(), value=encode(event)))
+            )
+        self._wait(futures, timeout)
+
+    def send_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> Any:
+        return self._producer.send(topic, key=key, value=value, headers=headers or [])
+
+    def _wait(self, futures: list[tuple[str, str, Any]], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        self._producer.flush(timeout=timeout)
+        failed: Exception | None = None
+        for topic, etype, future in futures:
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+                metrics.EVENTS_PUBLISHED.labels(topic, etype).inc()
+            except (KafkaError, Exception) as exc:  # noqa: BLE001 - every failure means "not acknowledged"
+                failed = failed or exc
+        if failed is not None:
+            raise PublishError(f"broker did not acknowledge: {failed!r}") from failed
+
+    def flush(self, timeout: float = 30.0) -> None:
+        self._producer.flush(timeout=timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        try:
+            self._producer.close(timeout=timeout)
+        except Exception:  # noqa: BLE001 - closing a producer whose broker is gone
+            pass
+
+
+def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL, timeout: float = 30.0) -> dict[str, str]:
+    """Create every topic with the configured partition count; report what already existed.
+    Returns {physical topic: "created" | "exists" | "exists with N partitions (want M)"}."""
+    admin = _admin(settings, timeout)
+    try:
+        wanted = [topics.physical(n, settings) for n in names]
+        existing = set(admin.list_topics())
+        missing = [n for n in wanted if n not in existing]
+        result = {}
+        if missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(n, settings.topic_partitions, settings.topic_replication) for n in missing]
+                )
+            except TopicAlreadyExistsError:  # raced with another starter
+                pass
+            result.update({n: "created" for n in missing})
+        present = [n for n in wanted if n in existing]
+        if present:
+            for described in admin.describe_topics(present):
+                count = len(described["partitions"])
+                result[described["topic"]] = (
+                    "exists"
+                    if count == settings.topic_partitions
+                    else f"exists with {count} partitions (want {settings.topic_partitions})"
+                )
+        return result
+    finally:
+        admin.close()
+
+
+def _admin(settings: Settings, timeout: float) -> KafkaAdminClient:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return KafkaAdminClient(
+                bootstrap_servers=bootstrap_list(settings), client_id="crm-admin", request_timeout_ms=10_000
+            )
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+# --- consuming ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """A valid event and where it came from."""
+
+    event: dict[str, Any]
+    topic: str
+    partition: int
+    offset: int
+
+
+DLQ_HEADER_PREFIX = "crm.dlq."
+
+
+def deadletter_headers(reason: str, topic: str, partition: int, offset: int, consumer: str) -> list[tuple[str, bytes]]:
+    """Kafka Connect style: the original bytes stay the record value, the context rides in
+    headers, so a fixed record can be replayed byte for byte."""
+    return [
+        (DLQ_HEADER_PREFIX + "reason", reason.encode()[:2000]),
+        (DLQ_HEADER_PREFIX + "topic", topic.encode()),
+        (DLQ_HEADER_PREFIX + "partition", str(partition).encode()),
+        (DLQ_HEADER_PREFIX + "offset", str(offset).encode()),
+        (DLQ_HEADER_PREFIX + "consumer", consumer.encode()),
+        (DLQ_HEADER_PREFIX + "time", to_rfc3339(SystemClock().now()).encode()),
+    ]
+
+
+def reason_class(error: EventValidationError) -> str:
+    """A bounded label for metrics: not_json, envelope, data or unknown_type."""
+    if error.reason.startswith("not JSON") or error.reason == "empty record":
+        return "not_json"
+    if error.reason.startswith("no schema") or (error.field == "dataschema"):
+        return "unknown_type"
+    return "data" if (error.field or "").startswith("data") else "envelope"
+
+
+def split_valid(
+    records: Iterable[Any], producer: EventProducer, deadletter_topic: str, consumer: str
+) -> list[Delivered]:
+    """Decode and validate records; send every invalid one to the dead-letter topic (the
+    caller flushes before committing). Shared by every consumer, kafka-python or faust."""
+    valid: list[Delivered] = []
+    for record in records:
+        try:
+            event = decode(record.value)
+        except EventValidationError as exc:
+            producer.send_raw(
+                deadletter_topic,
+                record.key,
+                record.value,
+                deadletter_headers(str(exc), record.topic, record.partition, record.offset, consumer),
+            )
+            metrics.EVENTS_DEADLETTERED.labels(record.topic, reason_class(exc)).inc()
+            log.warning("dead-lettered", topic=record.topic, partition=record.partition, offset=record.offset,
+                        reason=str(exc))
+            continue
+        metrics.EVENTS_CONSUMED.labels(record.topic, event["type"]).inc()
+        valid.append(Delivered(event, record.topic, record.partition, record.offset))
+    return valid
+
+
+BatchHandler = Callable[[list[Delivered]], Awaitable[None]]
+
+
+class EventConsumer:
+    """A consumer group member that commits offsets only after the batch's effects are stored.
+
+    Effects must be idempotent on the event id: after a crash between storing and committing,
+    the batch is delivered again.
+    """
+
+    def __init__(self, settings: Settings, group_id: str, topic_names: Sequence[str], producer: EventProducer,
+                 max_records: int = 500) -> None:
+        self.settings = settings
+        self.group_id = settings.topic_prefix + group_id
+        self.max_records = max_records
+        self.producer = producer
+        self.deadletter_topic = topics.physical(topics.DEADLETTER, settings)
+        self._consumer = KafkaConsumer(
+            *[topics.physical(t, settings) for t in topic_names],
+            bootstrap_servers=bootstrap_list(settings),
+            group_id=self.group_id,
+            client_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # 6 s sessions: the embedded broker's first join takes about half the session timeout.
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=1000,
+            max_poll_interval_ms=300_000,
+            allow_auto_create_topics=False,
+        )
+
+    async def run(self, handle: BatchHandler, stop: asyncio.Event, poll_timeout_ms: int = 500) -> None:
+        while not stop.is_set():
+            polled = await asyncio.to_thread(self._consumer.poll, poll_timeout_ms, self.max_records)
+            records = [r for batch in polled.values() for r in batch]
+            if not records:
+                continue
+            valid = split_valid(records, self.producer, self.deadletter_topic, self.group_id)
+            try:
+                await handle(valid)
+                await asyncio.to_thread(self.producer.flush)
+            except Exception:
+                log.exception("batch failed; it will be delivered again", group=self.group_id, size=len(records))
+                await asyncio.to_thread(self._rewind, polled)
+                await asyncio.sleep(1.0)
+                continue
+            await asyncio.to_thread(self._commit, polled)
+
+    def _commit(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        offsets = {tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch}
+        self._consumer.commit(offsets)
+        metrics.CONSUMER_COMMITS.labels(self.group_id).inc()
+        metrics.CONSUMER_LAST_COMMIT.labels(self.group_id).set_to_current_time()
+
+    def _rewind(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        for tp, batch in polled.items():
+            if batch:
+                self._consumer.seek(tp, batch[0].offset)
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,143 @@
+"""Transactional outbox: an event is stored in the same transaction as the write that caused
+it, and a relay publishes it when the broker is reachable. No accepted write loses its event
+because the broker is down; a relay crash between publish and delete republishes (at least
+once), which consumers absorb by deduplicating on the event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from bson import ObjectId
+from motor.motor_asyncio import AsyncIOMotorClientSession
+from pymongo.errors import DuplicateKeyError
+
+from . import metrics
+from .clock import SystemClock, as_utc
+from .contracts import registry
+from .kafka import EventProducer, PublishError
+from .mongo import Mongo, index
+from .settings import Settings
+
+log = structlog.get_logger(__name__)
+
+OUTBOX = "outbox"
+LEASES = "outbox_lease"
+INDEXES = {OUTBOX: [index("created_at")], LEASES: []}
+LEASE_SECONDS = 15
+
+
+class Outbox:
+    def __init__(self, mongo: Mongo, settings: Settings, service: str) -> None:
+        self.mongo = mongo
+        self.settings = settings
+        self.service = service
+        self.collection = mongo.db[OUTBOX]
+        self._wake = asyncio.Event()
+        self._producer: EventProducer | None = None
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{ObjectId()}"
+        self._clock = SystemClock()
+
+    async def add(self, session: AsyncIOMotorClientSession, events: Sequence[dict[str, Any]]) -> None:
+        """Store events inside the caller's transaction. Validates first: a contract breach
+        is a bug in the service and must not reach the broker."""
+        if not events:
+            return
+        schemas = registry()
+        for event in events:
+            schemas.validate(event)
+        now = self._clock.now()
+        await self.collection.insert_many(
+            [{"_id": ObjectId(), "event_id": e["id"], "event": e, "created_at": now} for e in events],
+            session=session,
+            ordered=True,
+        )
+
+    def wake(self) -> None:
+        """Tell the relay there is something to publish now (it also polls)."""
+        self._wake.set()
+
+    async def pending(self) -> int:
+        return await self.collection.count_documents({})
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The relay: one holder of the lease per database publishes, oldest first."""
+        backoff = 0.5
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_seconds)
+            self._wake.clear()
+            try:
+                if not await self._hold_lease():
+                    continue
+                await self._drain(stop)
+                backoff = 0.5
+            except (PublishError, OSError, Exception) as exc:  # noqa: BLE001 - the relay must outlive any fault
+                metrics.OUTBOX_RELAY_ERRORS.inc()
+                log.warning("outbox relay could not publish; will retry", error=repr(exc), retry_in=backoff)
+                await self._drop_producer()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 10.0)
+            await self._report_backlog()
+        await self._drop_producer()
+
+    async def _drain(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await self.collection.find({}).sort("_id", 1).limit(self.settings.outbox_batch).to_list(None)
+            if not batch:
+                return
+            producer = await self._producer_ready()
+            await asyncio.to_thread(producer.publish, [doc["event"] for doc in batch], validate=False)
+            ids = [doc["_id"] for doc in batch]
+
+            async def forget(session: AsyncIOMotorClientSession) -> None:
+                await self.collection.delete_many({"_id": {"$in": ids}}, session=session)
+
+            await self.mongo.transaction(forget)
+            if len(batch) < self.settings.outbox_batch:
+                return
+
+    async def _producer_ready(self) -> EventProducer:
+        if self._producer is None:
+            self._producer = await asyncio.to_thread(EventProducer, self.settings, f"{self.service}-outbox")
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await asyncio.to_thread(producer.close, 2.0)
+
+    async def _hold_lease(self) -> bool:
+        """Only one relay per database publishes, so replicas never race on the same events."""
+        now = self._clock.now()
+
+        async def claim(session: AsyncIOMotorClientSession) -> bool:
+            try:
+                await self.mongo.db[LEASES].update_one(
+                    {"_id": "relay", "$or": [{"holder": self._holder}, {"expires_at": {"$lt": now}}]},
+                    {"$set": {"holder": self._holder, "expires_at": now + timedelta(seconds=LEASE_SECONDS)}},
+                    upsert=True,
+                    session=session,
+                )
+                return True
+            except DuplicateKeyError:
+                return False
+
+        return await self.mongo.transaction(claim)
+
+    async def _report_backlog(self) -> None:
+        try:
+            oldest = await self.collection.find_one({}, sort=[("_id", 1)], projection={"created_at": 1})
+            metrics.OUTBOX_PENDING.set(await self.collection.count_documents({}) if oldest else 0)
+            age = (self._clock.now() - as_utc(oldest["created_at"])).total_seconds() if oldest else 0.0
+            metrics.OUTBOX_OLDEST_AGE.set(max(0.0, age))
+        except Exception:  # noqa: BLE001 - metrics must never stop the relay
+            pass

@@ -1,0 +1,54 @@
+"""All configuration, from CRM_* environment variables (one pydantic-settings class)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CRM_", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    # Prefixes keep environments (staging, tests) apart on a shared cluster.
+    db_prefix: str = "crm_"
+    topic_prefix: str = ""
+    topic_partitions: int = Field(12, ge=1, le=1000)
+    topic_replication: int = Field(1, ge=1, le=7)
+
+    host: str = "127.0.0.1"
+    orders_port: int = 8001
+    complaints_port: int = 8002
+    loyalty_port: int = 8003
+    profiles_port: int = 8004
+    scoring_port: int = 8005
+
+    api_keys_file: Path = Path(".crm/api-keys.hashed")
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    max_import_bytes: int = Field(64 * 1_048_576, ge=1024)
+    log_level: str = "info"
+    log_json: bool = True
+
+    outbox_poll_seconds: float = Field(1.0, gt=0)
+    outbox_batch: int = Field(1000, ge=1)
+    idempotency_ttl_hours: int = Field(48, ge=1)
+
+    def port_of(self, service: str) -> int:
+        return int(getattr(self, f"{service}_port"))
+
+    def url_of(self, service: str) -> str:
+        return f"http://{self.host}:{self.port_of(service)}"
+
+    def db_name(self, service: str) -> str:
+        return f"{self.db_prefix}{service}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,40 @@
+"""The topic catalogue: which topic carries which event type."""
+
+from __future__ import annotations
+
+from .settings import Settings
+
+ORDERS = "crm.orders.v1"
+COMPLAINTS = "crm.complaints.v1"
+INTERACTIONS = "crm.interactions.v1"
+LOYALTY = "crm.loyalty.v1"
+CUSTOMERS = "crm.customers.v1"
+SIGNALS = "crm.signals.v1"
+DEADLETTER = "crm.deadletter.v1"
+
+ALL = (ORDERS, COMPLAINTS, INTERACTIONS, LOYALTY, CUSTOMERS, SIGNALS, DEADLETTER)
+INPUTS = (ORDERS, COMPLAINTS, INTERACTIONS, LOYALTY, CUSTOMERS)
+
+# Event type family (second dotted part of the type) -> topic.
+_FAMILY_TOPIC = {
+    "customer": CUSTOMERS,
+    "order": ORDERS,
+    "complaint": COMPLAINTS,
+    "survey": COMPLAINTS,
+    "interaction": INTERACTIONS,
+    "loyalty": LOYALTY,
+    "profile": SIGNALS,
+}
+
+
+def topic_for_type(event_type: str) -> str:
+    """'crm.order.paid' -> 'crm.orders.v1' (unprefixed)."""
+    parts = event_type.split(".")
+    if len(parts) != 3 or parts[0] != "crm" or parts[1] not in _FAMILY_TOPIC:
+        raise ValueError(f"unknown event type {event_type!r}")
+    return _FAMILY_TOPIC[parts[1]]
+
+
+def physical(topic: str, settings: Settings) -> str:
+    """The name on the broker: the configured prefix, then the catalogue name."""
+    return f"{settings.topic_prefix}{topic}"

@@ -1,0 +1,1 @@
+"""Orders: where purchases enter the platform."""

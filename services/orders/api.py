@@ -1,0 +1,109 @@
+"""HTTP entrypoints of the orders service: translate requests to use cases, nothing more."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import AwareDatetime, ValidationError
+
+from services.common.auth import Principal, require
+from services.common.fields import CustomerId, EntityId, Limit, only_params
+from services.common.problems import Problem
+from services.common.writes import IdempotencyKey, Outcome
+
+from .domain import Action, Status
+from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
+from .service import OrderService
+
+router = APIRouter(tags=["orders"])
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", description="Retries return the first result")]
+NDJSON_TYPES = {"application/x-ndjson", "application/jsonl"}
+
+
+def orders(request: Request) -> OrderService:
+    return request.app.state.orders
+
+
+def answer(outcome: Outcome) -> ORJSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return ORJSONResponse(outcome.body, status_code=outcome.status, headers=headers)
+
+
+@router.post("/orders", status_code=201, summary="Place an order")
+async def place_order(body: OrderIn, key: IdempotencyHeader = None,
+                      principal: Principal = Depends(require("agent")),
+                      service: OrderService = Depends(orders)) -> ORJSONResponse:
+    idem = IdempotencyKey.from_request(key, principal, "POST /orders", body.model_dump_json().encode())
+    return answer(await service.place(body, principal.label, idem))
+
+
+def _transition(action: Action, model: type[At]):
+    async def endpoint(order_id: EntityId, request: Request, key: IdempotencyHeader = None,
+                       principal: Principal = Depends(require("agent")),
+                       service: OrderService = Depends(orders)) -> ORJSONResponse:
+        raw = await request.body()
+        try:
+            body = model.model_validate_json(raw) if raw.strip() else model()
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        idem = IdempotencyKey.from_request(key, principal, f"POST /orders/{order_id}/{action.value}",
+                                           body.model_dump_json().encode())
+        return answer(await service.act(order_id, action, body, principal.label, idem))
+
+    endpoint.__name__ = f"{action.value}_order"
+    return endpoint
+
+
+for _action, _model, _summary in (
+    (Action.PAY, PayIn, "Payment captured"),
+    (Action.SHIP, ShipIn, "Order left the warehouse"),
+    (Action.DELIVER, At, "Order delivered (late when after the promised date)"),
+    (Action.CANCEL, CancelIn, "Cancel before shipping; a paid order is refunded"),
+    (Action.RETURN, ReturnIn, "Goods came back, whole order or by item"),
+    (Action.REFUND, RefundIn, "Money back: for returns, or a goodwill amount"),
+):
+    router.add_api_route(f"/orders/{{order_id}}/{_action.value}", _transition(_action, _model), methods=["POST"],
+                         summary=_summary, openapi_extra={"requestBody": {"required": False, "content": {
+                             "application/json": {"schema": _model.model_json_schema()}}}})
+
+
+@router.get("/orders/{order_id}", summary="One order")
+async def get_order(order_id: EntityId, _: Principal = Depends(require("viewer")),
+                    service: OrderService = Depends(orders)) -> dict[str, Any]:
+    order = await service.store.get(order_id)
+    if order is None:
+        raise Problem(404, f"no order {order_id}")
+    return present(order)
+
+
+@router.get("/orders", summary="Orders, newest first", dependencies=[
+    Depends(only_params("customer_id", "status", "from", "to", "limit", "cursor"))])
+async def list_orders(
+    customer_id: CustomerId | None = None,
+    status: Status | None = None,
+    placed_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    placed_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+    _: Principal = Depends(require("viewer")),
+    service: OrderService = Depends(orders),
+) -> dict[str, Any]:
+    found, next_cursor = await service.store.list(customer_id=customer_id, status=status.value if status else None,
+                                                  placed_from=placed_from, placed_to=placed_to, limit=limit,
+                                                  cursor=cursor)
+    return {"items": [present(o) for o in found], "next_cursor": next_cursor}
+
+
+@router.post("/orders/import", summary="Load historical orders (NDJSON, one order a line)",
+             openapi_extra={"requestBody": {"required": True, "content": {"application/x-ndjson": {
+                 "schema": {"type": "string", "description": "one ImportLine JSON object per line"}}}}})
+async def import_orders(request: Request, _: Principal = Depends(require("admin")),
+                        service: OrderService = Depends(orders)) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        raise Problem(400, "empty import: send one JSON order per line")
+    return await service.import_ndjson(raw)
+

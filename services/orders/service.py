@@ -1,0 +1,212 @@
+"""Order use cases: each loads, applies a domain rule, and stores the order with its events
+in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClientSession
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from services.common.clock import Clock
+from services.common.problems import Problem, describe_validation_errors
+from services.common.writes import IdempotencyKey, Outcome, Writes
+
+from . import domain
+from .domain import Action, Change, Order, OrderError
+from .events import change_events, events_for
+from .models import CancelIn, ImportLine, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
+from .store import ConcurrentChange, OrderStore
+
+TRANSITIONS = Counter("crm_orders_transitions_total", "Order state changes, by event.", ["transition"])
+REVENUE = Counter("crm_orders_revenue_cents_total", "Paid order value, in minor units.", ["currency"])
+REFUNDED = Counter("crm_orders_refunded_cents_total", "Refunded value, in minor units.", ["currency"])
+IMPORT_CHUNK = 5000
+MAX_REPORTED_REJECTS = 1000
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:20]}"
+
+
+def count(events: list[dict[str, Any]]) -> None:
+    for event in events:
+        TRANSITIONS.labels(event["type"].rsplit(".", 1)[1]).inc()
+        data = event["data"]
+        if event["type"] == "crm.order.paid":
+            REVENUE.labels(data["currency"]).inc(data["amount_cents"])
+        elif event["type"] == "crm.order.refunded":
+            REFUNDED.labels(data["currency"]).inc(data["amount_cents"])
+
+
+def _problem(error: OrderError) -> Problem:
+    return Problem(error.status, error.detail, **error.extra)
+
+
+class OrderService:
+    def __init__(self, store: OrderStore, writes: Writes, clock: Clock) -> None:
+        self.store = store
+        self.writes = writes
+        self.clock = clock
+
+    async def place(self, body: OrderIn, by: str, key: IdempotencyKey | None) -> Outcome:
+        order_id = body.order_id or new_id("o")
+        try:
+            order = domain.new_order(
+                order_id=order_id, customer_id=body.customer_id, items=[i.model_dump() for i in body.items],
+                currency=body.currency, channel=body.channel, discount_cents=body.discount_cents,
+                placed_at=body.placed_at or self.clock.now(), promised_delivery_date=body.promised_delivery_date,
+                amount_cents=body.amount_cents, by=by)
+        except OrderError as exc:
+            raise _problem(exc) from None
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            if await self.store.get(order_id, session):
+                raise Problem(409, f"order {order_id} already exists")
+            await self.store.insert([order], session)
+            return Outcome(201, present(order), events_for(order, domain.placed_facts(order)))
+
+        outcome = await self.writes.run(work, key)
+        if not outcome.replayed:
+            count(outcome.events)
+        return outcome
+
+    async def act(self, order_id: str, action: Action, body: Any, by: str, key: IdempotencyKey | None) -> Outcome:
+        at = body.at or self.clock.now()
+        apply = self._rule(action, body, at, by)
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            order = await self.store.get(order_id, session)
+            if order is None:
+                raise Problem(404, f"no order {order_id}")
+            try:
+                change = apply(order)
+            except OrderError as exc:
+                raise _problem(exc) from None
+            saved = await self.store.replace(change.order, session)
+            return Outcome(200, present(saved), change_events(change))
+
+        for attempt in range(3):
+            try:
+                outcome = await self.writes.run(work, key)
+                break
+            except ConcurrentChange:
+                if attempt == 2:
+                    raise Problem(409, f"order {order_id} is being changed concurrently; retry") from None
+        if not outcome.replayed:
+            count(outcome.events)
+        return outcome
+
+    def _rule(self, action: Action, body: Any, at: datetime, by: str) -> Callable[[Order], Change]:
+        if action is Action.PAY:
+            def pay(order: Order) -> Change:
+                if isinstance(body, PayIn) and body.amount_cents is not None and body.amount_cents != order.amount_cents:
+                    raise OrderError(f"amount_cents {body.amount_cents} does not match the order amount "
+                                     f"{order.amount_cents}", field="amount_cents")
+                return domain.pay(order, at, by)
+            return pay
+        if action is Action.SHIP:
+            assert isinstance(body, ShipIn)
+            return lambda order: domain.ship(order, at, by, body.carrier, body.tracking_number)
+        if action is Action.DELIVER:
+            return lambda order: domain.deliver(order, at, by)
+        if action is Action.CANCEL:
+            assert isinstance(body, CancelIn)
+            return lambda order: domain.cancel(order, at, body.reason, new_id("rf"), by)
+        if action is Action.RETURN:
+            assert isinstance(body, ReturnIn)
+            lines = [i.model_dump() for i in body.items] if body.items else None
+            return lambda order: domain.return_items(order, at, new_id("r"), body.reason, lines, by)
+        assert isinstance(body, RefundIn)
+        return lambda order: domain.refund(order, at, new_id("rf"), body.amount_cents, by)
+
+    # --- history import -----------------------------------------------------------------
+
+    async def import_ndjson(self, raw: bytes) -> dict[str, Any]:
+        """Validate each line; store accepted orders with their events (historical times) in
+        chunks; report rejects by line number. Re-importing an order is a duplicate, not a
+        second copy."""
+        report: dict[str, Any] = {"lines": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "events": 0,
+                                  "rejects": []}
+        pending: list[tuple[int, Order, list]] = []
+        for number, line in enumerate(raw.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            report["lines"] += 1
+            try:
+                parsed = ImportLine.model_validate_json(line)
+                order, facts = history(parsed)
+            except ValidationError as exc:
+                self._reject(report, number, describe_validation_errors(exc.errors(include_url=False))[0])
+                continue
+            except OrderError as exc:
+                self._reject(report, number, exc.detail)
+                continue
+            pending.append((number, order, facts))
+            if len(pending) >= IMPORT_CHUNK:
+                await self._store_chunk(pending, report)
+                pending = []
+        if pending:
+            await self._store_chunk(pending, report)
+        return report
+
+    @staticmethod
+    def _reject(report: dict[str, Any], line: int, error: str) -> None:
+        report["rejected"] += 1
+        if len(report["rejects"]) < MAX_REPORTED_REJECTS:
+            report["rejects"].append({"line": line, "error": error})
+
+    async def _store_chunk(self, chunk: list[tuple[int, Order, list]], report: dict[str, Any]) -> None:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            existing = await self.store.existing_ids([o.order_id for _, o, _ in chunk], session)
+            fresh, events, seen = [], [], set(existing)
+            for _, order, facts in chunk:
+                if order.order_id in seen:
+                    continue
+                seen.add(order.order_id)
+                fresh.append(order)
+                events.extend(events_for(order, facts))
+            await self.store.insert(fresh, session)
+            return Outcome(200, {"accepted": len(fresh), "duplicates": len(chunk) - len(fresh)}, events)
+
+        outcome = await self.writes.run(work)
+        report["accepted"] += outcome.body["accepted"]
+        report["duplicates"] += outcome.body["duplicates"]
+        report["events"] += len(outcome.events)
+        count(outcome.events)
+
+
+def history(line: ImportLine) -> tuple[Order, list[tuple[str, dict[str, Any]]]]:
+    """Rebuild an order's life from its historical times, through the same rules as live."""
+    order = domain.new_order(
+        order_id=line.order_id, customer_id=line.customer_id, items=[i.model_dump() for i in line.items],
+        currency=line.currency, channel=line.channel, discount_cents=line.discount_cents,
+        placed_at=line.placed_at, promised_delivery_date=line.promised_delivery_date,
+        amount_cents=line.amount_cents, by="import")
+    facts = domain.placed_facts(order)
+    # Ties are broken by the lifecycle's own order.
+    steps = [(t, rank, action) for rank, (action, t) in enumerate((
+        (Action.PAY, line.paid_at), (Action.SHIP, line.shipped_at), (Action.DELIVER, line.delivered_at),
+        (Action.RETURN, line.returned_at), (Action.CANCEL, line.cancelled_at))) if t is not None]
+    for at, _, action in sorted(steps):
+        if action is Action.PAY:
+            change = domain.pay(order, at, "import")
+        elif action is Action.SHIP:
+            change = domain.ship(order, at, "import")
+        elif action is Action.DELIVER:
+            change = domain.deliver(order, at, "import")
+        elif action is Action.CANCEL:
+            change = domain.cancel(order, at, "historical cancellation", f"rf-{order.order_id}", "import")
+        else:
+            change = domain.return_items(order, at, f"r-{order.order_id}", line.return_reason, None, "import")
+            facts.extend(change.facts)
+            order = change.order
+            # A historical return was refunded when it came back.
+            change = domain.refund(order, at, f"rf-{order.order_id}", None, "import")
+        facts.extend(change.facts)
+        order = change.order
+    return order, facts

@@ -1,0 +1,116 @@
+"""Orders in MongoDB (`crm_orders.orders`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import date, datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
+
+from services.common.clock import as_utc
+from services.common.mongo import index
+from services.common.pagination import page
+
+from .domain import Item, Order, Status
+
+ORDERS = "orders"
+INDEXES = {
+    ORDERS: [
+        index("customer_id", ("placed_at", -1)),
+        index("status", ("placed_at", -1)),
+        index(("placed_at", -1)),
+    ]
+}
+LIST_SORT = [("placed_at", -1), ("_id", -1)]
+
+
+class ConcurrentChange(Exception):
+    """The order changed between read and write; the caller retries or reports 409."""
+
+
+def to_document(order: Order) -> dict[str, Any]:
+    return {
+        "_id": order.order_id,
+        "customer_id": order.customer_id,
+        "status": order.status.value,
+        "items": [asdict(i) for i in order.items],
+        "currency": order.currency,
+        "channel": order.channel,
+        "gross_cents": order.gross_cents,
+        "discount_cents": order.discount_cents,
+        "amount_cents": order.amount_cents,
+        "paid_cents": order.paid_cents,
+        "returned_cents": order.returned_cents,
+        "refunded_cents": order.refunded_cents,
+        "refunded_for_returns_cents": order.refunded_for_returns_cents,
+        "promised_delivery_date": order.promised_delivery_date.isoformat() if order.promised_delivery_date else None,
+        "placed_at": order.placed_at,
+        "times": dict(order.times),
+        "late": order.late,
+        "history": list(order.history),
+        "version": order.version,
+    }
+
+
+def from_document(doc: dict[str, Any]) -> Order:
+    promised = doc.get("promised_delivery_date")
+    return Order(
+        order_id=doc["_id"],
+        customer_id=doc["customer_id"],
+        items=tuple(Item(**i) for i in doc["items"]),
+        currency=doc["currency"],
+        channel=doc["channel"],
+        discount_cents=doc["discount_cents"],
+        amount_cents=doc["amount_cents"],
+        placed_at=as_utc(doc["placed_at"]),
+        promised_delivery_date=date.fromisoformat(promised) if promised else None,
+        status=Status(doc["status"]),
+        paid_cents=doc["paid_cents"],
+        returned_cents=doc["returned_cents"],
+        refunded_cents=doc["refunded_cents"],
+        refunded_for_returns_cents=doc.get("refunded_for_returns_cents", 0),
+        late=doc.get("late"),
+        times={k: as_utc(v) for k, v in doc.get("times", {}).items()},
+        history=tuple({**h, "at": as_utc(h["at"])} for h in doc.get("history", [])),
+        version=doc.get("version", 0),
+    )
+
+
+class OrderStore:
+    def __init__(self, db: AsyncIOMotorDatabase) -> None:
+        self.orders = db[ORDERS]
+
+    async def get(self, order_id: str, session: AsyncIOMotorClientSession | None = None) -> Order | None:
+        doc = await self.orders.find_one({"_id": order_id}, session=session)
+        return from_document(doc) if doc else None
+
+    async def existing_ids(self, order_ids: list[str], session: AsyncIOMotorClientSession | None = None) -> set[str]:
+        docs = await self.orders.find({"_id": {"$in": order_ids}}, {"_id": 1}, session=session).to_list(None)
+        return {d["_id"] for d in docs}
+
+    async def insert(self, orders: list[Order], session: AsyncIOMotorClientSession) -> None:
+        if orders:
+            await self.orders.insert_many([to_document(o) for o in orders], session=session)
+
+    async def replace(self, order: Order, session: AsyncIOMotorClientSession) -> Order:
+        """Optimistic concurrency: the write lands only on the version that was read."""
+        saved = type(order)(**{**order.__dict__, "version": order.version + 1})
+        result = await self.orders.replace_one({"_id": order.order_id, "version": order.version},
+                                               to_document(saved), session=session)
+        if result.matched_count != 1:
+            raise ConcurrentChange(order.order_id)
+        return saved
+
+    async def list(self, *, customer_id: str | None, status: str | None, placed_from: datetime | None,
+                   placed_to: datetime | None, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+        query: dict[str, Any] = {}
+        if customer_id:
+            query["customer_id"] = customer_id
+        if status:
+            query["status"] = status
+        if placed_from or placed_to:
+            query["placed_at"] = {**({"$gte": placed_from} if placed_from else {}),
+                                  **({"$lt": placed_to} if placed_to else {})}
+        docs, next_cursor = await page(self.orders, query, LIST_SORT, limit, cursor)
+        return [from_document(d) for d in docs], next_cursor
