@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
@@ -86,6 +87,15 @@ class EventProducer:
             futures.append(
                 (topic, event["type"], self._producer.send(topic, key=event["subject"].encode(), value=encode(event)))
             )
+        self._wait(futures, timeout)
+
+    def publish_encoded(self, records: Sequence[bytes], *, timeout: float = 60.0) -> None:
+        """Publish events that were validated and encoded earlier (the outbox's rows)."""
+        futures = []
+        for raw in records:
+            head = orjson.loads(raw)
+            topic = self.topic_of(head)
+            futures.append((topic, head["type"], self._producer.send(topic, key=head["subject"].encode(), value=raw)))
         self._wait(futures, timeout)
 
     def send_raw(

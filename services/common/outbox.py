@@ -2,6 +2,10 @@
 it, and a relay publishes it when the broker is reachable. No accepted write loses its event
 because the broker is down; a relay crash between publish and delete republishes (at least
 once), which consumers absorb by deduplicating on the event id.
+
+A row holds one write's events (up to ROW_EVENTS), already encoded: fewer, smaller documents
+to store (half the cost of a row per event on the embedded server) and nothing to re-encode
+when publishing.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from bson import ObjectId
+import orjson
+from bson import Binary, ObjectId
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from pymongo.errors import DuplicateKeyError
 
 from . import metrics
 from .clock import SystemClock, as_utc
-from .contracts import registry
+from .contracts import encode, registry
 from .kafka import EventProducer, PublishError
 from .mongo import Mongo, index
 from .settings import Settings
@@ -32,6 +37,7 @@ OUTBOX = "outbox"
 LEASES = "outbox_lease"
 INDEXES = {OUTBOX: [index("created_at")], LEASES: []}
 LEASE_SECONDS = 15
+ROW_EVENTS = 100
 
 
 class Outbox:
@@ -54,18 +60,18 @@ class Outbox:
         for event in events:
             schemas.validate(event)
         now = self._clock.now()
-        await self.collection.insert_many(
-            [{"_id": ObjectId(), "event_id": e["id"], "event": e, "created_at": now} for e in events],
-            session=session,
-            ordered=True,
-        )
+        rows = [{"_id": ObjectId(), "records": [Binary(encode(e)) for e in events[k:k + ROW_EVENTS]],
+                 "created_at": now} for k in range(0, len(events), ROW_EVENTS)]
+        await self.collection.insert_many(rows, session=session, ordered=True)
 
     def wake(self) -> None:
         """Tell the relay there is something to publish now (it also polls)."""
         self._wake.set()
 
     async def pending(self) -> int:
-        return await self.collection.count_documents({})
+        """Events stored and not yet acknowledged by the broker."""
+        rows = await self.collection.find({}, {"records": 1}).to_list(None)
+        return sum(len(row["records"]) for row in rows)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The relay: one holder of the lease per database publishes, oldest first."""
@@ -95,7 +101,8 @@ class Outbox:
             if not batch:
                 return
             producer = await self._producer_ready()
-            await asyncio.to_thread(producer.publish, [doc["event"] for doc in batch], validate=False)
+            records = [bytes(raw) for row in batch for raw in row["records"]]
+            await asyncio.to_thread(producer.publish_encoded, records)
             ids = [doc["_id"] for doc in batch]
 
             async def forget(session: AsyncIOMotorClientSession) -> None:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     outbox_poll_seconds: float = Field(1.0, gt=0)
-    outbox_batch: int = Field(1000, ge=1)
+    outbox_batch: int = Field(200, ge=1)  # rows per publish; a row holds up to 100 events
     idempotency_ttl_hours: int = Field(48, ge=1)
 
     def port_of(self, service: str) -> int:

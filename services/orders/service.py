@@ -132,21 +132,20 @@ class OrderService:
         second copy."""
         report: dict[str, Any] = {"lines": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "events": 0,
                                   "rejects": []}
-        pending: list[tuple[int, Order, list]] = []
+        pending: list[tuple[Order, list[dict[str, Any]]]] = []
         for number, line in enumerate(raw.split(b"\n"), 1):
             if not line.strip():
                 continue
             report["lines"] += 1
             try:
-                parsed = ImportLine.model_validate_json(line)
-                order, facts = history(parsed)
+                order, facts = history(ImportLine.model_validate_json(line))
             except ValidationError as exc:
                 self._reject(report, number, describe_validation_errors(exc.errors(include_url=False))[0])
                 continue
             except OrderError as exc:
                 self._reject(report, number, exc.detail)
                 continue
-            pending.append((number, order, facts))
+            pending.append((order, events_for(order, facts)))
             if len(pending) >= IMPORT_CHUNK:
                 await self._store_chunk(pending, report)
                 pending = []
@@ -160,16 +159,16 @@ class OrderService:
         if len(report["rejects"]) < MAX_REPORTED_REJECTS:
             report["rejects"].append({"line": line, "error": error})
 
-    async def _store_chunk(self, chunk: list[tuple[int, Order, list]], report: dict[str, Any]) -> None:
+    async def _store_chunk(self, chunk: list[tuple[Order, list[dict[str, Any]]]], report: dict[str, Any]) -> None:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
-            existing = await self.store.existing_ids([o.order_id for _, o, _ in chunk], session)
-            fresh, events, seen = [], [], set(existing)
-            for _, order, facts in chunk:
+            seen = await self.store.existing_ids([o.order_id for o, _ in chunk], session)
+            fresh, events = [], []
+            for order, order_events in chunk:
                 if order.order_id in seen:
                     continue
                 seen.add(order.order_id)
                 fresh.append(order)
-                events.extend(events_for(order, facts))
+                events.extend(order_events)
             await self.store.insert(fresh, session)
             return Outcome(200, {"accepted": len(fresh), "duplicates": len(chunk) - len(fresh)}, events)
 

@@ -1,0 +1,188 @@
+"""Demo traffic: a believable shop driven through the services' real APIs.
+
+Customers have their own cadence and basket size; some drift away. At start a year of
+history is loaded through the orders import so segments and lifecycle stages mean
+something at once; then live traffic follows. Each service is driven only when it is up,
+so the demo grows as services land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+
+from services.common.settings import Settings
+
+CATEGORIES = {"shoes": (3000, 25000), "dresses": (5000, 40000), "bags": (8000, 90000), "accessories": (500, 6000),
+              "beauty": (800, 12000)}
+BRANDS = ["Aurora", "Bamboo & Co", "Cobalt", "Dune", "Ember", "Fjord"]
+CHANNELS = ["web", "app", "app", "marketplace", "store"]
+
+
+@dataclass
+class Shopper:
+    customer_id: str
+    cadence_days: float  # mean days between purchases
+    basket: float  # spend multiplier
+    drifting: bool  # stops buying after a while
+    orders: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Shop:
+    """The simulated population; pure, seeded, so a demo run is reproducible."""
+
+    rng: random.Random
+    shoppers: list[Shopper] = field(default_factory=list)
+
+    def add_shopper(self, index: int) -> Shopper:
+        shopper = Shopper(f"demo-{index:05d}", cadence_days=self.rng.choice([7, 14, 30, 45, 90, 180]),
+                          basket=self.rng.lognormvariate(0, 0.5), drifting=self.rng.random() < 0.25)
+        self.shoppers.append(shopper)
+        return shopper
+
+    def basket_items(self, shopper: Shopper) -> list[dict]:
+        items = []
+        for category in self.rng.sample(list(CATEGORIES), self.rng.randint(1, 3)):
+            low, high = CATEGORIES[category]
+            price = int(self.rng.uniform(low, high) * shopper.basket) // 100 * 100 + 99
+            items.append({"sku": f"{category[:3].upper()}-{self.rng.randint(1, 400):04d}", "category": category,
+                          "brand": self.rng.choice(BRANDS), "qty": self.rng.choice([1, 1, 1, 2]),
+                          "unit_price_cents": max(price, 99)})
+        return items
+
+    def history(self, shopper: Shopper, now: datetime, days: int = 365) -> list[dict]:
+        """A year of past orders: on cadence with jitter; drifting shoppers stop part-way."""
+        lines = []
+        stop_after = now - timedelta(days=self.rng.uniform(60, 240)) if shopper.drifting else now
+        when = now - timedelta(days=self.rng.uniform(0, days))
+        while when < stop_after - timedelta(days=1):
+            order_id = f"{shopper.customer_id}-h{len(lines) + 1}"
+            paid = when + timedelta(minutes=self.rng.randint(1, 30))
+            steps = {"paid_at": paid, "shipped_at": paid + timedelta(hours=20),
+                     "delivered_at": paid + timedelta(days=self.rng.randint(2, 6))}
+            if self.rng.random() < 0.06:
+                steps["returned_at"] = paid + timedelta(days=12)
+            line = {"order_id": order_id, "customer_id": shopper.customer_id, "currency": "CNY",
+                    "channel": self.rng.choice(CHANNELS), "items": self.basket_items(shopper),
+                    "placed_at": _ts(when)}
+            # Recent orders are still in flight: only what has already happened is history.
+            line.update({name: _ts(at) for name, at in steps.items() if at < now})
+            lines.append(line)
+            shopper.orders.append(order_id)
+            when += timedelta(days=max(1.0, self.rng.expovariate(1 / shopper.cadence_days)))
+        return lines
+
+
+def _ts(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Demo:
+    def __init__(self, settings: Settings, keys: dict[str, str], rate: float, customers: int, seed: int) -> None:
+        self.settings = settings
+        self.shop = Shop(random.Random(seed))
+        self.rate = rate
+        self.customers = customers
+        self.agent = {"Authorization": f"Bearer {keys['agent']}"}
+        self.admin = {"Authorization": f"Bearer {keys['admin']}"}
+        self.http = httpx.Client(timeout=30.0)
+        self.running = True
+        self.open_orders: list[tuple[str, str]] = []  # (order id, status)
+
+    def up(self, service: str) -> bool:
+        try:
+            return self.http.get(f"{self.settings.url_of(service)}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def backfill(self) -> None:
+        now = datetime.now(UTC)
+        lines = []
+        for index in range(self.customers):
+            lines.extend(self.shop.history(self.shop.add_shopper(index), now))
+        if self.up("orders"):
+            body = b"\n".join(orjson.dumps(line) for line in lines)
+            answer = self.http.post(f"{self.settings.url_of('orders')}/orders/import", content=body,
+                                    headers={**self.admin, "Content-Type": "application/x-ndjson"}, timeout=300)
+            report = answer.json() if answer.status_code == 200 else {"error": answer.text[:300]}
+            report["rejects"] = report.get("rejects", [])[:3]
+            print(f"demo: loaded a year of history for {self.customers} customers: {report}", flush=True)
+
+    def step(self) -> None:
+        rng = self.shop.rng
+        roll = rng.random()
+        if self.open_orders and roll < 0.55:
+            self.advance_order()
+        elif self.up("orders"):
+            active = [s for s in self.shop.shoppers if not s.drifting] or self.shop.shoppers
+            self.place_order(rng.choice(active))
+
+    def place_order(self, shopper: Shopper) -> None:
+        body = {"customer_id": shopper.customer_id, "currency": "CNY", "channel": self.shop.rng.choice(CHANNELS),
+                "items": self.shop.basket_items(shopper),
+                "promised_delivery_date": (datetime.now(UTC) + timedelta(days=3)).date().isoformat()}
+        answer = self.http.post(f"{self.settings.url_of('orders')}/orders", json=body, headers=self.agent)
+        if answer.status_code == 201:
+            self.open_orders.append((answer.json()["order_id"], "placed"))
+
+    def advance_order(self) -> None:
+        rng = self.shop.rng
+        order_id, status = self.open_orders.pop(rng.randrange(len(self.open_orders)))
+        following = {"placed": ["pay"] * 9 + ["cancel"], "paid": ["ship"] * 19 + ["cancel"],
+                     "shipped": ["deliver"], "delivered": ["return"] + [None] * 12}[status]
+        action = rng.choice(following)
+        if action is None:
+            return
+        body = {"reason": "did not fit"} if action == "return" else None
+        answer = self.http.post(f"{self.settings.url_of('orders')}/orders/{order_id}/{action}", json=body,
+                                headers=self.agent)
+        if answer.status_code == 200:
+            new_status = answer.json()["status"]
+            if new_status in ("paid", "shipped", "delivered"):
+                self.open_orders.append((order_id, new_status))
+            elif new_status in ("returned", "partially_returned"):
+                self.http.post(f"{self.settings.url_of('orders')}/orders/{order_id}/refund", headers=self.agent)
+
+    def run(self) -> None:
+        self.backfill()
+        interval = 1.0 / self.rate
+        while self.running:
+            started = time.monotonic()
+            try:
+                self.step()
+            except httpx.HTTPError as exc:
+                print(f"demo: {exc!r}", flush=True)
+                time.sleep(1)
+            time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="demo traffic for the CRM platform")
+    parser.add_argument("--rate", type=float, default=5.0, help="actions per second")
+    parser.add_argument("--customers", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    keys_path = Path(os.environ.get("CRM_DEMO_KEYS", ".crm/api-keys.txt"))
+    keys = dict(line.split("=", 1) for line in keys_path.read_text().split() if "=" in line)
+    demo = Demo(Settings(), keys, args.rate, args.customers, args.seed)
+
+    def stop(*_: object) -> None:
+        demo.running = False
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    demo.run()
+
+
+if __name__ == "__main__":
+    main()

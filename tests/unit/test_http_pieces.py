@@ -1,0 +1,42 @@
+"""Cursors and API keys, without a server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from services.common.auth import ApiKeys, new_key, write_keys_file
+from services.common.pagination import after, decode_cursor, encode_cursor
+from services.common.problems import Problem
+
+
+def test_cursor_round_trips_times_and_ids():
+    when = datetime(2026, 11, 22, 7, 0, 1, 5, tzinfo=UTC)
+    assert decode_cursor(encode_cursor([when, "o-1"]), 2) == [when, "o-1"]
+
+
+@pytest.mark.parametrize("bad", ["x", "%%%", encode_cursor(["only-one"]), "eyJhIjoxfQ"])
+def test_malformed_cursor_is_a_400(bad):
+    with pytest.raises(Problem) as caught:
+        decode_cursor(bad, 2)
+    assert caught.value.status == 400
+
+
+def test_keyset_filter_continues_after_the_last_row():
+    assert after([("placed_at", -1), ("_id", -1)], [5, "b"]) == {
+        "$or": [{"placed_at": {"$lt": 5}}, {"placed_at": 5, "_id": {"$lt": "b"}}]}
+
+
+def test_keys_file_holds_hashes_and_roles_rank(tmp_path):
+    keys = {"viewer": new_key("viewer"), "admin": new_key("admin")}
+    path = tmp_path / "keys"
+    write_keys_file(path, keys)
+    assert keys["admin"] not in path.read_text()
+    table = ApiKeys(path)
+    assert table.authenticate(f"Bearer {keys['admin']}").can("agent")
+    assert not table.authenticate(f"Bearer {keys['viewer']}").can("agent")
+    for header in (None, "Basic abc", f"Bearer {keys['admin']}x"):
+        with pytest.raises(Problem) as caught:
+            table.authenticate(header)
+        assert caught.value.status == 401
