@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.stack import Stack, start_stack
+from services.stack.harness import Stack, start_stack
 
 
 @pytest.fixture(scope="session")

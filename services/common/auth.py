@@ -79,12 +79,18 @@ class ApiKeys:
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
-            raise Problem(401, "missing API key: send 'Authorization: Bearer <key>'",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise Problem(401, "malformed Authorization header: expected 'Bearer <key>'",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "malformed Authorization header: expected 'Bearer <key>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         self._refresh()
         digest = hash_key(token.strip())
         for known, principal in self._by_hash.items():

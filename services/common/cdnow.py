@@ -55,14 +55,20 @@ def import_lines(until: date | None = None) -> Iterator[bytes]:
         seen[key] = seen.get(key, 0) + 1
         qty = max(p.cds, 1)
         unit = -(-p.cents // qty)
-        placed = datetime(p.day.year, p.day.month, p.day.day, 12, 0, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        yield orjson.dumps({
-            "order_id": f"{p.customer}-{p.day:%Y%m%d}-{seen[key]}",
-            "customer_id": p.customer,
-            "items": [{"sku": "cd", "category": "music", "brand": "cdnow", "qty": qty, "unit_price_cents": unit}],
-            "currency": "USD",
-            "discount_cents": unit * qty - p.cents,
-            "amount_cents": p.cents,
-            "placed_at": placed,
-            "paid_at": placed,
-        })
+        placed = datetime(p.day.year, p.day.month, p.day.day, 12, 0, tzinfo=UTC).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        yield orjson.dumps(
+            {
+                "order_id": f"{p.customer}-{p.day:%Y%m%d}-{seen[key]}",
+                "customer_id": p.customer,
+                "items": [
+                    {"sku": "cd", "category": "music", "brand": "cdnow", "qty": qty, "unit_price_cents": unit}
+                ],
+                "currency": "USD",
+                "discount_cents": unit * qty - p.cents,
+                "amount_cents": p.cents,
+                "placed_at": placed,
+                "paid_at": placed,
+            }
+        )

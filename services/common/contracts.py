@@ -72,7 +72,9 @@ class SchemaRegistry:
         if found is None:
             if url not in self.documents:
                 raise EventValidationError(f"no schema {url}", "dataschema")
-            found = Draft202012Validator(self.documents[url], registry=self._registry, format_checker=FormatChecker())
+            found = Draft202012Validator(
+                self.documents[url], registry=self._registry, format_checker=FormatChecker()
+            )
             self._validators[url] = found
         return found
 
@@ -92,7 +94,9 @@ class SchemaRegistry:
         if isinstance(node, dict):
             target = node.get("$ref")
             if target is not None:
-                doc_url, _, pointer = (target if "://" in target else base.split("#")[0] + target).partition("#")
+                doc_url, _, pointer = (target if "://" in target else base.split("#")[0] + target).partition(
+                    "#"
+                )
                 resolved: Any = self.documents[doc_url]
                 for part in pointer.strip("/").split("/") if pointer else []:
                     resolved = resolved[part]
@@ -123,7 +127,11 @@ class SchemaRegistry:
         """Envelope first, then `data` against the schema that `dataschema` names."""
         if not isinstance(event, dict):
             raise EventValidationError("an event must be a JSON object")
-        self.check(self.envelope_url, event, event_type=event.get("type") if isinstance(event.get("type"), str) else None)
+        self.check(
+            self.envelope_url,
+            event,
+            event_type=event.get("type") if isinstance(event.get("type"), str) else None,
+        )
         etype = event["type"]
         expected = schema_url(etype)
         if event["dataschema"] != expected:

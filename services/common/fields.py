@@ -57,8 +57,11 @@ def only_params(*allowed: str):
     def check(request: Request) -> None:
         unknown = sorted(set(request.query_params) - allowed_set)
         if unknown:
-            raise Problem(400, f"unknown query parameter(s): {', '.join(unknown)}; known: "
-                               f"{', '.join(sorted(allowed_set)) or 'none'}")
+            raise Problem(
+                400,
+                f"unknown query parameter(s): {', '.join(unknown)}; known: "
+                f"{', '.join(sorted(allowed_set)) or 'none'}",
+            )
 
     return check
 

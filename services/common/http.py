@@ -74,10 +74,14 @@ class RequestShell:
         except _TooLarge:
             if not status_holder["started"]:
                 limit = self.policy.for_path(scope["path"])[1]
-                await problems.problem_response(413, f"request body larger than {limit} bytes")(scope, receive, send_with_id)
+                await problems.problem_response(413, f"request body larger than {limit} bytes")(
+                    scope, receive, send_with_id
+                )
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or ("unmatched" if status_holder["status"] == 404 else "other")
+            template = getattr(route, "path", None) or (
+                "unmatched" if status_holder["status"] == 404 else "other"
+            )
             method = scope["method"]
             metrics.HTTP_REQUESTS.labels(method, template, str(status_holder["status"])).inc()
             metrics.HTTP_LATENCY.labels(method, template).observe(time.perf_counter() - started)
@@ -100,7 +104,9 @@ class RequestShell:
         if content_type not in media_types:
             wanted = " or ".join(sorted(media_types))
             return problems.problem_response(
-                415, f"Content-Type must be {wanted}, not {content_type or 'missing'}", accepted=sorted(media_types)
+                415,
+                f"Content-Type must be {wanted}, not {content_type or 'missing'}",
+                accepted=sorted(media_types),
             )
         return None
 
@@ -131,8 +137,13 @@ def create_app(
     body_overrides: dict[str, tuple[set[str], int]] | None = None,
     description: str = "",
 ) -> FastAPI:
-    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan,
-                  default_response_class=ORJSONResponse)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
     app.state.settings = settings
     app.state.service = service
     app.state.api_keys = ApiKeys(settings.api_keys_file)
@@ -148,8 +159,9 @@ def create_app(
         results = await asyncio.gather(*(ready_checks[n]() for n in names), return_exceptions=True)
         checks = {n: (r is True) for n, r in zip(names, results, strict=True)}
         ready = all(checks.values())
-        return ORJSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                              status_code=200 if ready else 503)
+        return ORJSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks}, status_code=200 if ready else 503
+        )
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=False)
     async def prometheus_metrics() -> Response:
@@ -160,4 +172,3 @@ def create_app(
         app.include_router(router)
     app.add_middleware(RequestShell, policy=BodyPolicy(settings.max_body_bytes, body_overrides))
     return app
-

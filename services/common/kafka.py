@@ -74,7 +74,9 @@ class EventProducer:
     def topic_of(self, event: dict[str, Any]) -> str:
         return topics.physical(topics.topic_for_type(event["type"]), self.settings)
 
-    def publish(self, events: Sequence[dict[str, Any]], *, validate: bool = True, timeout: float = 30.0) -> None:
+    def publish(
+        self, events: Sequence[dict[str, Any]], *, validate: bool = True, timeout: float = 30.0
+    ) -> None:
         """Validate all, send all, wait for every acknowledgement. Raises EventValidationError
         (naming the field) before anything is sent, or PublishError after."""
         if validate:
@@ -85,7 +87,11 @@ class EventProducer:
         for event in events:
             topic = self.topic_of(event)
             futures.append(
-                (topic, event["type"], self._producer.send(topic, key=event["subject"].encode(), value=encode(event)))
+                (
+                    topic,
+                    event["type"],
+                    self._producer.send(topic, key=event["subject"].encode(), value=encode(event)),
+                )
             )
         self._wait(futures, timeout)
 
@@ -95,11 +101,17 @@ class EventProducer:
         for raw in records:
             head = orjson.loads(raw)
             topic = self.topic_of(head)
-            futures.append((topic, head["type"], self._producer.send(topic, key=head["subject"].encode(), value=raw)))
+            futures.append(
+                (topic, head["type"], self._producer.send(topic, key=head["subject"].encode(), value=raw))
+            )
         self._wait(futures, timeout)
 
     def send_raw(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> Any:
         return self._producer.send(topic, key=key, value=value, headers=headers or [])
 
@@ -126,7 +138,9 @@ class EventProducer:
             pass
 
 
-def ensure_topics(settings: Settings, names: Iterable[str] = topics.ALL, timeout: float = 30.0) -> dict[str, str]:
+def ensure_topics(
+    settings: Settings, names: Iterable[str] = topics.ALL, timeout: float = 30.0
+) -> dict[str, str]:
     """Create every topic with the configured partition count; report what already existed.
     Returns {physical topic: "created" | "exists" | "exists with N partitions (want M)"}."""
     admin = _admin(settings, timeout)
@@ -186,7 +200,9 @@ class Delivered:
 DLQ_HEADER_PREFIX = "crm.dlq."
 
 
-def deadletter_headers(reason: str, topic: str, partition: int, offset: int, consumer: str) -> list[tuple[str, bytes]]:
+def deadletter_headers(
+    reason: str, topic: str, partition: int, offset: int, consumer: str
+) -> list[tuple[str, bytes]]:
     """Kafka Connect style: the original bytes stay the record value, the context rides in
     headers, so a fixed record can be replayed byte for byte."""
     return [
@@ -225,8 +241,13 @@ def split_valid(
                 deadletter_headers(str(exc), record.topic, record.partition, record.offset, consumer),
             )
             metrics.EVENTS_DEADLETTERED.labels(record.topic, reason_class(exc)).inc()
-            log.warning("dead-lettered", topic=record.topic, partition=record.partition, offset=record.offset,
-                        reason=str(exc))
+            log.warning(
+                "dead-lettered",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=str(exc),
+            )
             continue
         metrics.EVENTS_CONSUMED.labels(record.topic, event["type"]).inc()
         valid.append(Delivered(event, record.topic, record.partition, record.offset))
@@ -243,8 +264,14 @@ class EventConsumer:
     the batch is delivered again.
     """
 
-    def __init__(self, settings: Settings, group_id: str, topic_names: Sequence[str], producer: EventProducer,
-                 max_records: int = 500) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        group_id: str,
+        topic_names: Sequence[str],
+        producer: EventProducer,
+        max_records: int = 500,
+    ) -> None:
         self.settings = settings
         self.group_id = settings.topic_prefix + group_id
         self.max_records = max_records
@@ -275,14 +302,18 @@ class EventConsumer:
                 await handle(valid)
                 await asyncio.to_thread(self.producer.flush)
             except Exception:
-                log.exception("batch failed; it will be delivered again", group=self.group_id, size=len(records))
+                log.exception(
+                    "batch failed; it will be delivered again", group=self.group_id, size=len(records)
+                )
                 await asyncio.to_thread(self._rewind, polled)
                 await asyncio.sleep(1.0)
                 continue
             await asyncio.to_thread(self._commit, polled)
 
     def _commit(self, polled: dict[TopicPartition, list[Any]]) -> None:
-        offsets = {tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch}
+        offsets = {
+            tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch
+        }
         self._consumer.commit(offsets)
         metrics.CONSUMER_COMMITS.labels(self.group_id).inc()
         metrics.CONSUMER_LAST_COMMIT.labels(self.group_id).set_to_current_time()

@@ -19,7 +19,6 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-import orjson
 from bson import Binary, ObjectId
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from pymongo.errors import DuplicateKeyError
@@ -50,6 +49,7 @@ class Outbox:
         self._producer: EventProducer | None = None
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{ObjectId()}"
         self._clock = SystemClock()
+        self._lease_until = None  # while well inside our lease, no need to renew it
 
     async def add(self, session: AsyncIOMotorClientSession, events: Sequence[dict[str, Any]]) -> None:
         """Store events inside the caller's transaction. Validates first: a contract breach
@@ -60,8 +60,14 @@ class Outbox:
         for event in events:
             schemas.validate(event)
         now = self._clock.now()
-        rows = [{"_id": ObjectId(), "records": [Binary(encode(e)) for e in events[k:k + ROW_EVENTS]],
-                 "created_at": now} for k in range(0, len(events), ROW_EVENTS)]
+        rows = [
+            {
+                "_id": ObjectId(),
+                "records": [Binary(encode(e)) for e in events[k : k + ROW_EVENTS]],
+                "created_at": now,
+            }
+            for k in range(0, len(events), ROW_EVENTS)
+        ]
         await self.collection.insert_many(rows, session=session, ordered=True)
 
     def wake(self) -> None:
@@ -97,7 +103,9 @@ class Outbox:
 
     async def _drain(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            batch = await self.collection.find({}).sort("_id", 1).limit(self.settings.outbox_batch).to_list(None)
+            batch = (
+                await self.collection.find({}).sort("_id", 1).limit(self.settings.outbox_batch).to_list(None)
+            )
             if not batch:
                 return
             producer = await self._producer_ready()
@@ -105,7 +113,7 @@ class Outbox:
             await asyncio.to_thread(producer.publish_encoded, records)
             ids = [doc["_id"] for doc in batch]
 
-            async def forget(session: AsyncIOMotorClientSession) -> None:
+            async def forget(session: AsyncIOMotorClientSession, ids: list = ids) -> None:
                 await self.collection.delete_many({"_id": {"$in": ids}}, session=session)
 
             await self.mongo.transaction(forget)
@@ -125,6 +133,10 @@ class Outbox:
     async def _hold_lease(self) -> bool:
         """Only one relay per database publishes, so replicas never race on the same events."""
         now = self._clock.now()
+        if self._lease_until is not None and now < self._lease_until - timedelta(
+            seconds=2 * LEASE_SECONDS / 3
+        ):
+            return True
 
         async def claim(session: AsyncIOMotorClientSession) -> bool:
             try:
@@ -138,7 +150,9 @@ class Outbox:
             except DuplicateKeyError:
                 return False
 
-        return await self.mongo.transaction(claim)
+        held = await self.mongo.transaction(claim)
+        self._lease_until = now + timedelta(seconds=LEASE_SECONDS) if held else None
+        return held
 
     async def _report_backlog(self) -> None:
         try:

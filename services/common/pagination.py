@@ -28,7 +28,9 @@ def decode_cursor(cursor: str, expected: int) -> list[Any]:
             raise ValueError
         return [as_utc(datetime.fromisoformat(v["t"])) if isinstance(v, dict) else v for v in values]
     except Exception:  # noqa: BLE001 - anything unreadable is the client's mistake
-        raise Problem(400, "malformed cursor: pass back the next_cursor of a previous page unchanged") from None
+        raise Problem(
+            400, "malformed cursor: pass back the next_cursor of a previous page unchanged"
+        ) from None
 
 
 def after(sort: Sort, values: list[Any]) -> dict[str, Any]:
@@ -51,12 +53,21 @@ def cursor_of(doc: dict[str, Any], sort: Sort) -> str:
     return encode_cursor(values)
 
 
-async def page(collection: Any, query: dict[str, Any], sort: Sort, limit: int, cursor: str | None,
-               projection: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], str | None]:
+async def page(
+    collection: Any,
+    query: dict[str, Any],
+    sort: Sort,
+    limit: int,
+    cursor: str | None,
+    projection: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
     """One page and the cursor of the next (None on the last page)."""
     if cursor:
-        query = {"$and": [query, after(sort, decode_cursor(cursor, len(sort)))]} if query else after(
-            sort, decode_cursor(cursor, len(sort)))
+        query = (
+            {"$and": [query, after(sort, decode_cursor(cursor, len(sort)))]}
+            if query
+            else after(sort, decode_cursor(cursor, len(sort)))
+        )
     docs = await collection.find(query, projection).sort(sort).limit(limit + 1).to_list(None)
     more = len(docs) > limit
     docs = docs[:limit]

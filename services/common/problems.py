@@ -14,17 +14,36 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
-_TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           409: "Conflict", 413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class Problem(Exception):
     """Raise from anywhere in a request to answer with problem+json. `extra` members are
     added to the body (e.g. `allowed` transitions on a 409)."""
 
-    def __init__(self, status: int, detail: str, *, title: str | None = None, type_: str = "about:blank",
-                 headers: dict[str, str] | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        title: str | None = None,
+        type_: str = "about:blank",
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
@@ -34,10 +53,22 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_response(status: int, detail: str, request: Request | None = None, *, title: str | None = None,
-                     type_: str = "about:blank", headers: dict[str, str] | None = None, **extra: Any) -> ORJSONResponse:
-    body: dict[str, Any] = {"type": type_, "title": title or _TITLES.get(status, "Error"), "status": status,
-                            "detail": detail}
+def problem_response(
+    status: int,
+    detail: str,
+    request: Request | None = None,
+    *,
+    title: str | None = None,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> ORJSONResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title or _TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }
     if request is not None:
         body["instance"] = request.url.path
         request_id = request.scope.get("state", {}).get("request_id")
@@ -53,7 +84,9 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, list[
     for err in errors[:20]:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
         field = ".".join(loc) or "body"
-        items.append({"field": field, "message": err.get("msg", "invalid"), "in": (err.get("loc") or ["body"])[0]})
+        items.append(
+            {"field": field, "message": err.get("msg", "invalid"), "in": (err.get("loc") or ["body"])[0]}
+        )
     detail = "; ".join(f"{i['field']}: {i['message']}" for i in items[:5])
     return detail or "invalid request", items
 
@@ -61,8 +94,9 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, list[
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> ORJSONResponse:
-        return problem_response(exc.status, exc.detail, request, title=exc.title, type_=exc.type,
-                                headers=exc.headers, **exc.extra)
+        return problem_response(
+            exc.status, exc.detail, request, title=exc.title, type_=exc.type, headers=exc.headers, **exc.extra
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> ORJSONResponse:
@@ -71,7 +105,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
-        return problem_response(exc.status_code, str(exc.detail), request, headers=getattr(exc, "headers", None))
+        return problem_response(
+            exc.status_code, str(exc.detail), request, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:

@@ -79,5 +79,12 @@ class ServiceRuntime:
 
 def serve(app: FastAPI, settings: Settings, service: str) -> None:
     logs.configure(service, settings.log_level, settings.log_json)
-    uvicorn.run(app, host=settings.host, port=settings.port_of(service), log_level="warning",
-                access_log=False, lifespan="on", timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port_of(service),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )

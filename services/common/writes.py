@@ -39,7 +39,9 @@ class IdempotencyKey:
     request_hash: str
 
     @classmethod
-    def from_request(cls, key: str | None, principal: Principal, operation: str, payload: bytes) -> IdempotencyKey | None:
+    def from_request(
+        cls, key: str | None, principal: Principal, operation: str, payload: bytes
+    ) -> IdempotencyKey | None:
         if key is None:
             return None
         if not (1 <= len(key) <= 200) or not key.isprintable():
@@ -72,8 +74,14 @@ class Writes:
             if key is not None:
                 now = self._clock.now()
                 await self.idempotency.insert_one(
-                    {"_id": key.id, "request_hash": key.request_hash, "status": outcome.status,
-                     "body": outcome.body, "created_at": now, "expires_at": now + self.ttl},
+                    {
+                        "_id": key.id,
+                        "request_hash": key.request_hash,
+                        "status": outcome.status,
+                        "body": outcome.body,
+                        "created_at": now,
+                        "expires_at": now + self.ttl,
+                    },
                     session=session,
                 )
             return outcome

@@ -19,7 +19,9 @@ from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, pr
 from .service import OrderService
 
 router = APIRouter(tags=["orders"])
-IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key", description="Retries return the first result")]
+IdempotencyHeader = Annotated[
+    str | None, Header(alias="Idempotency-Key", description="Retries return the first result")
+]
 NDJSON_TYPES = {"application/x-ndjson", "application/jsonl"}
 
 
@@ -33,24 +35,32 @@ def answer(outcome: Outcome) -> ORJSONResponse:
 
 
 @router.post("/orders", status_code=201, summary="Place an order")
-async def place_order(body: OrderIn, key: IdempotencyHeader = None,
-                      principal: Principal = Depends(require("agent")),
-                      service: OrderService = Depends(orders)) -> ORJSONResponse:
+async def place_order(
+    body: OrderIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: OrderService = Depends(orders),
+) -> ORJSONResponse:
     idem = IdempotencyKey.from_request(key, principal, "POST /orders", body.model_dump_json().encode())
     return answer(await service.place(body, principal.label, idem))
 
 
 def _transition(action: Action, model: type[At]):
-    async def endpoint(order_id: EntityId, request: Request, key: IdempotencyHeader = None,
-                       principal: Principal = Depends(require("agent")),
-                       service: OrderService = Depends(orders)) -> ORJSONResponse:
+    async def endpoint(
+        order_id: EntityId,
+        request: Request,
+        key: IdempotencyHeader = None,
+        principal: Principal = Depends(require("agent")),
+        service: OrderService = Depends(orders),
+    ) -> ORJSONResponse:
         raw = await request.body()
         try:
             body = model.model_validate_json(raw) if raw.strip() else model()
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
-        idem = IdempotencyKey.from_request(key, principal, f"POST /orders/{order_id}/{action.value}",
-                                           body.model_dump_json().encode())
+        idem = IdempotencyKey.from_request(
+            key, principal, f"POST /orders/{order_id}/{action.value}", body.model_dump_json().encode()
+        )
         return answer(await service.act(order_id, action, body, principal.label, idem))
 
     endpoint.__name__ = f"{action.value}_order"
@@ -65,22 +75,35 @@ for _action, _model, _summary in (
     (Action.RETURN, ReturnIn, "Goods came back, whole order or by item"),
     (Action.REFUND, RefundIn, "Money back: for returns, or a goodwill amount"),
 ):
-    router.add_api_route(f"/orders/{{order_id}}/{_action.value}", _transition(_action, _model), methods=["POST"],
-                         summary=_summary, openapi_extra={"requestBody": {"required": False, "content": {
-                             "application/json": {"schema": _model.model_json_schema()}}}})
+    router.add_api_route(
+        f"/orders/{{order_id}}/{_action.value}",
+        _transition(_action, _model),
+        methods=["POST"],
+        summary=_summary,
+        openapi_extra={
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": _model.model_json_schema()}},
+            }
+        },
+    )
 
 
 @router.get("/orders/{order_id}", summary="One order")
-async def get_order(order_id: EntityId, _: Principal = Depends(require("viewer")),
-                    service: OrderService = Depends(orders)) -> dict[str, Any]:
+async def get_order(
+    order_id: EntityId, _: Principal = Depends(require("viewer")), service: OrderService = Depends(orders)
+) -> dict[str, Any]:
     order = await service.store.get(order_id)
     if order is None:
         raise Problem(404, f"no order {order_id}")
     return present(order)
 
 
-@router.get("/orders", summary="Orders, newest first", dependencies=[
-    Depends(only_params("customer_id", "status", "from", "to", "limit", "cursor"))])
+@router.get(
+    "/orders",
+    summary="Orders, newest first",
+    dependencies=[Depends(only_params("customer_id", "status", "from", "to", "limit", "cursor"))],
+)
 async def list_orders(
     customer_id: CustomerId | None = None,
     status: Status | None = None,
@@ -91,19 +114,35 @@ async def list_orders(
     _: Principal = Depends(require("viewer")),
     service: OrderService = Depends(orders),
 ) -> dict[str, Any]:
-    found, next_cursor = await service.store.list(customer_id=customer_id, status=status.value if status else None,
-                                                  placed_from=placed_from, placed_to=placed_to, limit=limit,
-                                                  cursor=cursor)
+    found, next_cursor = await service.store.list(
+        customer_id=customer_id,
+        status=status.value if status else None,
+        placed_from=placed_from,
+        placed_to=placed_to,
+        limit=limit,
+        cursor=cursor,
+    )
     return {"items": [present(o) for o in found], "next_cursor": next_cursor}
 
 
-@router.post("/orders/import", summary="Load historical orders (NDJSON, one order a line)",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/x-ndjson": {
-                 "schema": {"type": "string", "description": "one ImportLine JSON object per line"}}}}})
-async def import_orders(request: Request, _: Principal = Depends(require("admin")),
-                        service: OrderService = Depends(orders)) -> dict[str, Any]:
+@router.post(
+    "/orders/import",
+    summary="Load historical orders (NDJSON, one order a line)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/x-ndjson": {
+                    "schema": {"type": "string", "description": "one ImportLine JSON object per line"}
+                }
+            },
+        }
+    },
+)
+async def import_orders(
+    request: Request, _: Principal = Depends(require("admin")), service: OrderService = Depends(orders)
+) -> dict[str, Any]:
     raw = await request.body()
     if not raw.strip():
         raise Problem(400, "empty import: send one JSON order per line")
     return await service.import_ndjson(raw)
-

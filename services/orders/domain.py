@@ -57,7 +57,9 @@ class IllegalTransition(OrderError):
         super().__init__(
             f"cannot {action.value} an order that is {order.status.value}; allowed now: "
             f"{', '.join(a.value for a in allowed) or 'nothing (final state)'}",
-            409, current_status=order.status.value, allowed=[a.value for a in allowed],
+            409,
+            current_status=order.status.value,
+            allowed=[a.value for a in allowed],
         )
 
 
@@ -118,9 +120,19 @@ class Change:
 MAX_AMOUNT_CENTS = 100_000_000_000
 
 
-def new_order(*, order_id: str, customer_id: str, items: list[dict[str, Any]], currency: str, channel: str,
-              discount_cents: int, placed_at: datetime, promised_delivery_date: date | None,
-              amount_cents: int | None = None, by: str = "system") -> Order:
+def new_order(
+    *,
+    order_id: str,
+    customer_id: str,
+    items: list[dict[str, Any]],
+    currency: str,
+    channel: str,
+    discount_cents: int,
+    placed_at: datetime,
+    promised_delivery_date: date | None,
+    amount_cents: int | None = None,
+    by: str = "system",
+) -> Order:
     """Totals are computed here; a client-stated amount must agree with them."""
     if not items:
         raise OrderError("an order needs at least one item")
@@ -129,18 +141,35 @@ def new_order(*, order_id: str, customer_id: str, items: list[dict[str, Any]], c
         raise OrderError("each sku may appear once; put the quantity on one line", field="items")
     gross = sum(i["qty"] * i["unit_price_cents"] for i in items)
     if discount_cents > gross:
-        raise OrderError(f"discount_cents {discount_cents} exceeds the items' total {gross}", field="discount_cents")
+        raise OrderError(
+            f"discount_cents {discount_cents} exceeds the items' total {gross}", field="discount_cents"
+        )
     amount = gross - discount_cents
     if amount > MAX_AMOUNT_CENTS:
         raise OrderError(f"order total {amount} exceeds the limit {MAX_AMOUNT_CENTS}", field="items")
     if amount_cents is not None and amount_cents != amount:
-        raise OrderError(f"amount_cents {amount_cents} does not match items minus discount ({gross} - "
-                         f"{discount_cents} = {amount})", field="amount_cents")
+        raise OrderError(
+            f"amount_cents {amount_cents} does not match items minus discount ({gross} - "
+            f"{discount_cents} = {amount})",
+            field="amount_cents",
+        )
     nets = allocate(amount, [i["qty"] * i["unit_price_cents"] for i in items])
-    lines = tuple(Item(i["sku"], i["category"], i["brand"], i["qty"], i["unit_price_cents"], net)
-                  for i, net in zip(items, nets, strict=True))
-    return Order(order_id, customer_id, lines, currency, channel, discount_cents, amount, placed_at,
-                 promised_delivery_date, history=({"action": "place", "at": placed_at, "to": "placed", "by": by},))
+    lines = tuple(
+        Item(i["sku"], i["category"], i["brand"], i["qty"], i["unit_price_cents"], net)
+        for i, net in zip(items, nets, strict=True)
+    )
+    return Order(
+        order_id,
+        customer_id,
+        lines,
+        currency,
+        channel,
+        discount_cents,
+        amount,
+        placed_at,
+        promised_delivery_date,
+        history=({"action": "place", "at": placed_at, "to": "placed", "by": by},),
+    )
 
 
 def allocate(total: int, weights: list[int]) -> list[int]:
@@ -174,8 +203,10 @@ def _check(order: Order, action: Action, at: datetime) -> None:
     if action not in allowed_actions(order):
         raise IllegalTransition(order, action)
     if at < order.last_change:
-        raise OrderError(f"time {at.isoformat()} is before the order's last change "
-                         f"({order.last_change.isoformat()})", field="at")
+        raise OrderError(
+            f"time {at.isoformat()} is before the order's last change ({order.last_change.isoformat()})",
+            field="at",
+        )
 
 
 def _moved(order: Order, action: Action, at: datetime, to: Status, by: str, **changes: Any) -> Order:
@@ -187,43 +218,82 @@ def _moved(order: Order, action: Action, at: datetime, to: Status, by: str, **ch
 def pay(order: Order, at: datetime, by: str = "system") -> Change:
     _check(order, Action.PAY, at)
     paid = _moved(order, Action.PAY, at, Status.PAID, by, paid_cents=order.amount_cents)
-    return Change(paid, [("crm.order.paid", {"amount_cents": order.amount_cents, "currency": order.currency,
-                                             "paid_at": at})])
+    return Change(
+        paid,
+        [("crm.order.paid", {"amount_cents": order.amount_cents, "currency": order.currency, "paid_at": at})],
+    )
 
 
-def ship(order: Order, at: datetime, by: str = "system", carrier: str | None = None,
-         tracking_number: str | None = None) -> Change:
+def ship(
+    order: Order,
+    at: datetime,
+    by: str = "system",
+    carrier: str | None = None,
+    tracking_number: str | None = None,
+) -> Change:
     _check(order, Action.SHIP, at)
     shipped = _moved(order, Action.SHIP, at, Status.SHIPPED, by)
-    return Change(shipped, [("crm.order.shipped", {"shipped_at": at, "carrier": carrier,
-                                                   "tracking_number": tracking_number})])
+    return Change(
+        shipped,
+        [("crm.order.shipped", {"shipped_at": at, "carrier": carrier, "tracking_number": tracking_number})],
+    )
 
 
 def deliver(order: Order, at: datetime, by: str = "system") -> Change:
     _check(order, Action.DELIVER, at)
     late = order.promised_delivery_date is not None and at.date() > order.promised_delivery_date
     delivered = _moved(order, Action.DELIVER, at, Status.DELIVERED, by, late=late)
-    return Change(delivered, [("crm.order.delivered", {"delivered_at": at, "late": late,
-                                                       "promised_delivery_date": order.promised_delivery_date})])
+    return Change(
+        delivered,
+        [
+            (
+                "crm.order.delivered",
+                {"delivered_at": at, "late": late, "promised_delivery_date": order.promised_delivery_date},
+            )
+        ],
+    )
 
 
 def cancel(order: Order, at: datetime, reason: str, refund_id: str, by: str = "system") -> Change:
     """Before shipping only. A paid order is refunded in full at the same moment."""
     _check(order, Action.CANCEL, at)
     was_paid = order.status is Status.PAID
-    cancelled = _moved(order, Action.CANCEL, at, Status.CANCELLED, by,
-                       refunded_cents=order.paid_cents if was_paid else order.refunded_cents)
+    cancelled = _moved(
+        order,
+        Action.CANCEL,
+        at,
+        Status.CANCELLED,
+        by,
+        refunded_cents=order.paid_cents if was_paid else order.refunded_cents,
+    )
     facts: list[tuple[str, dict[str, Any]]] = [
-        ("crm.order.cancelled", {"cancelled_at": at, "reason": reason, "was_paid": was_paid})]
+        ("crm.order.cancelled", {"cancelled_at": at, "reason": reason, "was_paid": was_paid})
+    ]
     if was_paid:
-        facts.append(("crm.order.refunded", {"refund_id": refund_id, "amount_cents": order.paid_cents,
-                                             "currency": order.currency, "reason": "cancellation",
-                                             "return_id": None, "refunded_at": at}))
+        facts.append(
+            (
+                "crm.order.refunded",
+                {
+                    "refund_id": refund_id,
+                    "amount_cents": order.paid_cents,
+                    "currency": order.currency,
+                    "reason": "cancellation",
+                    "return_id": None,
+                    "refunded_at": at,
+                },
+            )
+        )
     return Change(cancelled, facts)
 
 
-def return_items(order: Order, at: datetime, return_id: str, reason: str,
-                 lines: list[dict[str, Any]] | None, by: str = "system") -> Change:
+def return_items(
+    order: Order,
+    at: datetime,
+    return_id: str,
+    reason: str,
+    lines: list[dict[str, Any]] | None,
+    by: str = "system",
+) -> Change:
     """Whole (lines None: everything not yet returned) or partial, by sku and quantity. Each
     line's amount is its share of what was paid, so returning everything returns exactly
     the order amount."""
@@ -258,48 +328,107 @@ def return_items(order: Order, at: datetime, return_id: str, reason: str,
         total += amount
     full = all(i.returned_qty >= i.qty for i in new_items)
     to = Status.RETURNED if full else Status.PARTIALLY_RETURNED
-    returned = _moved(order, Action.RETURN, at, to, by, items=tuple(new_items),
-                      returned_cents=order.returned_cents + total)
-    return Change(returned, [("crm.order.returned", {"return_id": return_id, "items": returned_lines,
-                                                     "amount_cents": total, "currency": order.currency,
-                                                     "reason": reason, "full": full, "returned_at": at})])
+    returned = _moved(
+        order, Action.RETURN, at, to, by, items=tuple(new_items), returned_cents=order.returned_cents + total
+    )
+    return Change(
+        returned,
+        [
+            (
+                "crm.order.returned",
+                {
+                    "return_id": return_id,
+                    "items": returned_lines,
+                    "amount_cents": total,
+                    "currency": order.currency,
+                    "reason": reason,
+                    "full": full,
+                    "returned_at": at,
+                },
+            )
+        ],
+    )
 
 
-def refund(order: Order, at: datetime, refund_id: str, amount_cents: int | None, by: str = "system") -> Change:
+def refund(
+    order: Order, at: datetime, refund_id: str, amount_cents: int | None, by: str = "system"
+) -> Change:
     """Pay money back. By default what returns have not yet been refunded for (reason
     'return'); with nothing returned and unrefunded, a stated amount is a goodwill refund."""
     _check(order, Action.REFUND, at)
     owed_for_returns = order.returned_cents - order.refunded_for_returns_cents
     if amount_cents is None:
         if owed_for_returns <= 0:
-            raise OrderError("nothing returned is waiting for a refund; state amount_cents for a goodwill refund",
-                             field="amount_cents")
+            raise OrderError(
+                "nothing returned is waiting for a refund; state amount_cents for a goodwill refund",
+                field="amount_cents",
+            )
         amount_cents = owed_for_returns
     if amount_cents <= 0:
         raise OrderError("amount_cents must be positive", field="amount_cents")
     if amount_cents > order.refundable_cents:
-        raise OrderError(f"cannot refund {amount_cents}: only {order.refundable_cents} was paid and not yet "
-                         f"refunded", 409, refundable_cents=order.refundable_cents)
+        raise OrderError(
+            f"cannot refund {amount_cents}: only {order.refundable_cents} was paid and not yet refunded",
+            409,
+            refundable_cents=order.refundable_cents,
+        )
     for_returns = min(amount_cents, max(owed_for_returns, 0))
     refunded_total = order.refunded_cents + amount_cents
     to = Status.REFUNDED if refunded_total >= order.paid_cents else order.status
-    refunded = _moved(order, Action.REFUND, at, to, by, refunded_cents=refunded_total,
-                      refunded_for_returns_cents=order.refunded_for_returns_cents + for_returns)
+    refunded = _moved(
+        order,
+        Action.REFUND,
+        at,
+        to,
+        by,
+        refunded_cents=refunded_total,
+        refunded_for_returns_cents=order.refunded_for_returns_cents + for_returns,
+    )
     # Two reasons, two events: a refund for returned goods repays what crm.order.returned
     # already took off net spend; a goodwill refund takes money off by itself.
     facts = []
-    for reason, amount, suffix in (("return", for_returns, ""), ("goodwill", amount_cents - for_returns, "-g")):
+    for reason, amount, suffix in (
+        ("return", for_returns, ""),
+        ("goodwill", amount_cents - for_returns, "-g"),
+    ):
         if amount > 0:
-            facts.append(("crm.order.refunded", {"refund_id": refund_id + (suffix if for_returns else ""),
-                                                 "amount_cents": amount, "currency": order.currency,
-                                                 "reason": reason, "return_id": None, "refunded_at": at}))
+            facts.append(
+                (
+                    "crm.order.refunded",
+                    {
+                        "refund_id": refund_id + (suffix if for_returns else ""),
+                        "amount_cents": amount,
+                        "currency": order.currency,
+                        "reason": reason,
+                        "return_id": None,
+                        "refunded_at": at,
+                    },
+                )
+            )
     return Change(refunded, facts)
 
 
 def placed_facts(order: Order) -> list[tuple[str, dict[str, Any]]]:
-    return [("crm.order.placed", {
-        "items": [{"sku": i.sku, "category": i.category, "brand": i.brand, "qty": i.qty,
-                   "unit_price_cents": i.unit_price_cents} for i in order.items],
-        "amount_cents": order.amount_cents, "discount_cents": order.discount_cents, "currency": order.currency,
-        "channel": order.channel, "promised_delivery_date": order.promised_delivery_date,
-        "placed_at": order.placed_at})]
+    return [
+        (
+            "crm.order.placed",
+            {
+                "items": [
+                    {
+                        "sku": i.sku,
+                        "category": i.category,
+                        "brand": i.brand,
+                        "qty": i.qty,
+                        "unit_price_cents": i.unit_price_cents,
+                    }
+                    for i in order.items
+                ],
+                "amount_cents": order.amount_cents,
+                "discount_cents": order.discount_cents,
+                "currency": order.currency,
+                "channel": order.channel,
+                "promised_delivery_date": order.promised_delivery_date,
+                "placed_at": order.placed_at,
+            },
+        )
+    ]

@@ -13,9 +13,15 @@ from .domain import Change, Order
 SOURCE = "/services/orders"
 
 # The moment each event type happened, taken from its data.
-_WHEN = {"crm.order.placed": "placed_at", "crm.order.paid": "paid_at", "crm.order.shipped": "shipped_at",
-         "crm.order.delivered": "delivered_at", "crm.order.cancelled": "cancelled_at",
-         "crm.order.returned": "returned_at", "crm.order.refunded": "refunded_at"}
+_WHEN = {
+    "crm.order.placed": "placed_at",
+    "crm.order.paid": "paid_at",
+    "crm.order.shipped": "shipped_at",
+    "crm.order.delivered": "delivered_at",
+    "crm.order.cancelled": "cancelled_at",
+    "crm.order.returned": "returned_at",
+    "crm.order.refunded": "refunded_at",
+}
 
 
 def _json(value: Any) -> Any:

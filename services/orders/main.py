@@ -27,7 +27,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await runtime.stop()
 
     return create_http_app(
-        service="orders", title="CRM orders", settings=settings, routers=[api.router], lifespan=lifespan,
+        service="orders",
+        title="CRM orders",
+        settings=settings,
+        routers=[api.router],
+        lifespan=lifespan,
         ready_checks=runtime.ready_checks(),
         body_overrides={"/orders/import": (api.NDJSON_TYPES, settings.max_import_bytes)},
         description="Orders and their lifecycle; every change is published to crm.orders.v1.",

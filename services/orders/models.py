@@ -58,12 +58,14 @@ class ReturnLineIn(Strict):
 class ReturnIn(At):
     reason: ShortText
     items: Annotated[list[ReturnLineIn], Field(min_length=1, max_length=500)] | None = Field(
-        None, description="Which items; everything not yet returned when absent")
+        None, description="Which items; everything not yet returned when absent"
+    )
 
 
 class RefundIn(At):
     amount_cents: Annotated[int, Field(ge=1, le=100_000_000_000)] | None = Field(
-        None, description="Defaults to what returns are owed; otherwise a goodwill refund")
+        None, description="Defaults to what returns are owed; otherwise a goodwill refund"
+    )
 
 
 class ImportLine(Strict):
@@ -93,9 +95,18 @@ def present(order: Order) -> dict[str, Any]:
         "customer_id": order.customer_id,
         "status": order.status.value,
         "allowed_actions": [a.value for a in allowed_actions(order)],
-        "items": [{"sku": i.sku, "category": i.category, "brand": i.brand, "qty": i.qty,
-                   "unit_price_cents": i.unit_price_cents, "net_cents": i.net_cents,
-                   "returned_qty": i.returned_qty} for i in order.items],
+        "items": [
+            {
+                "sku": i.sku,
+                "category": i.category,
+                "brand": i.brand,
+                "qty": i.qty,
+                "unit_price_cents": i.unit_price_cents,
+                "net_cents": i.net_cents,
+                "returned_qty": i.returned_qty,
+            }
+            for i in order.items
+        ],
         "currency": order.currency,
         "channel": order.channel,
         "gross_cents": order.gross_cents,
@@ -104,7 +115,9 @@ def present(order: Order) -> dict[str, Any]:
         "paid_cents": order.paid_cents,
         "returned_cents": order.returned_cents,
         "refunded_cents": order.refunded_cents,
-        "promised_delivery_date": order.promised_delivery_date.isoformat() if order.promised_delivery_date else None,
+        "promised_delivery_date": order.promised_delivery_date.isoformat()
+        if order.promised_delivery_date
+        else None,
         "late": order.late,
         "placed_at": to_rfc3339(order.placed_at),
         "history": [{**h, "at": to_rfc3339(h["at"])} for h in order.history],

@@ -11,6 +11,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter
 from pydantic import ValidationError
+from pymongo.errors import DuplicateKeyError
 
 from services.common.clock import Clock
 from services.common.problems import Problem, describe_validation_errors
@@ -57,25 +58,35 @@ class OrderService:
         order_id = body.order_id or new_id("o")
         try:
             order = domain.new_order(
-                order_id=order_id, customer_id=body.customer_id, items=[i.model_dump() for i in body.items],
-                currency=body.currency, channel=body.channel, discount_cents=body.discount_cents,
-                placed_at=body.placed_at or self.clock.now(), promised_delivery_date=body.promised_delivery_date,
-                amount_cents=body.amount_cents, by=by)
+                order_id=order_id,
+                customer_id=body.customer_id,
+                items=[i.model_dump() for i in body.items],
+                currency=body.currency,
+                channel=body.channel,
+                discount_cents=body.discount_cents,
+                placed_at=body.placed_at or self.clock.now(),
+                promised_delivery_date=body.promised_delivery_date,
+                amount_cents=body.amount_cents,
+                by=by,
+            )
         except OrderError as exc:
             raise _problem(exc) from None
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
-            if await self.store.get(order_id, session):
-                raise Problem(409, f"order {order_id} already exists")
-            await self.store.insert([order], session)
+            await self.store.insert([order], session)  # the unique _id refuses a second copy
             return Outcome(201, present(order), events_for(order, domain.placed_facts(order)))
 
-        outcome = await self.writes.run(work, key)
+        try:
+            outcome = await self.writes.run(work, key)
+        except DuplicateKeyError:
+            raise Problem(409, f"order {order_id} already exists") from None
         if not outcome.replayed:
             count(outcome.events)
         return outcome
 
-    async def act(self, order_id: str, action: Action, body: Any, by: str, key: IdempotencyKey | None) -> Outcome:
+    async def act(
+        self, order_id: str, action: Action, body: Any, by: str, key: IdempotencyKey | None
+    ) -> Outcome:
         at = body.at or self.clock.now()
         apply = self._rule(action, body, at, by)
 
@@ -103,11 +114,20 @@ class OrderService:
 
     def _rule(self, action: Action, body: Any, at: datetime, by: str) -> Callable[[Order], Change]:
         if action is Action.PAY:
+
             def pay(order: Order) -> Change:
-                if isinstance(body, PayIn) and body.amount_cents is not None and body.amount_cents != order.amount_cents:
-                    raise OrderError(f"amount_cents {body.amount_cents} does not match the order amount "
-                                     f"{order.amount_cents}", field="amount_cents")
+                if (
+                    isinstance(body, PayIn)
+                    and body.amount_cents is not None
+                    and body.amount_cents != order.amount_cents
+                ):
+                    raise OrderError(
+                        f"amount_cents {body.amount_cents} does not match the order amount "
+                        f"{order.amount_cents}",
+                        field="amount_cents",
+                    )
                 return domain.pay(order, at, by)
+
             return pay
         if action is Action.SHIP:
             assert isinstance(body, ShipIn)
@@ -130,8 +150,14 @@ class OrderService:
         """Validate each line; store accepted orders with their events (historical times) in
         chunks; report rejects by line number. Re-importing an order is a duplicate, not a
         second copy."""
-        report: dict[str, Any] = {"lines": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "events": 0,
-                                  "rejects": []}
+        report: dict[str, Any] = {
+            "lines": 0,
+            "accepted": 0,
+            "duplicates": 0,
+            "rejected": 0,
+            "events": 0,
+            "rejects": [],
+        }
         pending: list[tuple[Order, list[dict[str, Any]]]] = []
         for number, line in enumerate(raw.split(b"\n"), 1):
             if not line.strip():
@@ -159,7 +185,9 @@ class OrderService:
         if len(report["rejects"]) < MAX_REPORTED_REJECTS:
             report["rejects"].append({"line": line, "error": error})
 
-    async def _store_chunk(self, chunk: list[tuple[Order, list[dict[str, Any]]]], report: dict[str, Any]) -> None:
+    async def _store_chunk(
+        self, chunk: list[tuple[Order, list[dict[str, Any]]]], report: dict[str, Any]
+    ) -> None:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             seen = await self.store.existing_ids([o.order_id for o, _ in chunk], session)
             fresh, events = [], []
@@ -182,15 +210,32 @@ class OrderService:
 def history(line: ImportLine) -> tuple[Order, list[tuple[str, dict[str, Any]]]]:
     """Rebuild an order's life from its historical times, through the same rules as live."""
     order = domain.new_order(
-        order_id=line.order_id, customer_id=line.customer_id, items=[i.model_dump() for i in line.items],
-        currency=line.currency, channel=line.channel, discount_cents=line.discount_cents,
-        placed_at=line.placed_at, promised_delivery_date=line.promised_delivery_date,
-        amount_cents=line.amount_cents, by="import")
+        order_id=line.order_id,
+        customer_id=line.customer_id,
+        items=[i.model_dump() for i in line.items],
+        currency=line.currency,
+        channel=line.channel,
+        discount_cents=line.discount_cents,
+        placed_at=line.placed_at,
+        promised_delivery_date=line.promised_delivery_date,
+        amount_cents=line.amount_cents,
+        by="import",
+    )
     facts = domain.placed_facts(order)
     # Ties are broken by the lifecycle's own order.
-    steps = [(t, rank, action) for rank, (action, t) in enumerate((
-        (Action.PAY, line.paid_at), (Action.SHIP, line.shipped_at), (Action.DELIVER, line.delivered_at),
-        (Action.RETURN, line.returned_at), (Action.CANCEL, line.cancelled_at))) if t is not None]
+    steps = [
+        (t, rank, action)
+        for rank, (action, t) in enumerate(
+            (
+                (Action.PAY, line.paid_at),
+                (Action.SHIP, line.shipped_at),
+                (Action.DELIVER, line.delivered_at),
+                (Action.RETURN, line.returned_at),
+                (Action.CANCEL, line.cancelled_at),
+            )
+        )
+        if t is not None
+    ]
     for at, _, action in sorted(steps):
         if action is Action.PAY:
             change = domain.pay(order, at, "import")

@@ -44,7 +44,9 @@ def to_document(order: Order) -> dict[str, Any]:
         "returned_cents": order.returned_cents,
         "refunded_cents": order.refunded_cents,
         "refunded_for_returns_cents": order.refunded_for_returns_cents,
-        "promised_delivery_date": order.promised_delivery_date.isoformat() if order.promised_delivery_date else None,
+        "promised_delivery_date": order.promised_delivery_date.isoformat()
+        if order.promised_delivery_date
+        else None,
         "placed_at": order.placed_at,
         "times": dict(order.times),
         "late": order.late,
@@ -85,7 +87,9 @@ class OrderStore:
         doc = await self.orders.find_one({"_id": order_id}, session=session)
         return from_document(doc) if doc else None
 
-    async def existing_ids(self, order_ids: list[str], session: AsyncIOMotorClientSession | None = None) -> set[str]:
+    async def existing_ids(
+        self, order_ids: list[str], session: AsyncIOMotorClientSession | None = None
+    ) -> set[str]:
         docs = await self.orders.find({"_id": {"$in": order_ids}}, {"_id": 1}, session=session).to_list(None)
         return {d["_id"] for d in docs}
 
@@ -96,21 +100,32 @@ class OrderStore:
     async def replace(self, order: Order, session: AsyncIOMotorClientSession) -> Order:
         """Optimistic concurrency: the write lands only on the version that was read."""
         saved = type(order)(**{**order.__dict__, "version": order.version + 1})
-        result = await self.orders.replace_one({"_id": order.order_id, "version": order.version},
-                                               to_document(saved), session=session)
+        result = await self.orders.replace_one(
+            {"_id": order.order_id, "version": order.version}, to_document(saved), session=session
+        )
         if result.matched_count != 1:
             raise ConcurrentChange(order.order_id)
         return saved
 
-    async def list(self, *, customer_id: str | None, status: str | None, placed_from: datetime | None,
-                   placed_to: datetime | None, limit: int, cursor: str | None) -> tuple[list[Order], str | None]:
+    async def list(
+        self,
+        *,
+        customer_id: str | None,
+        status: str | None,
+        placed_from: datetime | None,
+        placed_to: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Order], str | None]:
         query: dict[str, Any] = {}
         if customer_id:
             query["customer_id"] = customer_id
         if status:
             query["status"] = status
         if placed_from or placed_to:
-            query["placed_at"] = {**({"$gte": placed_from} if placed_from else {}),
-                                  **({"$lt": placed_to} if placed_to else {})}
+            query["placed_at"] = {
+                **({"$gte": placed_from} if placed_from else {}),
+                **({"$lt": placed_to} if placed_to else {}),
+            }
         docs, next_cursor = await page(self.orders, query, LIST_SORT, limit, cursor)
         return [from_document(d) for d in docs], next_cursor

@@ -19,8 +19,14 @@ console = Console()
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     from .launcher import run_up
 
-    return run_up(settings, Path(args.data_dir), demo=args.demo, broker_port=args.broker_port,
-                  mongo_port=args.mongo_port, demo_rate=args.demo_rate)
+    return run_up(
+        settings,
+        Path(args.data_dir),
+        demo=args.demo,
+        broker_port=args.broker_port,
+        mongo_port=args.mongo_port,
+        demo_rate=args.demo_rate,
+    )
 
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -52,7 +58,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         url = settings.url_of(service)
         try:
             answer = httpx.get(f"{url}/readyz", timeout=2.0)
-            state = "ready" if answer.status_code == 200 else f"[yellow]not ready[/] {answer.json().get('checks')}"
+            state = (
+                "ready"
+                if answer.status_code == 200
+                else f"[yellow]not ready[/] {answer.json().get('checks')}"
+            )
             healthy &= answer.status_code == 200
         except httpx.HTTPError:
             state = "[dim]not running[/]"

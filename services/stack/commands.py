@@ -28,8 +28,9 @@ def admin_key(data_dir: str) -> str:
     raise SystemExit(f"no admin key: set CRM_API_KEY or run `crm up` first (looked in {keys})")
 
 
-def replay_cdnow(orders_url: str, key: str, until: date | None, chunk: int = 10_000,
-                 client: httpx.Client | None = None) -> dict[str, int]:
+def replay_cdnow(
+    orders_url: str, key: str, until: date | None, chunk: int = 10_000, client: httpx.Client | None = None
+) -> dict[str, int]:
     """Load CDNOW through the orders service's history import, in chunks."""
     from services.common.cdnow import import_lines
 
@@ -40,8 +41,11 @@ def replay_cdnow(orders_url: str, key: str, until: date | None, chunk: int = 10_
         batch: list[bytes] = []
 
         def send() -> None:
-            answer = client.post(f"{orders_url}/orders/import", content=b"\n".join(batch),
-                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"})
+            answer = client.post(
+                f"{orders_url}/orders/import",
+                content=b"\n".join(batch),
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"},
+            )
             if answer.status_code != 200:
                 raise SystemExit(f"import failed ({answer.status_code}): {answer.text[:500]}")
             report = answer.json()
@@ -71,9 +75,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     started = time.perf_counter()
     totals = replay_cdnow(args.orders_url or settings.url_of("orders"), admin_key(args.data_dir), until)
     elapsed = time.perf_counter() - started
-    console.print(f"CDNOW{' until ' + args.until if args.until else ''}: {totals['accepted']} orders, "
-                  f"{totals['events']} events, {totals['duplicates']} already there, {totals['rejected']} rejected, "
-                  f"in {elapsed:.1f}s")
+    console.print(
+        f"CDNOW{' until ' + args.until if args.until else ''}: {totals['accepted']} orders, "
+        f"{totals['events']} events, {totals['duplicates']} already there, {totals['rejected']} rejected, "
+        f"in {elapsed:.1f}s"
+    )
     return 0 if totals["rejected"] == 0 else 1
 
 

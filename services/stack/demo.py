@@ -22,8 +22,13 @@ import orjson
 
 from services.common.settings import Settings
 
-CATEGORIES = {"shoes": (3000, 25000), "dresses": (5000, 40000), "bags": (8000, 90000), "accessories": (500, 6000),
-              "beauty": (800, 12000)}
+CATEGORIES = {
+    "shoes": (3000, 25000),
+    "dresses": (5000, 40000),
+    "bags": (8000, 90000),
+    "accessories": (500, 6000),
+    "beauty": (800, 12000),
+}
 BRANDS = ["Aurora", "Bamboo & Co", "Cobalt", "Dune", "Ember", "Fjord"]
 CHANNELS = ["web", "app", "app", "marketplace", "store"]
 
@@ -45,8 +50,12 @@ class Shop:
     shoppers: list[Shopper] = field(default_factory=list)
 
     def add_shopper(self, index: int) -> Shopper:
-        shopper = Shopper(f"demo-{index:05d}", cadence_days=self.rng.choice([7, 14, 30, 45, 90, 180]),
-                          basket=self.rng.lognormvariate(0, 0.5), drifting=self.rng.random() < 0.25)
+        shopper = Shopper(
+            f"demo-{index:05d}",
+            cadence_days=self.rng.choice([7, 14, 30, 45, 90, 180]),
+            basket=self.rng.lognormvariate(0, 0.5),
+            drifting=self.rng.random() < 0.25,
+        )
         self.shoppers.append(shopper)
         return shopper
 
@@ -55,9 +64,15 @@ class Shop:
         for category in self.rng.sample(list(CATEGORIES), self.rng.randint(1, 3)):
             low, high = CATEGORIES[category]
             price = int(self.rng.uniform(low, high) * shopper.basket) // 100 * 100 + 99
-            items.append({"sku": f"{category[:3].upper()}-{self.rng.randint(1, 400):04d}", "category": category,
-                          "brand": self.rng.choice(BRANDS), "qty": self.rng.choice([1, 1, 1, 2]),
-                          "unit_price_cents": max(price, 99)})
+            items.append(
+                {
+                    "sku": f"{category[:3].upper()}-{self.rng.randint(1, 400):04d}",
+                    "category": category,
+                    "brand": self.rng.choice(BRANDS),
+                    "qty": self.rng.choice([1, 1, 1, 2]),
+                    "unit_price_cents": max(price, 99),
+                }
+            )
         return items
 
     def history(self, shopper: Shopper, now: datetime, days: int = 365) -> list[dict]:
@@ -68,13 +83,21 @@ class Shop:
         while when < stop_after - timedelta(days=1):
             order_id = f"{shopper.customer_id}-h{len(lines) + 1}"
             paid = when + timedelta(minutes=self.rng.randint(1, 30))
-            steps = {"paid_at": paid, "shipped_at": paid + timedelta(hours=20),
-                     "delivered_at": paid + timedelta(days=self.rng.randint(2, 6))}
+            steps = {
+                "paid_at": paid,
+                "shipped_at": paid + timedelta(hours=20),
+                "delivered_at": paid + timedelta(days=self.rng.randint(2, 6)),
+            }
             if self.rng.random() < 0.06:
                 steps["returned_at"] = paid + timedelta(days=12)
-            line = {"order_id": order_id, "customer_id": shopper.customer_id, "currency": "CNY",
-                    "channel": self.rng.choice(CHANNELS), "items": self.basket_items(shopper),
-                    "placed_at": _ts(when)}
+            line = {
+                "order_id": order_id,
+                "customer_id": shopper.customer_id,
+                "currency": "CNY",
+                "channel": self.rng.choice(CHANNELS),
+                "items": self.basket_items(shopper),
+                "placed_at": _ts(when),
+            }
             # Recent orders are still in flight: only what has already happened is history.
             line.update({name: _ts(at) for name, at in steps.items() if at < now})
             lines.append(line)
@@ -88,7 +111,9 @@ def _ts(when: datetime) -> str:
 
 
 class Demo:
-    def __init__(self, settings: Settings, keys: dict[str, str], rate: float, customers: int, seed: int) -> None:
+    def __init__(
+        self, settings: Settings, keys: dict[str, str], rate: float, customers: int, seed: int
+    ) -> None:
         self.settings = settings
         self.shop = Shop(random.Random(seed))
         self.rate = rate
@@ -112,8 +137,12 @@ class Demo:
             lines.extend(self.shop.history(self.shop.add_shopper(index), now))
         if self.up("orders"):
             body = b"\n".join(orjson.dumps(line) for line in lines)
-            answer = self.http.post(f"{self.settings.url_of('orders')}/orders/import", content=body,
-                                    headers={**self.admin, "Content-Type": "application/x-ndjson"}, timeout=300)
+            answer = self.http.post(
+                f"{self.settings.url_of('orders')}/orders/import",
+                content=body,
+                headers={**self.admin, "Content-Type": "application/x-ndjson"},
+                timeout=300,
+            )
             report = answer.json() if answer.status_code == 200 else {"error": answer.text[:300]}
             report["rejects"] = report.get("rejects", [])[:3]
             print(f"demo: loaded a year of history for {self.customers} customers: {report}", flush=True)
@@ -128,9 +157,13 @@ class Demo:
             self.place_order(rng.choice(active))
 
     def place_order(self, shopper: Shopper) -> None:
-        body = {"customer_id": shopper.customer_id, "currency": "CNY", "channel": self.shop.rng.choice(CHANNELS),
-                "items": self.shop.basket_items(shopper),
-                "promised_delivery_date": (datetime.now(UTC) + timedelta(days=3)).date().isoformat()}
+        body = {
+            "customer_id": shopper.customer_id,
+            "currency": "CNY",
+            "channel": self.shop.rng.choice(CHANNELS),
+            "items": self.shop.basket_items(shopper),
+            "promised_delivery_date": (datetime.now(UTC) + timedelta(days=3)).date().isoformat(),
+        }
         answer = self.http.post(f"{self.settings.url_of('orders')}/orders", json=body, headers=self.agent)
         if answer.status_code == 201:
             self.open_orders.append((answer.json()["order_id"], "placed"))
@@ -138,20 +171,27 @@ class Demo:
     def advance_order(self) -> None:
         rng = self.shop.rng
         order_id, status = self.open_orders.pop(rng.randrange(len(self.open_orders)))
-        following = {"placed": ["pay"] * 9 + ["cancel"], "paid": ["ship"] * 19 + ["cancel"],
-                     "shipped": ["deliver"], "delivered": ["return"] + [None] * 12}[status]
+        following = {
+            "placed": ["pay"] * 9 + ["cancel"],
+            "paid": ["ship"] * 19 + ["cancel"],
+            "shipped": ["deliver"],
+            "delivered": ["return"] + [None] * 12,
+        }[status]
         action = rng.choice(following)
         if action is None:
             return
         body = {"reason": "did not fit"} if action == "return" else None
-        answer = self.http.post(f"{self.settings.url_of('orders')}/orders/{order_id}/{action}", json=body,
-                                headers=self.agent)
+        answer = self.http.post(
+            f"{self.settings.url_of('orders')}/orders/{order_id}/{action}", json=body, headers=self.agent
+        )
         if answer.status_code == 200:
             new_status = answer.json()["status"]
             if new_status in ("paid", "shipped", "delivered"):
                 self.open_orders.append((order_id, new_status))
             elif new_status in ("returned", "partially_returned"):
-                self.http.post(f"{self.settings.url_of('orders')}/orders/{order_id}/refund", headers=self.agent)
+                self.http.post(
+                    f"{self.settings.url_of('orders')}/orders/{order_id}/refund", headers=self.agent
+                )
 
     def run(self) -> None:
         self.backfill()

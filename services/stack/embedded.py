@@ -70,8 +70,9 @@ class Child:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         env = {**os.environ, **self.env}
         # A session of its own: Ctrl-C reaches only the launcher, which stops children in order.
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log.close()
 
     @property
@@ -128,8 +129,16 @@ def broker_child(port: int, log_dir: Path) -> Child:
     url = f"tcp://127.0.0.1:{port}"
     # Memory storage: fast, and lost on restart (the launcher re-creates topics; services'
     # outboxes keep every event until the broker acknowledged it).
-    argv = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-            "--storage-engine", "memory://tansu/"]
+    argv = [
+        tansu_binary(),
+        "broker",
+        "--listener-url",
+        url,
+        "--advertised-listener-url",
+        url,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
     return Child("broker", argv, log_dir / "broker.log", port=port)
 
 
@@ -137,14 +146,31 @@ def mongo_child(port: int, data_dir: Path | str, log_dir: Path) -> Child:
     """data_dir: a folder (one SQLite file per database) or 'memory'."""
     if data_dir != "memory":
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-    argv = [nx_binary(), "--data-dir", str(data_dir), "--host", "127.0.0.1", "-p", str(port),
-            "--log-file", str(log_dir / "mongo-server.log"), "--pid-file", str(log_dir / f"mongo-{port}.pid")]
+    argv = [
+        nx_binary(),
+        "--data-dir",
+        str(data_dir),
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--log-file",
+        str(log_dir / "mongo-server.log"),
+        "--pid-file",
+        str(log_dir / f"mongo-{port}.pid"),
+    ]
     return Child("mongo", argv, log_dir / "mongo.log", port=port)
 
 
 def service_child(service: str, env: dict[str, str], port: int, log_dir: Path) -> Child:
-    return Child(service, [sys.executable, "-m", f"services.{service}"], log_dir / f"{service}.log", env=env,
-                 port=port, ready_url=f"http://127.0.0.1:{port}/readyz")
+    return Child(
+        service,
+        [sys.executable, "-m", f"services.{service}"],
+        log_dir / f"{service}.log",
+        env=env,
+        port=port,
+        ready_url=f"http://127.0.0.1:{port}/readyz",
+    )
 
 
 def existing_services() -> list[str]:

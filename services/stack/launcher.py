@@ -43,8 +43,17 @@ def read_api_keys(data_dir: Path) -> dict[str, str]:
 
 
 class Platform:
-    def __init__(self, settings: Settings, data_dir: Path, *, demo: bool, broker_port: int, mongo_port: int,
-                 console: Console | None = None, demo_rate: float = 5.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        data_dir: Path,
+        *,
+        demo: bool,
+        broker_port: int,
+        mongo_port: int,
+        console: Console | None = None,
+        demo_rate: float = 5.0,
+    ) -> None:
         self.settings = settings
         self.data_dir = data_dir.resolve()
         self.log_dir = self.data_dir / "logs"
@@ -56,16 +65,22 @@ class Platform:
         self.bootstrap = f"127.0.0.1:{broker_port}" if self.embedded_broker else settings.kafka_bootstrap
         self.mongo_url = f"mongodb://127.0.0.1:{mongo_port}" if self.embedded_mongo else settings.mongo_url
         self.broker = broker_child(broker_port, self.log_dir) if self.embedded_broker else None
-        self.mongo = mongo_child(mongo_port, self.data_dir / "mongo", self.log_dir) if self.embedded_mongo else None
+        self.mongo = (
+            mongo_child(mongo_port, self.data_dir / "mongo", self.log_dir) if self.embedded_mongo else None
+        )
         self.services: list[Child] = []
         self.extras: list[Child] = []
         self._next_restart: dict[str, float] = {}
 
     @property
     def child_env(self) -> dict[str, str]:
-        return {"CRM_KAFKA_BOOTSTRAP": self.bootstrap, "CRM_MONGO_URL": self.mongo_url,
-                "CRM_API_KEYS_FILE": str(self.data_dir / KEYS_HASHED), "CRM_DATA_DIR": str(self.data_dir),
-                "PYTHONUNBUFFERED": "1"}
+        return {
+            "CRM_KAFKA_BOOTSTRAP": self.bootstrap,
+            "CRM_MONGO_URL": self.mongo_url,
+            "CRM_API_KEYS_FILE": str(self.data_dir / KEYS_HASHED),
+            "CRM_DATA_DIR": str(self.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def children(self) -> list[Child]:
         infra = [c for c in (self.broker, self.mongo) if c is not None]
@@ -91,8 +106,12 @@ class Platform:
             child.wait_ready(90)
             self.console.print(f"[green]ready[/] {child.name}  http://127.0.0.1:{child.port}")
         if self.demo:
-            demo = Child("demo", [sys.executable, "-m", "services.stack.demo", "--rate", str(self.demo_rate)],
-                         self.log_dir / "demo.log", env={**self.child_env, "CRM_DEMO_KEYS": str(keys_file)})
+            demo = Child(
+                "demo",
+                [sys.executable, "-m", "services.stack.demo", "--rate", str(self.demo_rate)],
+                self.log_dir / "demo.log",
+                env={**self.child_env, "CRM_DEMO_KEYS": str(keys_file)},
+            )
             self.extras.append(demo)
             demo.start()
         self._summary(keys_file)
@@ -101,7 +120,9 @@ class Platform:
         settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
         created = ensure_topics(settings)
         fresh = sum(1 for state in created.values() if state == "created")
-        self.console.print(f"topics: {len(created)} ready ({fresh} created, {settings.topic_partitions} partitions each)")
+        self.console.print(
+            f"topics: {len(created)} ready ({fresh} created, {settings.topic_partitions} partitions each)"
+        )
 
     def _summary(self, keys_file: Path) -> None:
         table = Table(title="CRM platform is up", show_lines=False)
@@ -129,9 +150,11 @@ class Platform:
                 due = self._next_restart.get(child.name)
                 now = time.monotonic()
                 if due is None:
-                    delay = min(2 ** child.restarts, 30)
-                    self.console.print(f"[red]{child.name} exited ({child.process.returncode}); restarting in "
-                                       f"{delay}s[/]. Last lines of {child.log_path}:\n{child.tail(15)}")
+                    delay = min(2**child.restarts, 30)
+                    self.console.print(
+                        f"[red]{child.name} exited ({child.process.returncode}); restarting in "
+                        f"{delay}s[/]. Last lines of {child.log_path}:\n{child.tail(15)}"
+                    )
                     self._next_restart[child.name] = now + delay
                 elif now >= due:
                     del self._next_restart[child.name]
@@ -154,8 +177,9 @@ class Platform:
         self.console.print("stopped; no process or port left behind.")
 
 
-def run_up(settings: Settings, data_dir: Path, *, demo: bool, broker_port: int, mongo_port: int,
-           demo_rate: float) -> int:
+def run_up(
+    settings: Settings, data_dir: Path, *, demo: bool, broker_port: int, mongo_port: int, demo_rate: float
+) -> int:
     stop = threading.Event()
 
     def on_signal(signum, _frame) -> None:
@@ -163,8 +187,9 @@ def run_up(settings: Settings, data_dir: Path, *, demo: bool, broker_port: int, 
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    platform = Platform(settings, data_dir, demo=demo, broker_port=broker_port, mongo_port=mongo_port,
-                        demo_rate=demo_rate)
+    platform = Platform(
+        settings, data_dir, demo=demo, broker_port=broker_port, mongo_port=mongo_port, demo_rate=demo_rate
+    )
     try:
         platform.up()
         platform.supervise(stop)

@@ -10,7 +10,7 @@ import orjson
 from services.common.cdnow import purchases
 from services.common.kafka import ensure_topics
 from services.stack.commands import replay_cdnow
-from tests.support.stack import TopicReader, start_service
+from services.stack.harness import TopicReader, start_service
 
 
 def test_cdnow_history_is_imported_whole_and_published_once(stack):
@@ -21,8 +21,13 @@ def test_cdnow_history_is_imported_whole_and_published_once(stack):
         expected = list(purchases())
         with httpx.Client(timeout=600) as client:
             totals = replay_cdnow(orders.url, stack.keys["admin"], None, client=client)
-        assert totals == {"lines": 69_659, "accepted": 69_659, "duplicates": 0, "rejected": 0,
-                          "events": 2 * 69_659}
+        assert totals == {
+            "lines": 69_659,
+            "accepted": 69_659,
+            "duplicates": 0,
+            "rejected": 0,
+            "events": 2 * 69_659,
+        }
 
         one = orders.get("/orders/cdnow-00001-19970101-1").json()
         assert (one["status"], one["amount_cents"], one["currency"]) == ("paid", 1177, "USD")
@@ -37,8 +42,11 @@ def test_cdnow_history_is_imported_whole_and_published_once(stack):
         assert min(e["time"] for e in paid) == "1997-01-01T12:00:00Z"
         assert max(e["time"] for e in paid) == "1998-06-30T12:00:00Z"
 
-        until = httpx.get(f"{orders.url}/orders", params={"to": "1997-01-02T00:00:00Z", "limit": 500},
-                          headers=stack.headers("viewer")).json()
+        until = httpx.get(
+            f"{orders.url}/orders",
+            params={"to": "1997-01-02T00:00:00Z", "limit": 500},
+            headers=stack.headers("viewer"),
+        ).json()
         assert len(until["items"]) == sum(1 for p in expected if p.day.isoformat() == "1997-01-01")
         assert orjson.loads(orjson.dumps(until["items"][0]))["placed_at"].startswith("1997-01-01")
     finally:

@@ -7,7 +7,7 @@ import uuid
 import orjson
 import pytest
 
-from tests.support.stack import Service, TopicReader, start_service, unique_id
+from services.stack.harness import Service, TopicReader, start_service, unique_id
 
 ORDERS_TOPIC = "crm.orders.v1"
 
@@ -27,10 +27,17 @@ def reader(stack) -> TopicReader:
 
 
 def order_body(customer: str, **override) -> dict:
-    body = {"customer_id": customer, "currency": "CNY", "channel": "app", "discount_cents": 500,
-            "promised_delivery_date": "2099-01-01",
-            "items": [{"sku": "SKU-1", "category": "shoes", "brand": "Acme", "qty": 2, "unit_price_cents": 4500},
-                      {"sku": "SKU-2", "category": "socks", "brand": "Acme", "qty": 1, "unit_price_cents": 1000}]}
+    body = {
+        "customer_id": customer,
+        "currency": "CNY",
+        "channel": "app",
+        "discount_cents": 500,
+        "promised_delivery_date": "2099-01-01",
+        "items": [
+            {"sku": "SKU-1", "category": "shoes", "brand": "Acme", "qty": 2, "unit_price_cents": 4500},
+            {"sku": "SKU-2", "category": "socks", "brand": "Acme", "qty": 1, "unit_price_cents": 1000},
+        ],
+    }
     body.update(override)
     return body
 
@@ -48,14 +55,22 @@ def test_full_lifecycle_publishes_exactly_the_expected_events_in_order(orders, r
     oid = order["order_id"]
     for action in ("pay", "ship", "deliver"):
         assert orders.post(f"/orders/{oid}/{action}").status_code == 200
-    returned = orders.post(f"/orders/{oid}/return", json={"reason": "too small", "items": [{"sku": "SKU-1", "qty": 1}]})
+    returned = orders.post(
+        f"/orders/{oid}/return", json={"reason": "too small", "items": [{"sku": "SKU-1", "qty": 1}]}
+    )
     assert returned.json()["status"] == "partially_returned"
     refunded = orders.post(f"/orders/{oid}/refund")
     assert refunded.json()["refunded_cents"] == returned.json()["returned_cents"] > 0
 
     events = reader.collect(of_customer(customer), 6)
-    assert [e["type"] for e in events] == ["crm.order.placed", "crm.order.paid", "crm.order.shipped",
-                                           "crm.order.delivered", "crm.order.returned", "crm.order.refunded"]
+    assert [e["type"] for e in events] == [
+        "crm.order.placed",
+        "crm.order.paid",
+        "crm.order.shipped",
+        "crm.order.delivered",
+        "crm.order.returned",
+        "crm.order.refunded",
+    ]
     assert len({e["id"] for e in events}) == 6
     assert events[1]["data"]["amount_cents"] == 9500
     assert events[3]["data"]["late"] is False
@@ -108,9 +123,18 @@ def test_illegal_transition_is_409_with_the_allowed_ones(orders):
 BAD_BODIES = [
     ({"bogus": 1}, "bogus"),
     ({"items": [{"sku": "A", "category": "c", "brand": "b", "qty": -1, "unit_price_cents": 1}]}, "qty"),
-    ({"items": [{"sku": "A", "category": "c", "brand": "b", "qty": 10_000_000, "unit_price_cents": 1}]}, "qty"),
-    ({"items": [{"sku": "A", "category": "c", "brand": "b", "qty": 1, "unit_price_cents": -5}]}, "unit_price_cents"),
-    ({"items": [{"sku": "A", "category": "c", "brand": "b", "qty": 1, "unit_price_cents": 10**12}]}, "unit_price_cents"),
+    (
+        {"items": [{"sku": "A", "category": "c", "brand": "b", "qty": 10_000_000, "unit_price_cents": 1}]},
+        "qty",
+    ),
+    (
+        {"items": [{"sku": "A", "category": "c", "brand": "b", "qty": 1, "unit_price_cents": -5}]},
+        "unit_price_cents",
+    ),
+    (
+        {"items": [{"sku": "A", "category": "c", "brand": "b", "qty": 1, "unit_price_cents": 10**12}]},
+        "unit_price_cents",
+    ),
     ({"currency": "XYZ"}, "currency"),
     ({"currency": "usd"}, "currency"),
     ({"customer_id": "bad id!"}, "customer_id"),
@@ -148,8 +172,12 @@ def test_transport_level_bad_input(orders):
         assert answer.status_code == status, answer.text
         assert answer.json()["status"] == status and answer.json()["detail"]
     assert orders.post("/orders", json=order_body(customer), role=None).status_code == 401
-    assert orders.post("/orders", json=order_body(customer), role=None,
-                       headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert (
+        orders.post(
+            "/orders", json=order_body(customer), role=None, headers={"Authorization": "Bearer nope"}
+        ).status_code
+        == 401
+    )
     assert orders.post("/orders", json=order_body(customer), role="viewer").status_code == 403
     assert orders.get("/orders", params={"customer_id": customer}).json()["items"] == []
 
@@ -158,7 +186,9 @@ def test_list_is_newest_first_filtered_and_paginated(orders):
     customer = unique_id()
     ids = []
     for day in range(1, 8):
-        answer = orders.post("/orders", json=order_body(customer, placed_at=f"2026-0{day % 9 + 1}-01T10:00:00Z"))
+        answer = orders.post(
+            "/orders", json=order_body(customer, placed_at=f"2026-0{day % 9 + 1}-01T10:00:00Z")
+        )
         ids.append(answer.json()["order_id"])
     orders.post(f"/orders/{ids[0]}/pay")
     seen, cursor = [], None
@@ -172,8 +202,10 @@ def test_list_is_newest_first_filtered_and_paginated(orders):
     assert seen == list(reversed(ids))
     paid = orders.get("/orders", params={"customer_id": customer, "status": "paid"}).json()["items"]
     assert [o["order_id"] for o in paid] == [ids[0]]
-    window = orders.get("/orders", params={"customer_id": customer, "from": "2026-03-01T00:00:00Z",
-                                           "to": "2026-05-01T00:00:00Z"}).json()["items"]
+    window = orders.get(
+        "/orders",
+        params={"customer_id": customer, "from": "2026-03-01T00:00:00Z", "to": "2026-05-01T00:00:00Z"},
+    ).json()["items"]
     assert len(window) == 2
     assert orders.get("/orders", params={"cursor": "garbage"}).status_code == 400
     assert orders.get("/orders", params={"colour": "red"}).status_code == 400
@@ -182,20 +214,29 @@ def test_list_is_newest_first_filtered_and_paginated(orders):
 
 def test_history_import_reports_rejects_by_line_and_publishes_historical_times(orders, reader):
     customer = unique_id()
-    good = {"order_id": f"h-{customer}", "customer_id": customer, "currency": "USD",
-            "items": [{"sku": "cd", "category": "music", "brand": "x", "qty": 2, "unit_price_cents": 1000}],
-            "placed_at": "1997-03-01T12:00:00Z", "paid_at": "1997-03-01T12:05:00Z",
-            "delivered_at": "1997-03-02T12:00:00Z", "shipped_at": "1997-03-01T18:00:00Z"}
+    good = {
+        "order_id": f"h-{customer}",
+        "customer_id": customer,
+        "currency": "USD",
+        "items": [{"sku": "cd", "category": "music", "brand": "x", "qty": 2, "unit_price_cents": 1000}],
+        "placed_at": "1997-03-01T12:00:00Z",
+        "paid_at": "1997-03-01T12:05:00Z",
+        "delivered_at": "1997-03-02T12:00:00Z",
+        "shipped_at": "1997-03-01T18:00:00Z",
+    }
     lines = [
         orjson.dumps(good),
         b"{broken json",
         orjson.dumps({**good, "order_id": f"h2-{customer}", "currency": "ZZZ"}),
         b"",
-        orjson.dumps({**good, "order_id": f"h3-{customer}", "paid_at": None, "shipped_at": "1997-03-01T18:00:00Z"}),
+        orjson.dumps(
+            {**good, "order_id": f"h3-{customer}", "paid_at": None, "shipped_at": "1997-03-01T18:00:00Z"}
+        ),
         orjson.dumps(good),
     ]
-    answer = orders.post("/orders/import", content=b"\n".join(lines),
-                         headers={"content-type": "application/x-ndjson"})
+    answer = orders.post(
+        "/orders/import", content=b"\n".join(lines), headers={"content-type": "application/x-ndjson"}
+    )
     assert answer.status_code == 200, answer.text
     report = answer.json()
     assert report["accepted"] == 1 and report["duplicates"] == 1 and report["rejected"] == 3
@@ -203,10 +244,17 @@ def test_history_import_reports_rejects_by_line_and_publishes_historical_times(o
     assert "currency" in report["rejects"][1]["error"] and "cannot ship" in report["rejects"][2]["error"]
     events = reader.collect(of_customer(customer), 4)
     assert [(e["type"], e["time"]) for e in events] == [
-        ("crm.order.placed", "1997-03-01T12:00:00Z"), ("crm.order.paid", "1997-03-01T12:05:00Z"),
-        ("crm.order.shipped", "1997-03-01T18:00:00Z"), ("crm.order.delivered", "1997-03-02T12:00:00Z")]
+        ("crm.order.placed", "1997-03-01T12:00:00Z"),
+        ("crm.order.paid", "1997-03-01T12:05:00Z"),
+        ("crm.order.shipped", "1997-03-01T18:00:00Z"),
+        ("crm.order.delivered", "1997-03-02T12:00:00Z"),
+    ]
     again = orders.post("/orders/import", content=lines[0], headers={"content-type": "application/x-ndjson"})
     assert again.json()["duplicates"] == 1 and again.json()["accepted"] == 0
-    assert orders.post("/orders/import", content=lines[0], role="agent",
-                       headers={"content-type": "application/x-ndjson"}).status_code == 403
+    assert (
+        orders.post(
+            "/orders/import", content=lines[0], role="agent", headers={"content-type": "application/x-ndjson"}
+        ).status_code
+        == 403
+    )
     assert orders.post("/orders/import", json=good).status_code == 415

@@ -20,13 +20,21 @@ from services.common.contracts import build_event, encode
 from services.common.kafka import EventConsumer, EventProducer, ensure_topics
 from services.common.metrics import EVENTS_DEADLETTERED
 from services.stack.embedded import free_port, port_open
-from tests.support.stack import ROOT, TopicReader, start_service, start_stack, unique_id
+from services.stack.harness import ROOT, TopicReader, start_service, start_stack, unique_id
 
 
 def paid_event(customer: str) -> dict:
-    return build_event("crm.order.paid", {"order_id": unique_id("o"), "customer_id": customer, "amount_cents": 100,
-                                          "currency": "CNY", "paid_at": "2026-11-22T07:00:00Z"},
-                       source="/services/orders")
+    return build_event(
+        "crm.order.paid",
+        {
+            "order_id": unique_id("o"),
+            "customer_id": customer,
+            "amount_cents": 100,
+            "currency": "CNY",
+            "paid_at": "2026-11-22T07:00:00Z",
+        },
+        source="/services/orders",
+    )
 
 
 async def test_invalid_records_go_to_the_dead_letter_topic_and_the_consumer_moves_on(stack):
@@ -103,9 +111,14 @@ def test_writes_are_accepted_while_the_broker_is_down_and_published_once_when_it
         assert orders.get("/readyz", role=None).status_code == 503
         ids = []
         for _ in range(4):
-            placed = orders.post("/orders", json={
-                "customer_id": customer, "currency": "EUR",
-                "items": [{"sku": "A", "category": "c", "brand": "b", "qty": 1, "unit_price_cents": 700}]})
+            placed = orders.post(
+                "/orders",
+                json={
+                    "customer_id": customer,
+                    "currency": "EUR",
+                    "items": [{"sku": "A", "category": "c", "brand": "b", "qty": 1, "unit_price_cents": 700}],
+                },
+            )
             assert placed.status_code == 201
             ids.append(placed.json()["order_id"])
             assert orders.post(f"/orders/{ids[-1]}/pay").status_code == 200
@@ -119,8 +132,10 @@ def test_writes_are_accepted_while_the_broker_is_down_and_published_once_when_it
         assert len(events) == 8
         assert len({e["id"] for e in events}) == 8
         for oid in ids:
-            assert [e["type"] for e in events if e["data"]["order_id"] == oid] == ["crm.order.placed",
-                                                                                  "crm.order.paid"]
+            assert [e["type"] for e in events if e["data"]["order_id"] == oid] == [
+                "crm.order.placed",
+                "crm.order.paid",
+            ]
         assert orders.get("/readyz", role=None).status_code == 200
     finally:
         orders.stop()
@@ -142,17 +157,35 @@ def processes_with(marker: str) -> list[int]:
 
 
 def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_path):
-    ports = {name: free_port() for name in ("broker", "mongo", "orders", "complaints", "loyalty", "profiles",
-                                            "scoring")}
+    ports = {
+        name: free_port()
+        for name in ("broker", "mongo", "orders", "complaints", "loyalty", "profiles", "scoring")
+    }
     marker = f"CRM_TEST_MARKER={uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
     env.update({f"CRM_{name.upper()}_PORT": str(port) for name, port in ports.items()})
     env[marker.split("=")[0]] = marker.split("=")[1]
     data_dir = tmp_path / "crm"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "services.stack.cli", "up", "--demo", "--data-dir", str(data_dir),
-         "--broker-port", str(ports["broker"]), "--mongo-port", str(ports["mongo"])],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "services.stack.cli",
+            "up",
+            "--demo",
+            "--data-dir",
+            str(data_dir),
+            "--broker-port",
+            str(ports["broker"]),
+            "--mongo-port",
+            str(ports["mongo"]),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = ""
         deadline = time.monotonic() + 120
@@ -169,8 +202,11 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
 
         for service in existing_services():
             assert httpx.get(f"http://127.0.0.1:{ports[service]}/readyz", timeout=5).status_code == 200
-        answer = httpx.get(f"http://127.0.0.1:{ports['orders']}/orders",
-                           headers={"Authorization": f"Bearer {keys['viewer']}"}, timeout=5)
+        answer = httpx.get(
+            f"http://127.0.0.1:{ports['orders']}/orders",
+            headers={"Authorization": f"Bearer {keys['viewer']}"},
+            timeout=5,
+        )
         assert answer.status_code == 200
         assert len(processes_with(marker)) >= 4  # launcher, broker, database, services, demo
 

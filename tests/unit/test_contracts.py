@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import fastjsonschema
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
 from services.common import topics
-from services.common.contracts import (SCHEMAS_DIR, EventValidationError, build_event, decode, encode, registry,
-                                       schema_url)
+from services.common.contracts import (
+    SCHEMAS_DIR,
+    EventValidationError,
+    build_event,
+    decode,
+    encode,
+    registry,
+    schema_url,
+)
 
 # DESIGN.md section 3, the event catalogue.
 CATALOGUE = """
@@ -48,7 +56,7 @@ def test_examples_pass_and_fail_in_both_validators(path):
         registry().check(url, good)
     for bad in examples["invalid"]:
         assert not strict.is_valid(bad), bad
-        with pytest.raises(Exception):
+        with pytest.raises(fastjsonschema.JsonSchemaException):
             fast(bad)
         with pytest.raises(EventValidationError):
             registry().check(url, bad)
@@ -62,8 +70,13 @@ def test_every_event_type_has_a_topic():
 
 
 def paid(**override):
-    data = {"order_id": "o-1", "customer_id": "c-1", "amount_cents": 100, "currency": "CNY",
-            "paid_at": "2026-11-22T07:00:00Z"}
+    data = {
+        "order_id": "o-1",
+        "customer_id": "c-1",
+        "amount_cents": 100,
+        "currency": "CNY",
+        "paid_at": "2026-11-22T07:00:00Z",
+    }
     data.update(override)
     return data
 
@@ -76,13 +89,16 @@ def test_built_event_is_a_cloudevent_keyed_by_customer():
     assert decode(encode(event)) == event
 
 
-@pytest.mark.parametrize(("override", "field"), [
-    ({"amount_cents": -1}, "data.amount_cents"),
-    ({"currency": "XYZ"}, "data.currency"),
-    ({"paid_at": "2026-11-22 07:00"}, "data.paid_at"),
-    ({"paid_at": "2026-13-45T07:00:00Z"}, "data.paid_at"),
-    ({"extra": 1}, "data"),
-])
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"amount_cents": -1}, "data.amount_cents"),
+        ({"currency": "XYZ"}, "data.currency"),
+        ({"paid_at": "2026-11-22 07:00"}, "data.paid_at"),
+        ({"paid_at": "2026-13-45T07:00:00Z"}, "data.paid_at"),
+        ({"extra": 1}, "data"),
+    ],
+)
 def test_publishing_an_invalid_event_names_the_field(override, field):
     with pytest.raises(EventValidationError) as caught:
         build_event("crm.order.paid", paid(**override), source="/services/orders")

@@ -25,7 +25,8 @@ def test_malformed_cursor_is_a_400(bad):
 
 def test_keyset_filter_continues_after_the_last_row():
     assert after([("placed_at", -1), ("_id", -1)], [5, "b"]) == {
-        "$or": [{"placed_at": {"$lt": 5}}, {"placed_at": 5, "_id": {"$lt": "b"}}]}
+        "$or": [{"placed_at": {"$lt": 5}}, {"placed_at": 5, "_id": {"$lt": "b"}}]
+    }
 
 
 def test_keys_file_holds_hashes_and_roles_rank(tmp_path):

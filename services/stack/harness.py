@@ -1,4 +1,4 @@
-"""Test harness: the real embedded broker and database on free ports, services as real
+"""Harness for tests and benchmarks: the real embedded broker and database on free ports, services as real
 processes over real HTTP, and a reader that collects what a topic holds."""
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ class Stack:
         return f"mongodb://127.0.0.1:{self.mongo.port}"
 
     def settings(self, **overrides: Any) -> Settings:
-        return Settings(kafka_bootstrap=self.bootstrap, mongo_url=self.mongo_url, api_keys_file=self.keys_file,
-                        **overrides)
+        return Settings(
+            kafka_bootstrap=self.bootstrap,
+            mongo_url=self.mongo_url,
+            api_keys_file=self.keys_file,
+            **overrides,
+        )
 
     def restart_broker(self) -> None:
         """Memory storage: a restarted broker is empty, so topics are created again."""
@@ -143,14 +147,19 @@ class TopicReader:
 
     def __init__(self, stack: Stack, topic: str) -> None:
         self.topic = topic
-        self.consumer = KafkaConsumer(bootstrap_servers=stack.bootstrap, enable_auto_commit=False,
-                                      auto_offset_reset="earliest", consumer_timeout_ms=200)
+        self.consumer = KafkaConsumer(
+            bootstrap_servers=stack.bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=200,
+        )
         partitions = self.consumer.partitions_for_topic(topic) or set()
         self.consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
         self.consumer.seek_to_beginning()
 
-    def collect(self, where: Callable[[dict[str, Any]], bool], count: int, timeout: float = 20.0,
-                settle: float = 1.0) -> list[dict[str, Any]]:
+    def collect(
+        self, where: Callable[[dict[str, Any]], bool], count: int, timeout: float = 20.0, settle: float = 1.0
+    ) -> list[dict[str, Any]]:
         """Events matching `where`, once `count` arrived and nothing more came for `settle`
         seconds (so a duplicate would be seen)."""
         found: list[dict[str, Any]] = []

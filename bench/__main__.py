@@ -1,0 +1,17 @@
+"""`make bench`: every benchmark, or those named: python -m bench contracts producer"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+ALL = ["contracts", "producer", "orders_http"]
+
+
+def main() -> None:
+    for name in sys.argv[1:] or ALL:
+        importlib.import_module(f"bench.{name}").main()
+
+
+if __name__ == "__main__":
+    main()
