@@ -51,3 +51,26 @@ def parse_rfc3339(text: str) -> datetime:
 def as_utc(when: datetime) -> datetime:
     """MongoDB hands back naive UTC datetimes; make them aware."""
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+class FileClock:
+    """ "Now" read from a file holding an RFC 3339 time: lets a test (or a rehearsal) move a
+    running service's clock without any HTTP backdoor. Re-read only when the file changes."""
+
+    def __init__(self, path) -> None:
+        from pathlib import Path
+
+        self.path = Path(path)
+        self._mtime: float | None = None
+        self._now: datetime | None = None
+
+    def now(self) -> datetime:
+        mtime = self.path.stat().st_mtime_ns
+        if mtime != self._mtime:
+            self._now, self._mtime = parse_rfc3339(self.path.read_text().strip()), mtime
+        return self._now
+
+
+def clock_from(path) -> Clock:
+    """The clock a service runs on: wall time, or the file's when CRM_CLOCK_FILE is set."""
+    return FileClock(path) if path else SystemClock()

@@ -212,3 +212,30 @@ def decode(raw: bytes | None) -> dict[str, Any]:
         raise EventValidationError(f"not JSON: {exc}") from None
     registry().validate(event)
     return event
+
+
+def jsonable(value: Any) -> Any:
+    """Domain values -> JSON values: datetimes as RFC 3339 UTC, dates as ISO dates."""
+    if isinstance(value, datetime):
+        return to_rfc3339(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+def events_from_facts(
+    facts: list[tuple[str, dict[str, Any]]], ids: dict[str, Any], *, source: str, when: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Domain facts (event type, data) -> CloudEvents, each timed when it happened (the data
+    field that `when` names for its type), with the entity's ids added to the data. Validation
+    happens once, when the outbox stores them."""
+    return [
+        build_event(
+            event_type, {**ids, **jsonable(data)}, source=source, time=data[when[event_type]], validate=False
+        )
+        for event_type, data in facts
+    ]

@@ -104,3 +104,12 @@ def index(*keys: str | tuple[str, int], **options: Any) -> IndexModel:
     if len(pairs) > 1 and any(name == "_id" for name, _ in pairs):
         raise ValueError("keep _id out of compound indexes (see the comment in services/common/mongo.py)")
     return IndexModel(pairs, **options)
+
+
+def projection(*fields: str) -> dict[str, int]:
+    """A projection of the top-level fields that hold `fields` (dotted paths allowed).
+
+    Embedded-stack gap: nx-27017 answers a dotted projection such as {"value.abc_class": 1}
+    with a flat key "value.abc_class" instead of the nested document real MongoDB returns,
+    so projections name whole top-level fields and callers read the nested value."""
+    return {name.split(".", 1)[0]: 1 for name in fields}

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     outbox_poll_seconds: float = Field(1.0, gt=0)
     outbox_batch: int = Field(200, ge=1)  # rows per publish; a row holds up to 100 events
     idempotency_ttl_hours: int = Field(48, ge=1)
+    # Tests and rehearsals only: read "now" from this file instead of the wall clock.
+    clock_file: Path | None = None
+
+    # complaints
+    sla_policy_file: Path | None = None  # TOML; see services/complaints/sla-policy.example.toml
+    sla_watch_seconds: float = Field(30.0, gt=0)
 
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
 from typing import Any
 
-from services.common.clock import to_rfc3339
-from services.common.contracts import build_event
+from services.common.contracts import events_from_facts
 
 from .domain import Change, Order
 
 SOURCE = "/services/orders"
 
 # The moment each event type happened, taken from its data.
-_WHEN = {
+WHEN = {
     "crm.order.placed": "placed_at",
     "crm.order.paid": "paid_at",
     "crm.order.shipped": "shipped_at",
@@ -24,26 +22,10 @@ _WHEN = {
 }
 
 
-def _json(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return to_rfc3339(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
-    return value
-
-
 def events_for(order: Order, facts: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """CloudEvents for an order's facts, timed when each happened (historical times on import).
-    Validation happens once, when the outbox stores them."""
-    out = []
-    for event_type, data in facts:
-        body = {"order_id": order.order_id, "customer_id": order.customer_id, **_json(data)}
-        out.append(build_event(event_type, body, source=SOURCE, time=data[_WHEN[event_type]], validate=False))
-    return out
+    return events_from_facts(
+        facts, {"order_id": order.order_id, "customer_id": order.customer_id}, source=SOURCE, when=WHEN
+    )
 
 
 def change_events(change: Change) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.common.clock import SystemClock
+from services.common.clock import clock_from
 from services.common.http import create_app as create_http_app
 from services.common.runtime import ServiceRuntime
 from services.common.settings import Settings, get_settings
@@ -22,7 +22,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await runtime.start(store.INDEXES)
-        app.state.orders = OrderService(store.OrderStore(runtime.mongo.db), runtime.writes, SystemClock())
+        app.state.orders = OrderService(
+            store.OrderStore(runtime.mongo.db), runtime.writes, clock_from(settings.clock_file)
+        )
         yield
         await runtime.stop()
 

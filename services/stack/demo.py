@@ -123,6 +123,7 @@ class Demo:
         self.http = httpx.Client(timeout=30.0)
         self.running = True
         self.open_orders: list[tuple[str, str]] = []  # (order id, status)
+        self.open_complaints: list[tuple[str, str, str]] = []  # (complaint id, customer id, status)
 
     def up(self, service: str) -> bool:
         try:
@@ -150,11 +151,83 @@ class Demo:
     def step(self) -> None:
         rng = self.shop.rng
         roll = rng.random()
-        if self.open_orders and roll < 0.55:
+        if roll < 0.06 and self.up("complaints"):
+            self.open_complaint(rng.choice(self.shop.shoppers))
+        elif roll < 0.14 and self.open_complaints:
+            self.advance_complaint()
+        elif roll < 0.18 and self.up("complaints"):
+            self.general_survey(rng.choice(self.shop.shoppers))
+        elif self.open_orders and roll < 0.6:
             self.advance_order()
         elif self.up("orders"):
             active = [s for s in self.shop.shoppers if not s.drifting] or self.shop.shoppers
             self.place_order(rng.choice(active))
+
+    def open_complaint(self, shopper: Shopper) -> None:
+        rng = self.shop.rng
+        body = {
+            "customer_id": shopper.customer_id,
+            "category": rng.choice(["logistics"] * 4 + ["product"] * 3 + ["payment", "service", "website"]),
+            "severity": rng.choice(["low"] * 3 + ["medium"] * 4 + ["high"] * 2 + ["critical"]),
+            "channel": rng.choice(["phone", "chat", "email", "app"]),
+            "description": "demo complaint",
+        }
+        if shopper.orders:
+            body["order_id"] = rng.choice(shopper.orders)
+        answer = self.http.post(
+            f"{self.settings.url_of('complaints')}/complaints", json=body, headers=self.agent
+        )
+        if answer.status_code == 201:
+            self.open_complaints.append((answer.json()["complaint_id"], shopper.customer_id, "open"))
+
+    def advance_complaint(self) -> None:
+        """Most complaints are handled; some wait for the customer; some are left to breach."""
+        rng = self.shop.rng
+        complaint_id, customer, status = self.open_complaints.pop(rng.randrange(len(self.open_complaints)))
+        if rng.random() < 0.15:
+            return  # forgotten: the SLA watcher will escalate it
+        base = f"{self.settings.url_of('complaints')}/complaints/{complaint_id}"
+        if status == "open":
+            self.http.post(
+                f"{base}/assign",
+                json={"assignee": rng.choice(["ann", "bo", "chen", "dee"])},
+                headers=self.agent,
+            )
+            self.open_complaints.append((complaint_id, customer, "assigned"))
+        elif status == "assigned" and rng.random() < 0.2:
+            self.http.post(f"{base}/await-customer", json={"note": "asked for details"}, headers=self.agent)
+            self.open_complaints.append((complaint_id, customer, "awaiting"))
+        else:
+            if status == "awaiting":
+                self.http.post(f"{base}/assign", json={"assignee": "ann"}, headers=self.agent)
+            self.http.post(f"{base}/resolve", json={"resolution": "resolved in the demo"}, headers=self.agent)
+            if rng.random() < 0.6:
+                self.http.post(
+                    f"{self.settings.url_of('complaints')}/surveys",
+                    headers=self.agent,
+                    json={
+                        "customer_id": customer,
+                        "complaint_id": complaint_id,
+                        "scores": {"overall": rng.choice([1, 2, 3, 4, 4, 5, 5])},
+                    },
+                )
+
+    def general_survey(self, shopper: Shopper) -> None:
+        rng = self.shop.rng
+        mood = -1 if shopper.drifting else 0
+        scores = {
+            d: max(1, min(5, rng.choice([3, 4, 4, 5]) + mood))
+            for d in ("website", "product", "payment", "service", "logistics", "overall")
+        }
+        self.http.post(
+            f"{self.settings.url_of('complaints')}/surveys",
+            headers=self.agent,
+            json={
+                "customer_id": shopper.customer_id,
+                "scores": scores,
+                "recommend": max(0, min(10, rng.choice([6, 7, 8, 9, 10]) + 3 * mood)),
+            },
+        )
 
     def place_order(self, shopper: Shopper) -> None:
         body = {

@@ -1,0 +1,1 @@
+"""Complaints and satisfaction: SLAs, escalation, surveys, NPS."""

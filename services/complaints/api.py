@@ -1,0 +1,250 @@
+"""HTTP entrypoints of the complaints service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import AwareDatetime, BaseModel, ValidationError
+
+from services.common.auth import Principal, require
+from services.common.fields import CustomerId, EntityId, Limit, ShortText, only_params
+from services.common.problems import Problem
+from services.common.writes import IdempotencyKey, Outcome
+
+from . import domain
+from .domain import Action, Status
+from .models import (
+    AssignIn,
+    Category,
+    ComplaintIn,
+    NoteIn,
+    ReopenIn,
+    ResolveIn,
+    Severity,
+    SurveyIn,
+    present_survey,
+)
+from .service import ComplaintService
+
+router = APIRouter()
+IdempotencyHeader = Annotated[
+    str | None, Header(alias="Idempotency-Key", description="Retries return the first result")
+]
+Since = Annotated[AwareDatetime | None, Query(alias="from")]
+Until = Annotated[AwareDatetime | None, Query(alias="to")]
+
+
+def complaints(request: Request) -> ComplaintService:
+    return request.app.state.complaints
+
+
+def answer(outcome: Outcome) -> ORJSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return ORJSONResponse(outcome.body, status_code=outcome.status, headers=headers)
+
+
+@router.post("/complaints", status_code=201, tags=["complaints"], summary="Open a complaint")
+async def open_complaint(
+    body: ComplaintIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ComplaintService = Depends(complaints),
+) -> ORJSONResponse:
+    idem = IdempotencyKey.from_request(key, principal, "POST /complaints", body.model_dump_json().encode())
+    return answer(await service.open(body, principal.label, idem))
+
+
+def _transition(action: Action, model: type[BaseModel] | None):
+    async def endpoint(
+        complaint_id: EntityId,
+        request: Request,
+        key: IdempotencyHeader = None,
+        principal: Principal = Depends(require("agent")),
+        service: ComplaintService = Depends(complaints),
+    ) -> ORJSONResponse:
+        raw = await request.body()
+        body = None
+        if model is not None:
+            try:
+                body = model.model_validate_json(raw) if raw.strip() else model()
+            except ValidationError as exc:
+                raise RequestValidationError(exc.errors(include_url=False)) from None
+        idem = IdempotencyKey.from_request(
+            key, principal, f"POST /complaints/{complaint_id}/{action.value}", raw or b""
+        )
+        return answer(await service.act(complaint_id, action, body, principal.label, idem))
+
+    endpoint.__name__ = f"{action.value.replace('-', '_')}_complaint"
+    return endpoint
+
+
+for _action, _model, _summary in (
+    (Action.ASSIGN, AssignIn, "Assign to an agent (also: the customer answered, work resumes)"),
+    (Action.AWAIT_CUSTOMER, NoteIn, "Wait for the customer; the SLA clock pauses"),
+    (Action.RESOLVE, ResolveIn, "Resolved; a CSAT survey may follow"),
+    (Action.CLOSE, None, "Close for good"),
+    (Action.REOPEN, ReopenIn, "Reopen within the reopen window"),
+    (Action.ESCALATE, NoteIn, "Escalate one level by hand (1 to 3)"),
+):
+    extra = (
+        {
+            "requestBody": {
+                "required": _model is ResolveIn or _model is AssignIn or _model is ReopenIn,
+                "content": {"application/json": {"schema": _model.model_json_schema()}},
+            }
+        }
+        if _model
+        else None
+    )
+    router.add_api_route(
+        f"/complaints/{{complaint_id}}/{_action.value}",
+        _transition(_action, _model),
+        methods=["POST"],
+        summary=_summary,
+        tags=["complaints"],
+        openapi_extra=extra,
+    )
+
+
+@router.get(
+    "/complaints/stats",
+    tags=["complaints"],
+    summary="Counts, SLA compliance and medians over a date range",
+    dependencies=[Depends(only_params("from", "to", "category", "severity"))],
+)
+async def complaint_stats(
+    since: Since = None,
+    until: Until = None,
+    category: Category | None = None,
+    severity: Severity | None = None,
+    _: Principal = Depends(require("viewer")),
+    service: ComplaintService = Depends(complaints),
+) -> dict[str, Any]:
+    extra = {k: v for k, v in (("category", category), ("severity", severity)) if v}
+    found = await service.store.opened_between(since, until, extra)
+    return {
+        "from": since,
+        "to": until,
+        "hours": "SLA hours (business calendar, pauses excluded)",
+        **domain.complaint_stats(found),
+    }
+
+
+@router.get("/complaints/{complaint_id}", tags=["complaints"], summary="One complaint with its history")
+async def get_complaint(
+    complaint_id: EntityId,
+    _: Principal = Depends(require("viewer")),
+    service: ComplaintService = Depends(complaints),
+) -> dict[str, Any]:
+    complaint = await service.store.get(complaint_id)
+    if complaint is None:
+        raise Problem(404, f"no complaint {complaint_id}")
+    return service.show(complaint)
+
+
+@router.get(
+    "/complaints",
+    tags=["complaints"],
+    summary="Complaints, newest first",
+    dependencies=[
+        Depends(
+            only_params(
+                "status",
+                "category",
+                "severity",
+                "breached",
+                "assignee",
+                "customer_id",
+                "from",
+                "to",
+                "limit",
+                "cursor",
+            )
+        )
+    ],
+)
+async def list_complaints(
+    status: Status | None = None,
+    category: Category | None = None,
+    severity: Severity | None = None,
+    breached: bool | None = None,
+    assignee: ShortText | None = None,
+    customer_id: CustomerId | None = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+    _: Principal = Depends(require("viewer")),
+    service: ComplaintService = Depends(complaints),
+) -> dict[str, Any]:
+    filters: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("status", status.value if status else None),
+            ("category", category),
+            ("severity", severity),
+            ("assignee", assignee),
+            ("customer_id", customer_id),
+        )
+        if v is not None
+    }
+    if breached is not None:
+        filters["breached"] = breached
+    if since or until:
+        filters["opened_at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
+    found, next_cursor = await service.store.list(filters, limit, cursor)
+    return {"items": [service.show(c) for c in found], "next_cursor": next_cursor}
+
+
+@router.post("/surveys", status_code=201, tags=["surveys"], summary="A CSAT or general satisfaction survey")
+async def submit_survey(
+    body: SurveyIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ComplaintService = Depends(complaints),
+) -> ORJSONResponse:
+    idem = IdempotencyKey.from_request(key, principal, "POST /surveys", body.model_dump_json().encode())
+    return answer(await service.submit_survey(body, principal.label, idem))
+
+
+@router.get(
+    "/surveys/stats",
+    tags=["surveys"],
+    summary="Averages per dimension, CSAT and NPS over a date range",
+    dependencies=[Depends(only_params("from", "to"))],
+)
+async def survey_stats(
+    since: Since = None,
+    until: Until = None,
+    _: Principal = Depends(require("viewer")),
+    service: ComplaintService = Depends(complaints),
+) -> dict[str, Any]:
+    return {
+        "from": since,
+        "to": until,
+        **domain.survey_stats(await service.store.surveys_between(since, until)),
+    }
+
+
+@router.get(
+    "/surveys",
+    tags=["surveys"],
+    summary="A customer's surveys, newest first",
+    dependencies=[Depends(only_params("customer_id", "limit"))],
+)
+async def list_surveys(
+    customer_id: CustomerId,
+    limit: Limit = 50,
+    _: Principal = Depends(require("viewer")),
+    service: ComplaintService = Depends(complaints),
+) -> dict[str, Any]:
+    docs = (
+        await service.store.surveys.find({"customer_id": customer_id})
+        .sort([("submitted_at", -1)])
+        .limit(limit)
+        .to_list(None)
+    )
+    return {"items": [present_survey(d) for d in docs]}

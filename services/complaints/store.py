@@ -1,0 +1,179 @@
+"""Complaints and surveys in MongoDB (`crm_complaints`), and the read-only look-up of a
+customer's value in the live profile that decides VIP targets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
+
+from services.common.clock import as_utc
+from services.common.mongo import index, projection
+from services.common.pagination import page
+
+from .domain import ACTIVE, Complaint, Status, Targets
+
+COMPLAINTS = "complaints"
+SURVEYS = "surveys"
+INDEXES = {
+    COMPLAINTS: [
+        index("customer_id", ("opened_at", -1)),
+        index("status", ("opened_at", -1)),
+        index(("opened_at", -1)),
+        index("next_check"),
+        index("assignee", ("opened_at", -1)),
+    ],
+    # One CSAT survey per complaint is enforced on the complaint (its survey_id, versioned).
+    SURVEYS: [index("customer_id", ("submitted_at", -1)), index(("submitted_at", -1))],
+}
+LIST_SORT = [("opened_at", -1), ("_id", -1)]
+
+
+class ConcurrentChange(Exception):
+    pass
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
+
+
+def to_document(c: Complaint, next_check: datetime | None) -> dict[str, Any]:
+    doc = {
+        "_id": c.complaint_id,
+        "customer_id": c.customer_id,
+        "category": c.category,
+        "severity": c.severity,
+        "channel": c.channel,
+        "order_id": c.order_id,
+        "description": c.description,
+        "vip": c.vip,
+        "opened_at": c.opened_at,
+        "targets": {
+            "first_response_hours": c.targets.first_response_hours,
+            "resolution_hours": c.targets.resolution_hours,
+        },
+        "status": c.status.value,
+        "assignee": c.assignee,
+        "first_response_at": c.first_response_at,
+        "resolved_at": c.resolved_at,
+        "closed_at": c.closed_at,
+        "resolution": c.resolution,
+        "level": c.level,
+        "pauses": [{"start": s, "end": e} for s, e in c.pauses],
+        "breaches": list(c.breaches),
+        "breached": bool(c.breaches),
+        "reopen_count": c.reopen_count,
+        "first_response_hours": c.first_response_hours,
+        "resolution_hours": c.resolution_hours,
+        "resolved_within_sla": c.resolved_within_sla,
+        "survey_id": c.survey_id,
+        "history": list(c.history),
+        "version": c.version,
+    }
+    if next_check is not None:  # absent, not null: the watcher's range query skips it
+        doc["next_check"] = next_check
+    return doc
+
+
+def from_document(d: dict[str, Any]) -> Complaint:
+    return Complaint(
+        complaint_id=d["_id"],
+        customer_id=d["customer_id"],
+        category=d["category"],
+        severity=d["severity"],
+        channel=d["channel"],
+        order_id=d.get("order_id"),
+        description=d.get("description", ""),
+        vip=d["vip"],
+        opened_at=as_utc(d["opened_at"]),
+        targets=Targets(**d["targets"]),
+        status=Status(d["status"]),
+        assignee=d.get("assignee"),
+        first_response_at=_utc(d.get("first_response_at")),
+        resolved_at=_utc(d.get("resolved_at")),
+        closed_at=_utc(d.get("closed_at")),
+        resolution=d.get("resolution"),
+        level=d.get("level", 0),
+        pauses=tuple((as_utc(p["start"]), _utc(p.get("end"))) for p in d.get("pauses", [])),
+        breaches=tuple(d.get("breaches", [])),
+        reopen_count=d.get("reopen_count", 0),
+        first_response_hours=d.get("first_response_hours"),
+        resolution_hours=d.get("resolution_hours"),
+        resolved_within_sla=d.get("resolved_within_sla"),
+        survey_id=d.get("survey_id"),
+        history=tuple({**h, "at": as_utc(h["at"])} for h in d.get("history", [])),
+        version=d.get("version", 0),
+    )
+
+
+class ComplaintStore:
+    def __init__(self, db: AsyncIOMotorDatabase, profiles_db: AsyncIOMotorDatabase) -> None:
+        self.complaints = db[COMPLAINTS]
+        self.surveys = db[SURVEYS]
+        self.profiles = profiles_db["profiles"]
+
+    async def get(
+        self, complaint_id: str, session: AsyncIOMotorClientSession | None = None
+    ) -> Complaint | None:
+        doc = await self.complaints.find_one({"_id": complaint_id}, session=session)
+        return from_document(doc) if doc else None
+
+    async def insert(
+        self, c: Complaint, next_check: datetime | None, session: AsyncIOMotorClientSession
+    ) -> None:
+        await self.complaints.insert_one(to_document(c, next_check), session=session)
+
+    async def replace(
+        self, c: Complaint, next_check: datetime | None, session: AsyncIOMotorClientSession
+    ) -> Complaint:
+        """Optimistic concurrency: lands only on the version that was read, which is what makes
+        a breach escalate once even with two watchers."""
+        saved = type(c)(**{**c.__dict__, "version": c.version + 1})
+        result = await self.complaints.replace_one(
+            {"_id": c.complaint_id, "version": c.version}, to_document(saved, next_check), session=session
+        )
+        if result.matched_count != 1:
+            raise ConcurrentChange(c.complaint_id)
+        return saved
+
+    async def due_for_check(self, now: datetime, limit: int = 500) -> list[str]:
+        docs = (
+            await self.complaints.find({"next_check": {"$lte": now}}, {"_id": 1}).limit(limit).to_list(None)
+        )
+        return [d["_id"] for d in docs]
+
+    async def open_count(self) -> int:
+        return await self.complaints.count_documents({"status": {"$in": [s.value for s in ACTIVE]}})
+
+    async def list(
+        self, filters: dict[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[Complaint], str | None]:
+        docs, next_cursor = await page(self.complaints, filters, LIST_SORT, limit, cursor)
+        return [from_document(d) for d in docs], next_cursor
+
+    async def opened_between(
+        self, start: datetime | None, end: datetime | None, extra: dict[str, Any]
+    ) -> list[Complaint]:
+        query = dict(extra)
+        if start or end:
+            query["opened_at"] = {**({"$gte": start} if start else {}), **({"$lt": end} if end else {})}
+        return [from_document(d) async for d in self.complaints.find(query, {"history": 0})]
+
+    async def customer_value(self, customer_id: str) -> tuple[str | None, str | None]:
+        """(ABC class, loyalty tier) from the live profile the scorer keeps; unknown is (None, None)."""
+        doc = await self.profiles.find_one(
+            {"_id": customer_id}, projection("value.abc_class", "loyalty.tier")
+        )
+        if not doc:
+            return None, None
+        return (doc.get("value") or {}).get("abc_class"), (doc.get("loyalty") or {}).get("tier")
+
+    async def insert_survey(self, survey: dict[str, Any], session: AsyncIOMotorClientSession) -> None:
+        await self.surveys.insert_one({"_id": survey["survey_id"], **survey}, session=session)
+
+    async def surveys_between(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {}
+        if start or end:
+            query["submitted_at"] = {**({"$gte": start} if start else {}), **({"$lt": end} if end else {})}
+        return await self.surveys.find(query).to_list(None)
