@@ -7,6 +7,7 @@ kafka-python is synchronous; async code calls these from a worker thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -301,6 +302,8 @@ class EventConsumer:
             try:
                 await handle(valid)
                 await asyncio.to_thread(self.producer.flush)
+                if self.settings.failpoint == "consumer_before_commit":
+                    os._exit(137)  # a crash after the effects are stored and before the commit
             except Exception:
                 log.exception(
                     "batch failed; it will be delivered again", group=self.group_id, size=len(records)

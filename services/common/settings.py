@@ -40,10 +40,16 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: int = Field(48, ge=1)
     # Tests and rehearsals only: read "now" from this file instead of the wall clock.
     clock_file: Path | None = None
+    # Tests only: a named failpoint where the process dies on purpose (see kafka.EventConsumer).
+    failpoint: str | None = None
 
     # complaints
     sla_policy_file: Path | None = None  # TOML; see services/complaints/sla-policy.example.toml
     sla_watch_seconds: float = Field(30.0, gt=0)
+
+    # loyalty
+    loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml
+    loyalty_expiry_seconds: float = Field(3600.0, gt=0)  # how often expiry and tier reviews run
 
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

@@ -157,6 +157,8 @@ class Demo:
             self.advance_complaint()
         elif roll < 0.18 and self.up("complaints"):
             self.general_survey(rng.choice(self.shop.shoppers))
+        elif roll < 0.21 and self.up("loyalty"):
+            self.redeem_points(rng.choice(self.shop.shoppers))
         elif self.open_orders and roll < 0.6:
             self.advance_order()
         elif self.up("orders"):
@@ -211,6 +213,16 @@ class Demo:
                         "scores": {"overall": rng.choice([1, 2, 3, 4, 4, 5, 5])},
                     },
                 )
+
+    def redeem_points(self, shopper: Shopper) -> None:
+        """Shoppers spend part of their points on vouchers now and then."""
+        url = f"{self.settings.url_of('loyalty')}/accounts/{shopper.customer_id}"
+        account = self.http.get(url, headers=self.agent)
+        if account.status_code == 200 and account.json()["balance"] >= 100:
+            points = self.shop.rng.randint(50, account.json()["balance"] // 2 or 50)
+            self.http.post(
+                f"{url}/redemptions", json={"points": points, "reason": "voucher"}, headers=self.agent
+            )
 
     def general_survey(self, shopper: Shopper) -> None:
         rng = self.shop.rng

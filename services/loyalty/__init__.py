@@ -1,0 +1,1 @@
+"""Loyalty: points ledger, tiers, referrals, expiry, redemption."""

@@ -1,0 +1,305 @@
+"""Loyalty use cases: folding order and customer events into accounts, the expiry and tier
+job, redemptions and adjustments. Every change stores the account, its ledger entries, the
+consumed event's id and the events to publish in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tomllib
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from motor.motor_asyncio import AsyncIOMotorClientSession
+from prometheus_client import Counter, Gauge
+
+from services.common.clock import Clock, parse_rfc3339, to_rfc3339
+from services.common.kafka import Delivered, EventConsumer, EventProducer
+from services.common.problems import Problem
+from services.common.settings import Settings
+from services.common.writes import IdempotencyKey, Outcome, Writes
+
+from . import domain
+from .domain import Account, Change, LoyaltyError, Programme, Tier
+from .events import CONSUMES, GROUP, change_events
+from .store import ConcurrentChange, LoyaltyStore
+
+log = structlog.get_logger(__name__)
+
+POINTS = Counter("crm_loyalty_points_total", "Points moved, by kind of ledger entry.", ["kind"])
+ACCOUNTS = Gauge("crm_loyalty_accounts", "Loyalty accounts by tier.", ["tier"])
+SKIPPED = Counter(
+    "crm_loyalty_events_rejected_total", "Consumed events a rule refused (logged, not retried).", ["type"]
+)
+
+
+def load_programme(path: Path | None) -> Programme:
+    if path is None:
+        return Programme()
+    config = tomllib.loads(path.read_text()).get("loyalty", {})
+    base = Programme()
+    tiers = base.tiers
+    if "tiers" in config:
+        tiers = tuple(
+            Tier(
+                t["name"],
+                int(t["threshold_cents"]),
+                float(t["earn_multiplier"]),
+                float(t.get("discount_percent", 0)),
+                bool(t.get("free_shipping", False)),
+            )
+            for t in config["tiers"]
+        )
+        if [t.name for t in tiers] != list(domain.TIERS) or tiers[0].threshold_cents != 0:
+            raise ValueError(f"tiers must be {', '.join(domain.TIERS)} in order, the first from 0")
+    return Programme(
+        tiers=tiers,
+        points_per_unit=float(config.get("points_per_unit", base.points_per_unit)),
+        points_per_unit_by_currency=dict(config.get("points_per_unit_by_currency", {})),
+        spend_weight_by_currency=dict(config.get("spend_weight_by_currency", {})),
+        lot_lifetime=timedelta(days=float(config.get("points_expire_after_days", 365))),
+        referral_bonus=int(config.get("referral_bonus", base.referral_bonus)),
+    )
+
+
+def _problem(error: LoyaltyError) -> Problem:
+    return Problem(error.status, error.detail, **error.extra)
+
+
+def count_entries(change: Change) -> None:
+    for entry in change.entries:
+        POINTS.labels(entry.kind).inc(abs(entry.points))
+
+
+class LoyaltyService:
+    def __init__(self, store: LoyaltyStore, writes: Writes, clock: Clock, programme: Programme) -> None:
+        self.store = store
+        self.writes = writes
+        self.clock = clock
+        self.programme = programme
+
+    async def _commit(self, change: Change, session: AsyncIOMotorClientSession) -> tuple[Account, list[dict]]:
+        saved = await self.store.save(change.account, session)
+        await self.store.append(change.entries, session)
+        count_entries(change)
+        return saved, change_events(Change(saved, change.entries, change.facts))
+
+    async def _retrying(
+        self,
+        work: Callable[[AsyncIOMotorClientSession], Awaitable[Outcome]],
+        key: IdempotencyKey | None = None,
+        what: str = "the account",
+    ) -> Outcome:
+        for attempt in range(5):
+            try:
+                return await self.writes.run(work, key)
+            except ConcurrentChange:
+                if attempt == 4:
+                    raise Problem(409, f"{what} is being changed concurrently; retry") from None
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # --- consuming order and customer events -------------------------------------------------
+
+    async def handle(self, batch: list[Delivered]) -> None:
+        """One transaction per batch; a redelivered event (already in processed_events) is skipped."""
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            published: list[dict[str, Any]] = []
+            for delivered in batch:
+                published += await self._apply(delivered.event, session)
+            return Outcome(200, None, published)
+
+        await self._retrying(work, what="a batch's account")
+
+    async def _apply(self, event: dict[str, Any], session: AsyncIOMotorClientSession) -> list[dict[str, Any]]:
+        if await self.store.seen(event["id"], session):
+            return []
+        at, kind, data = parse_rfc3339(event["time"]), event["type"], event["data"]
+        out: list[dict[str, Any]] = []
+        try:
+            if kind == "crm.order.paid":
+                account = await self.store.get_or_new(data["customer_id"], session)
+                change = domain.order_paid(
+                    account,
+                    data["order_id"],
+                    data["amount_cents"],
+                    data["currency"],
+                    at,
+                    event["id"],
+                    self.programme,
+                )
+                saved, published = await self._commit(change, session)
+                out += published + await self._referral(saved, at, session)
+            elif kind == "crm.order.returned":
+                out += await self._reverse(data, data["amount_cents"], "return", at, event["id"], session)
+            elif kind == "crm.order.refunded" and data["reason"] != "return":  # returns were reversed already
+                reason = "cancellation" if data["reason"] == "cancellation" else "refund"
+                out += await self._reverse(data, data["amount_cents"], reason, at, event["id"], session)
+            elif kind == "crm.customer.registered":
+                account = await self.store.get_or_new(data["customer_id"], session)
+                referrer = data.get("referred_by")
+                if referrer and referrer != account.customer_id and account.referred_by is None:
+                    account = replace(account, referred_by=referrer)
+                saved = await self.store.save(account, session)
+                out += await self._referral(saved, at, session)
+            elif kind == "crm.customer.erased":
+                account = await self.store.get(data["customer_id"], session)
+                if account is not None:
+                    await self.store.save(domain.close(account), session)
+        except LoyaltyError as exc:  # a rule refused it: record and move on rather than block the stream
+            SKIPPED.labels(kind).inc()
+            log.warning("event refused by a loyalty rule", event_id=event["id"], type=kind, detail=exc.detail)
+        await self.store.remember(event["id"], at, session)
+        return out
+
+    async def _reverse(
+        self,
+        data: dict[str, Any],
+        cents: int,
+        reason: str,
+        at: datetime,
+        event_id: str,
+        session: AsyncIOMotorClientSession,
+    ) -> list[dict[str, Any]]:
+        account = await self.store.get(data["customer_id"], session)
+        if account is None:
+            return []
+        change = domain.reverse_share(account, data["order_id"], cents, at, reason, event_id, self.programme)
+        return (await self._commit(change, session))[1]
+
+    async def _referral(
+        self, referred: Account, at: datetime, session: AsyncIOMotorClientSession
+    ) -> list[dict]:
+        if not domain.referral_due(referred):
+            return []
+        referrer = await self.store.get_or_new(referred.referred_by, session)
+        change, referred = domain.pay_referral(referrer, referred, at, self.programme)
+        await self.store.save(referred, session)
+        if referrer.closed:
+            return []
+        return (await self._commit(change, session))[1]
+
+    async def consume(self, settings: Settings, stop: asyncio.Event) -> None:
+        """The consumer group member; commits offsets only after a batch's effects are stored."""
+        producer = await asyncio.to_thread(EventProducer, settings, "loyalty-deadletter")
+        consumer = await asyncio.to_thread(EventConsumer, settings, GROUP, CONSUMES, producer)
+        try:
+            await consumer.run(self.handle, stop)
+        finally:
+            await asyncio.to_thread(consumer.close)
+            await asyncio.to_thread(producer.close)
+
+    # --- expiry and tier reviews -----------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Expire lots past their date and move tiers whose spend left the window. Returns the
+        accounts changed."""
+        now = self.clock.now()
+        changed = 0
+        for customer_id in await self.store.due(now):
+
+            async def work(session: AsyncIOMotorClientSession, customer_id: str = customer_id) -> Outcome:
+                account = await self.store.get(customer_id, session)
+                stamp = int(now.timestamp())
+                expired = domain.expire(
+                    account, now, f"expire:{customer_id}:{stamp}", f"le-x-{customer_id}-{stamp}"
+                )
+                change = domain.combine(expired, domain.retier(expired.account, now, self.programme))
+                return Outcome(200, None, (await self._commit(change, session))[1])
+
+            try:
+                await self._retrying(work)
+                changed += 1
+            except Problem:
+                continue  # busy; the next sweep takes it
+        for tier, n in (await self.store.tier_counts()).items():
+            ACCOUNTS.labels(tier).set(n)
+        return changed
+
+    async def run_sweeper(self, stop: asyncio.Event, every: float) -> None:
+        while not stop.is_set():
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("loyalty sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    # --- the API's use cases -----------------------------------------------------------------------
+
+    def present(self, account: Account) -> dict[str, Any]:
+        now = self.clock.now()
+        tier = self.programme.tier(account.tier)
+        soon = now + self.programme.expiring_soon
+        expiring: dict[str, int] = {}
+        for lot in account.lots:
+            if now < lot.expires_at <= soon and lot.remaining:
+                day = lot.expires_at.date().isoformat()
+                expiring[day] = expiring.get(day, 0) + lot.remaining
+        return {
+            "customer_id": account.customer_id,
+            "balance": domain.available(account, now),
+            "tier": tier.name,
+            "benefits": {
+                "earn_multiplier": tier.earn_multiplier,
+                "discount_percent": tier.discount_percent,
+                "free_shipping": tier.free_shipping,
+            },
+            "trailing_spend_cents": max(0, domain.trailing_spend(account, now, self.programme)),
+            "lifetime_earned": account.lifetime_earned,
+            "expiring_soon": [{"date": d, "points": p} for d, p in sorted(expiring.items())],
+            "next_expiry": to_rfc3339(domain.next_expiry(account)) if domain.next_expiry(account) else None,
+            "closed": account.closed,
+        }
+
+    async def _account_change(
+        self, customer_id: str, rule: Callable[[Account], Change], key: IdempotencyKey | None
+    ) -> Outcome:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            account = await self.store.get(customer_id, session)
+            if account is None:
+                raise Problem(404, f"no loyalty account for {customer_id}")
+            try:
+                change = rule(account)
+            except LoyaltyError as exc:
+                raise _problem(exc) from None
+            saved, published = await self._commit(change, session)
+            entry = change.entries[0]
+            return Outcome(
+                201,
+                {
+                    "entry_id": entry.entry_id,
+                    "points": entry.points,
+                    "balance": saved.balance,
+                    "account": self.present(saved),
+                },
+                published,
+            )
+
+        return await self._retrying(work, key)
+
+    async def redeem(self, customer_id: str, points: int, reason: str, key: IdempotencyKey | None) -> Outcome:
+        now, entry = self.clock.now(), uuid.uuid4().hex[:20]
+        return await self._account_change(
+            customer_id,
+            lambda a: domain.redeem(a, points, reason, now, f"redeem:{entry}", f"le-{entry}"),
+            key,
+        )
+
+    async def adjust(
+        self, customer_id: str, points: int, reason: str, by: str, key: IdempotencyKey | None
+    ) -> Outcome:
+        now, entry = self.clock.now(), uuid.uuid4().hex[:20]
+        return await self._account_change(
+            customer_id,
+            lambda a: domain.adjust(
+                a, points, f"{reason} (by {by})", now, f"adjust:{entry}", f"le-{entry}", self.programme
+            ),
+            key,
+        )

@@ -1,0 +1,115 @@
+"""Loyalty rules without I/O: earning, FIFO redemption, expiry, reversal, tiers, referrals."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.loyalty import domain
+from services.loyalty.domain import Account, LoyaltyError, Programme
+
+P = Programme()
+T0 = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
+
+
+def paid(account, order_id, cents, at=T0, event="e"):
+    return domain.order_paid(account, order_id, cents, "CNY", at, f"{event}-{order_id}", P)
+
+
+def test_points_per_currency_unit_at_the_tier_multiplier():
+    change = paid(Account("c-1"), "o-1", 12_999)
+    assert change.account.balance == 129
+    assert [t for t, _ in change.facts] == ["crm.loyalty.points_earned"]
+    gold = paid(Account("c-1", tier="gold"), "o-1", 10_000)
+    assert gold.account.balance == 150
+
+
+def test_the_same_order_paid_twice_earns_once():
+    first = paid(Account("c-1"), "o-1", 10_000).account
+    again = paid(first, "o-1", 10_000, event="other")
+    assert again.account.balance == 100 and again.entries == []
+
+
+def test_redemption_takes_the_oldest_lots_first_and_never_overdraws():
+    acc = paid(Account("c-1"), "o-1", 10_000).account
+    acc = paid(acc, "o-2", 5_000, at=T0 + timedelta(days=30)).account
+    change = domain.redeem(acc, 120, "coupon", T0 + timedelta(days=31), "r1", "le-r1")
+    assert change.entries[0].lots == ((acc.lots[0].lot_id, 100), (acc.lots[1].lot_id, 20))
+    assert change.account.balance == 30
+    with pytest.raises(LoyaltyError) as caught:
+        domain.redeem(change.account, 31, "coupon", T0 + timedelta(days=31), "r2", "le-r2")
+    assert caught.value.status == 409 and caught.value.extra["available"] == 30
+
+
+def test_lots_expire_after_their_lifetime_and_expired_points_cannot_be_spent():
+    acc = paid(Account("c-1"), "o-1", 10_000).account
+    acc = paid(acc, "o-2", 5_000, at=T0 + timedelta(days=100)).account
+    later = T0 + timedelta(days=366)
+    assert domain.available(acc, later) == 50
+    with pytest.raises(LoyaltyError):
+        domain.redeem(acc, 60, "x", later, "r", "le-r")
+    expired = domain.expire(acc, later, "x", "le-x")
+    assert expired.facts[0][1]["points"] == 100 and expired.account.balance == 50
+    assert domain.expire(expired.account, later, "y", "le-y").facts == []
+
+
+def test_partial_returns_reverse_exactly_what_the_order_earned():
+    acc = paid(Account("c-1"), "o-1", 9_999).account  # 99 points
+    total = 0
+    for k in range(3):
+        change = domain.reverse_share(acc, "o-1", 3_333, T0 + timedelta(days=k + 1), "return", f"ret{k}", P)
+        total += sum(-e.points for e in change.entries)
+        acc = change.account
+    assert total == 99 and acc.balance == 0
+    assert domain.reverse_share(acc, "o-1", 100, T0, "refund", "again", P).entries == []
+
+
+def test_reversal_never_takes_the_balance_below_zero():
+    acc = paid(Account("c-1"), "o-1", 10_000).account
+    acc = domain.redeem(acc, 90, "x", T0, "r", "le-r").account
+    change = domain.reverse_share(acc, "o-1", 10_000, T0 + timedelta(days=1), "return", "ret", P)
+    assert change.account.balance == 0 and change.entries[0].points == -10
+
+
+def test_tiers_move_up_with_spend_and_down_when_it_leaves_the_window():
+    change = paid(Account("c-1"), "o-1", 600_000)
+    assert change.account.tier == "gold"
+    assert change.facts[-1] == (
+        "crm.loyalty.tier_changed",
+        {
+            "from_tier": "member",
+            "to_tier": "gold",
+            "direction": "up",
+            "trailing_spend_cents": 600_000,
+            "changed_at": T0,
+        },
+    )
+    review = domain.tier_review_at(change.account, P)
+    assert review == T0 + timedelta(days=365)
+    down = domain.retier(change.account, review + timedelta(seconds=1), P)
+    assert down.account.tier == "member" and down.facts[0][1]["direction"] == "down"
+
+
+def test_a_return_can_drop_the_tier():
+    acc = paid(Account("c-1"), "o-1", 120_000).account
+    assert acc.tier == "silver"
+    back = domain.reverse_share(acc, "o-1", 50_000, T0 + timedelta(days=2), "return", "r", P)
+    assert back.account.tier == "member"
+
+
+def test_referral_bonus_once_for_the_first_paid_order():
+    referred = Account("c-2", referred_by="c-1")
+    referred = paid(referred, "o-1", 1_000).account
+    assert domain.referral_due(referred)
+    change, referred = domain.pay_referral(Account("c-1"), referred, T0, P)
+    assert change.account.balance == P.referral_bonus and change.entries[0].source == "referral:c-2"
+    assert not domain.referral_due(paid(referred, "o-2", 1_000).account)
+
+
+def test_closing_an_account_removes_the_link_and_the_points():
+    closed = domain.close(paid(Account("c-1", referred_by="c-9"), "o-1", 10_000).account)
+    assert closed.closed and closed.referred_by is None and closed.balance == 0
+    assert paid(closed, "o-2", 10_000).account.balance == 0
+    with pytest.raises(LoyaltyError):
+        domain.redeem(closed, 1, "x", T0, "r", "le")
