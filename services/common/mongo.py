@@ -113,3 +113,10 @@ def projection(*fields: str) -> dict[str, int]:
     with a flat key "value.abc_class" instead of the nested document real MongoDB returns,
     so projections name whole top-level fields and callers read the nested value."""
     return {name.split(".", 1)[0]: 1 for name in fields}
+
+
+def between(start: Any | None, end: Any | None) -> dict[str, Any] | None:
+    """A half-open range condition [start, end), or None when neither bound is given."""
+    if start is None and end is None:
+        return None
+    return {**({"$gte": start} if start is not None else {}), **({"$lt": end} if end is not None else {})}

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .errors import RuleBroken
+
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
 
@@ -92,6 +94,10 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, list[
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RuleBroken)
+    async def _rule(request: Request, exc: RuleBroken) -> ORJSONResponse:
+        return problem_response(exc.status, exc.detail, request, **exc.extra)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> ORJSONResponse:
         return problem_response(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -87,4 +88,40 @@ def serve(app: FastAPI, settings: Settings, service: str) -> None:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+    )
+
+
+def service_app(
+    *,
+    service: str,
+    title: str,
+    description: str,
+    settings: Settings,
+    indexes: dict[str, Iterable[Any]],
+    routers: list,
+    wire: Callable[[ServiceRuntime, FastAPI], None],
+    body_overrides: dict[str, tuple[set[str], int]] | None = None,
+) -> FastAPI:
+    """A service's FastAPI app: on start, its database, indexes and outbox relay, then
+    `wire(runtime, app)` puts the use cases on app.state and starts background tasks."""
+    from .http import create_app
+
+    runtime = ServiceRuntime(service, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await runtime.start(indexes)
+        wire(runtime, app)
+        yield
+        await runtime.stop()
+
+    return create_app(
+        service=service,
+        title=title,
+        settings=settings,
+        routers=routers,
+        lifespan=lifespan,
+        ready_checks=runtime.ready_checks(),
+        body_overrides=body_overrides,
+        description=description,
     )

@@ -4,6 +4,7 @@ entity, its events (outbox) and, for an `Idempotency-Key`, the response, all or 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .auth import Principal
 from .clock import SystemClock
+from .errors import ConcurrentChange
 from .mongo import Mongo, index
 from .outbox import Outbox
 from .problems import Problem
@@ -87,7 +89,7 @@ class Writes:
             return outcome
 
         try:
-            outcome = await self.mongo.transaction(transaction)
+            outcome = await self._with_retries(transaction)
         except DuplicateKeyError:
             # The same key raced in concurrently and won: answer what it answered.
             stored = await self._replay(key) if key is not None else None
@@ -97,6 +99,15 @@ class Writes:
         if outcome.events:
             self.outbox.wake()
         return outcome
+
+    async def _with_retries(self, transaction: Work, attempts: int = 5) -> Outcome:
+        """Optimistic concurrency: a write that lost the race reads again and retries."""
+        for attempt in range(attempts):
+            try:
+                return await self.mongo.transaction(transaction)
+            except ConcurrentChange:
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise Problem(409, "the same record is being changed concurrently; retry")
 
     async def _replay(self, key: IdempotencyKey) -> Outcome | None:
         found = await self.idempotency.find_one({"_id": key.id})

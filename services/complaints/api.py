@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
-from pydantic import AwareDatetime, BaseModel, ValidationError
+from pydantic import AwareDatetime, BaseModel
 
 from services.common.auth import Principal, require
+from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, only_params
+from services.common.mongo import between
 from services.common.problems import Problem
-from services.common.writes import IdempotencyKey, Outcome
 
 from . import domain
 from .domain import Action, Status
@@ -30,20 +30,12 @@ from .models import (
 from .service import ComplaintService
 
 router = APIRouter()
-IdempotencyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", description="Retries return the first result")
-]
 Since = Annotated[AwareDatetime | None, Query(alias="from")]
 Until = Annotated[AwareDatetime | None, Query(alias="to")]
 
 
 def complaints(request: Request) -> ComplaintService:
     return request.app.state.complaints
-
-
-def answer(outcome: Outcome) -> ORJSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return ORJSONResponse(outcome.body, status_code=outcome.status, headers=headers)
 
 
 @router.post("/complaints", status_code=201, tags=["complaints"], summary="Open a complaint")
@@ -53,7 +45,7 @@ async def open_complaint(
     principal: Principal = Depends(require("agent")),
     service: ComplaintService = Depends(complaints),
 ) -> ORJSONResponse:
-    idem = IdempotencyKey.from_request(key, principal, "POST /complaints", body.model_dump_json().encode())
+    idem = idempotency(key, principal, "POST /complaints", body)
     return answer(await service.open(body, principal.label, idem))
 
 
@@ -65,16 +57,8 @@ def _transition(action: Action, model: type[BaseModel] | None):
         principal: Principal = Depends(require("agent")),
         service: ComplaintService = Depends(complaints),
     ) -> ORJSONResponse:
-        raw = await request.body()
-        body = None
-        if model is not None:
-            try:
-                body = model.model_validate_json(raw) if raw.strip() else model()
-            except ValidationError as exc:
-                raise RequestValidationError(exc.errors(include_url=False)) from None
-        idem = IdempotencyKey.from_request(
-            key, principal, f"POST /complaints/{complaint_id}/{action.value}", raw or b""
-        )
+        body = await optional_body(request, model)
+        idem = idempotency(key, principal, f"POST /complaints/{complaint_id}/{action.value}", body)
         return answer(await service.act(complaint_id, action, body, principal.label, idem))
 
     endpoint.__name__ = f"{action.value.replace('-', '_')}_complaint"
@@ -194,7 +178,7 @@ async def list_complaints(
     if breached is not None:
         filters["breached"] = breached
     if since or until:
-        filters["opened_at"] = {**({"$gte": since} if since else {}), **({"$lt": until} if until else {})}
+        filters["opened_at"] = between(since, until)
     found, next_cursor = await service.store.list(filters, limit, cursor)
     return {"items": [service.show(c) for c in found], "next_cursor": next_cursor}
 
@@ -206,7 +190,7 @@ async def submit_survey(
     principal: Principal = Depends(require("agent")),
     service: ComplaintService = Depends(complaints),
 ) -> ORJSONResponse:
-    idem = IdempotencyKey.from_request(key, principal, "POST /surveys", body.model_dump_json().encode())
+    idem = idempotency(key, principal, "POST /surveys", body)
     return answer(await service.submit_survey(body, principal.label, idem))
 
 

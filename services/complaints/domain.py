@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from services.common.errors import RuleBroken
+
 from .calendar import Calendar
 
 
@@ -39,12 +41,8 @@ TRANSITIONS: dict[Status, tuple[Action, ...]] = {
 MAX_LEVEL = 3
 
 
-class ComplaintError(Exception):
-    def __init__(self, detail: str, status: int = 422, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status = status
-        self.extra = extra
+class ComplaintError(RuleBroken):
+    """A complaint or survey rule was broken."""
 
 
 @dataclass(frozen=True)

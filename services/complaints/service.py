@@ -21,10 +21,10 @@ from services.common.problems import Problem
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import Action, Change, Complaint, ComplaintError, SlaPolicy
+from .domain import Action, Change, Complaint, SlaPolicy
 from .events import change_events, survey_event
 from .models import AssignIn, ComplaintIn, NoteIn, ReopenIn, ResolveIn, SurveyIn, present, present_survey
-from .store import ComplaintStore, ConcurrentChange
+from .store import ComplaintStore
 
 log = structlog.get_logger(__name__)
 
@@ -55,10 +55,6 @@ def load_policy(path: Path | None) -> SlaPolicy:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:20]}"
-
-
-def _problem(error: ComplaintError) -> Problem:
-    return Problem(error.status, error.detail, **error.extra)
 
 
 def count(complaint: Complaint, events: list[dict[str, Any]]) -> None:
@@ -147,25 +143,14 @@ class ComplaintService:
             current = await self.store.get(complaint_id, session)
             if current is None:
                 raise Problem(404, f"no complaint {complaint_id}")
-            try:
-                change = apply(current)
-            except ComplaintError as exc:
-                raise _problem(exc) from None
+            change = apply(current)
             saved = await self.store.replace(
                 change.complaint, domain.next_check(change.complaint, self.policy), session
             )
             changed.append(saved)
             return Outcome(200, self.show(saved), change_events(Change(saved, change.facts)))
 
-        for attempt in range(3):
-            try:
-                return await self.writes.run(work, key), (changed[-1] if changed else None)
-            except ConcurrentChange:
-                if attempt == 2:
-                    raise Problem(
-                        409, f"complaint {complaint_id} is being changed concurrently; retry"
-                    ) from None
-        raise AssertionError("unreachable")
+        return await self.writes.run(work, key), (changed[-1] if changed else None)
 
     # --- the SLA watcher --------------------------------------------------------------------
 
@@ -212,10 +197,7 @@ class ComplaintService:
     async def submit_survey(self, body: SurveyIn, by: str, key: IdempotencyKey | None) -> Outcome:
         scores = body.scores.model_dump(exclude_none=True)
         kind = "csat" if body.complaint_id else "general"
-        try:
-            domain.check_survey(kind, scores, body.recommend)
-        except ComplaintError as exc:
-            raise _problem(exc) from None
+        domain.check_survey(kind, scores, body.recommend)
         now = self.clock.now()
         survey = {
             "survey_id": new_id("sv"),
@@ -249,10 +231,7 @@ class ComplaintService:
             await self.store.insert_survey(survey, session)
             return Outcome(201, present_survey(survey), [survey_event(survey)])
 
-        try:
-            outcome = await self.writes.run(work, key)
-        except ConcurrentChange:
-            raise Problem(409, "the complaint changed meanwhile; retry") from None
+        outcome = await self.writes.run(work, key)
         if not outcome.replayed:
             for dimension, score in scores.items():
                 SCORES.labels(dimension).observe(score)

@@ -9,7 +9,8 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 
 from services.common.clock import as_utc
-from services.common.mongo import index, projection
+from services.common.errors import ConcurrentChange
+from services.common.mongo import between, index, projection
 from services.common.pagination import page
 
 from .domain import ACTIVE, Complaint, Status, Targets
@@ -28,10 +29,6 @@ INDEXES = {
     SURVEYS: [index("customer_id", ("submitted_at", -1)), index(("submitted_at", -1))],
 }
 LIST_SORT = [("opened_at", -1), ("_id", -1)]
-
-
-class ConcurrentChange(Exception):
-    pass
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -156,8 +153,8 @@ class ComplaintStore:
         self, start: datetime | None, end: datetime | None, extra: dict[str, Any]
     ) -> list[Complaint]:
         query = dict(extra)
-        if start or end:
-            query["opened_at"] = {**({"$gte": start} if start else {}), **({"$lt": end} if end else {})}
+        if (opened := between(start, end)) is not None:
+            query["opened_at"] = opened
         return [from_document(d) async for d in self.complaints.find(query, {"history": 0})]
 
     async def customer_value(self, customer_id: str) -> tuple[str | None, str | None]:
@@ -174,6 +171,6 @@ class ComplaintStore:
 
     async def surveys_between(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {}
-        if start or end:
-            query["submitted_at"] = {**({"$gte": start} if start else {}), **({"$lt": end} if end else {})}
+        if (submitted := between(start, end)) is not None:
+            query["submitted_at"] = submitted
         return await self.surveys.find(query).to_list(None)

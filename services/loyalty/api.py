@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import Field
 
 from services.common.auth import Principal, require
 from services.common.clock import to_rfc3339
+from services.common.endpoints import IdempotencyHeader, answer, idempotency
 from services.common.fields import CustomerId, Limit, ShortText, Strict, only_params
 from services.common.problems import Problem
-from services.common.writes import IdempotencyKey, Outcome
 
 from .service import LoyaltyService
 
 router = APIRouter(tags=["loyalty"])
-IdempotencyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", description="Retries return the first result")
-]
 
 
 class RedemptionIn(Strict):
@@ -34,11 +31,6 @@ class AdjustmentIn(Strict):
 
 def loyalty(request: Request) -> LoyaltyService:
     return request.app.state.loyalty
-
-
-def answer(outcome: Outcome) -> ORJSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return ORJSONResponse(outcome.body, status_code=outcome.status, headers=headers)
 
 
 @router.get("/tiers", summary="Tiers, thresholds and benefits")
@@ -106,9 +98,7 @@ async def redeem(
     principal: Principal = Depends(require("agent")),
     service: LoyaltyService = Depends(loyalty),
 ) -> ORJSONResponse:
-    idem = IdempotencyKey.from_request(
-        key, principal, f"POST /accounts/{customer_id}/redemptions", body.model_dump_json().encode()
-    )
+    idem = idempotency(key, principal, f"POST /accounts/{customer_id}/redemptions", body)
     return answer(await service.redeem(customer_id, body.points, body.reason, idem))
 
 
@@ -122,7 +112,5 @@ async def adjust(
     principal: Principal = Depends(require("admin")),
     service: LoyaltyService = Depends(loyalty),
 ) -> ORJSONResponse:
-    idem = IdempotencyKey.from_request(
-        key, principal, f"POST /accounts/{customer_id}/adjustments", body.model_dump_json().encode()
-    )
+    idem = idempotency(key, principal, f"POST /accounts/{customer_id}/adjustments", body)
     return answer(await service.adjust(customer_id, body.points, body.reason, principal.label, idem))

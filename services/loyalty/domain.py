@@ -12,15 +12,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.common.errors import RuleBroken
+
 TIERS = ("member", "silver", "gold", "platinum")
 
 
-class LoyaltyError(Exception):
-    def __init__(self, detail: str, status: int = 422, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status = status
-        self.extra = extra
+class LoyaltyError(RuleBroken):
+    """A loyalty rule was broken."""
 
 
 @dataclass(frozen=True)

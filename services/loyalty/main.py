@@ -1,14 +1,12 @@
-"""Wiring: settings, database, outbox relay, the event consumer, the expiry job and HTTP."""
+"""Wiring: the loyalty use cases, the event consumer and the expiry job on their database,
+outbox and HTTP."""
 
 from __future__ import annotations
-
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from services.common.clock import clock_from
-from services.common.http import create_app as create_http_app
-from services.common.runtime import ServiceRuntime
+from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
 from . import api, store
@@ -17,12 +15,9 @@ from .service import LoyaltyService, load_programme
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    runtime = ServiceRuntime("loyalty", settings)
-    programme = load_programme(settings.loyalty_programme_file)
+    programme = load_programme(settings.loyalty_programme_file)  # a bad file stops the start, loudly
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        await runtime.start(store.INDEXES)
+    def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
         service = LoyaltyService(
             store.LoyaltyStore(runtime.mongo.db, programme),
             runtime.writes,
@@ -32,15 +27,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.loyalty = service
         runtime.background("consumer", lambda stop: service.consume(settings, stop))
         runtime.background("sweeper", lambda stop: service.run_sweeper(stop, settings.loyalty_expiry_seconds))
-        yield
-        await runtime.stop()
 
-    return create_http_app(
+    return service_app(
         service="loyalty",
         title="CRM loyalty",
         settings=settings,
+        indexes=store.INDEXES,
         routers=[api.router],
-        lifespan=lifespan,
-        ready_checks=runtime.ready_checks(),
+        wire=wire,
         description="Points for spending and referrals, tiers by trailing spend, expiry and redemption.",
     )

@@ -27,11 +27,13 @@ from services.common.writes import IdempotencyKey, Outcome, Writes
 from . import domain
 from .domain import Account, Change, LoyaltyError, Programme, Tier
 from .events import CONSUMES, GROUP, change_events
-from .store import ConcurrentChange, LoyaltyStore
+from .store import LoyaltyStore
 
 log = structlog.get_logger(__name__)
 
-POINTS = Counter("crm_loyalty_points_total", "Points moved, by kind of ledger entry.", ["kind"])
+POINTS = Counter(
+    "crm_loyalty_points_total", "Points moved, by event (points_earned, points_redeemed, ...).", ["kind"]
+)
 ACCOUNTS = Gauge("crm_loyalty_accounts", "Loyalty accounts by tier.", ["tier"])
 SKIPPED = Counter(
     "crm_loyalty_events_rejected_total", "Consumed events a rule refused (logged, not retried).", ["type"]
@@ -67,13 +69,11 @@ def load_programme(path: Path | None) -> Programme:
     )
 
 
-def _problem(error: LoyaltyError) -> Problem:
-    return Problem(error.status, error.detail, **error.extra)
-
-
-def count_entries(change: Change) -> None:
-    for entry in change.entries:
-        POINTS.labels(entry.kind).inc(abs(entry.points))
+def count_points(events: list[dict[str, Any]]) -> None:
+    """After the commit, so a retried transaction is counted once."""
+    for event in events:
+        if event["type"] != "crm.loyalty.tier_changed":
+            POINTS.labels(event["type"].rsplit(".", 1)[1]).inc(event["data"]["points"])
 
 
 class LoyaltyService:
@@ -86,23 +86,17 @@ class LoyaltyService:
     async def _commit(self, change: Change, session: AsyncIOMotorClientSession) -> tuple[Account, list[dict]]:
         saved = await self.store.save(change.account, session)
         await self.store.append(change.entries, session)
-        count_entries(change)
         return saved, change_events(Change(saved, change.entries, change.facts))
 
-    async def _retrying(
+    async def _run(
         self,
         work: Callable[[AsyncIOMotorClientSession], Awaitable[Outcome]],
         key: IdempotencyKey | None = None,
-        what: str = "the account",
     ) -> Outcome:
-        for attempt in range(5):
-            try:
-                return await self.writes.run(work, key)
-            except ConcurrentChange:
-                if attempt == 4:
-                    raise Problem(409, f"{what} is being changed concurrently; retry") from None
-                await asyncio.sleep(0.01 * (attempt + 1))
-        raise AssertionError("unreachable")
+        outcome = await self.writes.run(work, key)
+        if not outcome.replayed:
+            count_points(outcome.events)
+        return outcome
 
     # --- consuming order and customer events -------------------------------------------------
 
@@ -115,7 +109,7 @@ class LoyaltyService:
                 published += await self._apply(delivered.event, session)
             return Outcome(200, None, published)
 
-        await self._retrying(work, what="a batch's account")
+        await self._run(work)
 
     async def _apply(self, event: dict[str, Any], session: AsyncIOMotorClientSession) -> list[dict[str, Any]]:
         if await self.store.seen(event["id"], session):
@@ -214,7 +208,7 @@ class LoyaltyService:
                 return Outcome(200, None, (await self._commit(change, session))[1])
 
             try:
-                await self._retrying(work)
+                await self._run(work)
                 changed += 1
             except Problem:
                 continue  # busy; the next sweep takes it
@@ -265,10 +259,7 @@ class LoyaltyService:
             account = await self.store.get(customer_id, session)
             if account is None:
                 raise Problem(404, f"no loyalty account for {customer_id}")
-            try:
-                change = rule(account)
-            except LoyaltyError as exc:
-                raise _problem(exc) from None
+            change = rule(account)
             saved, published = await self._commit(change, session)
             entry = change.entries[0]
             return Outcome(
@@ -282,7 +273,7 @@ class LoyaltyService:
                 published,
             )
 
-        return await self._retrying(work, key)
+        return await self._run(work, key)
 
     async def redeem(self, customer_id: str, points: int, reason: str, key: IdempotencyKey | None) -> Outcome:
         now, entry = self.clock.now(), uuid.uuid4().hex[:20]

@@ -9,6 +9,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 
 from services.common.clock import as_utc
+from services.common.errors import ConcurrentChange
 from services.common.mongo import index
 from services.common.pagination import page
 
@@ -24,10 +25,6 @@ INDEXES = {
     PROCESSED: [],
 }
 LEDGER_SORT = [("at", -1), ("_id", -1)]
-
-
-class ConcurrentChange(Exception):
-    pass
 
 
 def _utc(value: datetime | None) -> datetime | None:

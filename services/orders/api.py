@@ -4,34 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
-from pydantic import AwareDatetime, ValidationError
+from pydantic import AwareDatetime
 
 from services.common.auth import Principal, require
+from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, only_params
 from services.common.problems import Problem
-from services.common.writes import IdempotencyKey, Outcome
 
 from .domain import Action, Status
 from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
 from .service import OrderService
 
 router = APIRouter(tags=["orders"])
-IdempotencyHeader = Annotated[
-    str | None, Header(alias="Idempotency-Key", description="Retries return the first result")
-]
 NDJSON_TYPES = {"application/x-ndjson", "application/jsonl"}
 
 
 def orders(request: Request) -> OrderService:
     return request.app.state.orders
-
-
-def answer(outcome: Outcome) -> ORJSONResponse:
-    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
-    return ORJSONResponse(outcome.body, status_code=outcome.status, headers=headers)
 
 
 @router.post("/orders", status_code=201, summary="Place an order")
@@ -41,7 +32,7 @@ async def place_order(
     principal: Principal = Depends(require("agent")),
     service: OrderService = Depends(orders),
 ) -> ORJSONResponse:
-    idem = IdempotencyKey.from_request(key, principal, "POST /orders", body.model_dump_json().encode())
+    idem = idempotency(key, principal, "POST /orders", body)
     return answer(await service.place(body, principal.label, idem))
 
 
@@ -53,14 +44,8 @@ def _transition(action: Action, model: type[At]):
         principal: Principal = Depends(require("agent")),
         service: OrderService = Depends(orders),
     ) -> ORJSONResponse:
-        raw = await request.body()
-        try:
-            body = model.model_validate_json(raw) if raw.strip() else model()
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
-        idem = IdempotencyKey.from_request(
-            key, principal, f"POST /orders/{order_id}/{action.value}", body.model_dump_json().encode()
-        )
+        body = await optional_body(request, model)
+        idem = idempotency(key, principal, f"POST /orders/{order_id}/{action.value}", body)
         return answer(await service.act(order_id, action, body, principal.label, idem))
 
     endpoint.__name__ = f"{action.value}_order"

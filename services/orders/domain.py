@@ -7,6 +7,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from services.common.errors import RuleBroken
+
 
 class Status(StrEnum):
     PLACED = "placed"
@@ -41,14 +43,8 @@ TRANSITIONS: dict[Status, dict[Action, Status | None]] = {
 }
 
 
-class OrderError(Exception):
-    """A rule was broken; `status` is the HTTP status it maps to."""
-
-    def __init__(self, detail: str, status: int = 422, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.status = status
-        self.extra = extra
+class OrderError(RuleBroken):
+    """An order rule was broken."""
 
 
 class IllegalTransition(OrderError):

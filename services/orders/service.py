@@ -21,7 +21,7 @@ from . import domain
 from .domain import Action, Change, Order, OrderError
 from .events import change_events, events_for
 from .models import CancelIn, ImportLine, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
-from .store import ConcurrentChange, OrderStore
+from .store import OrderStore
 
 TRANSITIONS = Counter("crm_orders_transitions_total", "Order state changes, by event.", ["transition"])
 REVENUE = Counter("crm_orders_revenue_cents_total", "Paid order value, in minor units.", ["currency"])
@@ -44,10 +44,6 @@ def count(events: list[dict[str, Any]]) -> None:
             REFUNDED.labels(data["currency"]).inc(data["amount_cents"])
 
 
-def _problem(error: OrderError) -> Problem:
-    return Problem(error.status, error.detail, **error.extra)
-
-
 class OrderService:
     def __init__(self, store: OrderStore, writes: Writes, clock: Clock) -> None:
         self.store = store
@@ -56,21 +52,18 @@ class OrderService:
 
     async def place(self, body: OrderIn, by: str, key: IdempotencyKey | None) -> Outcome:
         order_id = body.order_id or new_id("o")
-        try:
-            order = domain.new_order(
-                order_id=order_id,
-                customer_id=body.customer_id,
-                items=[i.model_dump() for i in body.items],
-                currency=body.currency,
-                channel=body.channel,
-                discount_cents=body.discount_cents,
-                placed_at=body.placed_at or self.clock.now(),
-                promised_delivery_date=body.promised_delivery_date,
-                amount_cents=body.amount_cents,
-                by=by,
-            )
-        except OrderError as exc:
-            raise _problem(exc) from None
+        order = domain.new_order(
+            order_id=order_id,
+            customer_id=body.customer_id,
+            items=[i.model_dump() for i in body.items],
+            currency=body.currency,
+            channel=body.channel,
+            discount_cents=body.discount_cents,
+            placed_at=body.placed_at or self.clock.now(),
+            promised_delivery_date=body.promised_delivery_date,
+            amount_cents=body.amount_cents,
+            by=by,
+        )
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             await self.store.insert([order], session)  # the unique _id refuses a second copy
@@ -94,20 +87,11 @@ class OrderService:
             order = await self.store.get(order_id, session)
             if order is None:
                 raise Problem(404, f"no order {order_id}")
-            try:
-                change = apply(order)
-            except OrderError as exc:
-                raise _problem(exc) from None
+            change = apply(order)
             saved = await self.store.replace(change.order, session)
             return Outcome(200, present(saved), change_events(change))
 
-        for attempt in range(3):
-            try:
-                outcome = await self.writes.run(work, key)
-                break
-            except ConcurrentChange:
-                if attempt == 2:
-                    raise Problem(409, f"order {order_id} is being changed concurrently; retry") from None
+        outcome = await self.writes.run(work, key)
         if not outcome.replayed:
             count(outcome.events)
         return outcome

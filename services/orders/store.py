@@ -9,6 +9,7 @@ from typing import Any
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 
 from services.common.clock import as_utc
+from services.common.errors import ConcurrentChange
 from services.common.mongo import index
 from services.common.pagination import page
 
@@ -23,10 +24,6 @@ INDEXES = {
     ]
 }
 LIST_SORT = [("placed_at", -1), ("_id", -1)]
-
-
-class ConcurrentChange(Exception):
-    """The order changed between read and write; the caller retries or reports 409."""
 
 
 def to_document(order: Order) -> dict[str, Any]:

@@ -1,0 +1,43 @@
+"""Pieces every HTTP entrypoint uses: the Idempotency-Key header, answering with a write's
+outcome, and optional JSON bodies for transition endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel, ValidationError
+
+from .auth import Principal
+from .writes import IdempotencyKey, Outcome
+
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", description="A retry with the same key returns the first result"),
+]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def answer(outcome: Outcome) -> ORJSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
+    return ORJSONResponse(outcome.body, status_code=outcome.status, headers=headers)
+
+
+def idempotency(
+    key: str | None, principal: Principal, operation: str, body: BaseModel | None
+) -> IdempotencyKey | None:
+    payload = body.model_dump_json().encode() if body is not None else b""
+    return IdempotencyKey.from_request(key, principal, operation, payload)
+
+
+async def optional_body(request: Request, model: type[Model] | None) -> Model | None:
+    """A transition's body may be left out entirely; when present it must be valid."""
+    if model is None:
+        return None
+    raw = await request.body()
+    try:
+        return model.model_validate_json(raw) if raw.strip() else model()
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
