@@ -1,0 +1,1 @@
+"""Streaming scorer: live customer profiles (work in progress: the customer-base models)."""

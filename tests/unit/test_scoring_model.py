@@ -1,0 +1,83 @@
+"""BG/NBD and Gamma-Gamma fitted on the CDNOW calibration summaries shipped in the lifetimes
+wheel reproduce the published parameters; the derived quantities behave as the model says."""
+
+from __future__ import annotations
+
+import csv
+from importlib import metadata
+
+import numpy as np
+import pytest
+
+from services.scoring.model import BgNbd, GammaGamma, clv, fit_bgnbd, fit_gamma_gamma
+
+
+def dataset(name: str) -> dict[str, np.ndarray]:
+    path = next(f for f in metadata.files("lifetimes") if f.name == name).locate()
+    rows = list(csv.DictReader(open(path)))
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0] if k != "ID"}
+
+
+@pytest.fixture(scope="module")
+def bg() -> BgNbd:
+    d = dataset("cdnow_customers_summary.csv")
+    assert len(d["frequency"]) == 2357
+    return fit_bgnbd(d["frequency"], d["recency"], d["T"])
+
+
+def test_bgnbd_reproduces_the_published_cdnow_parameters(bg):
+    assert bg.r == pytest.approx(0.243, rel=0.01)
+    assert bg.alpha == pytest.approx(4.414, rel=0.01)
+    assert bg.a == pytest.approx(0.793, rel=0.01)
+    assert bg.b == pytest.approx(2.426, rel=0.01)
+    d = dataset("cdnow_customers_summary.csv")
+    assert -bg.log_likelihood(d["frequency"], d["recency"], d["T"]).sum() == pytest.approx(9582.4, abs=0.1)
+
+
+def test_gamma_gamma_reproduces_the_published_cdnow_parameters():
+    d = dataset("cdnow_customers_summary_with_transactions.csv")
+    gg = fit_gamma_gamma(d["x"], d["zbar"])
+    assert gg.p == pytest.approx(6.25, rel=0.01)
+    assert gg.q == pytest.approx(3.74, rel=0.01)
+    assert gg.v == pytest.approx(15.45, rel=0.01)
+
+
+def test_a_refit_from_the_previous_parameters_lands_on_the_same_answer(bg):
+    d = dataset("cdnow_customers_summary.csv")
+    again = fit_bgnbd(d["frequency"], d["recency"], d["T"], start=bg)
+    assert again.r == pytest.approx(bg.r, rel=1e-3) and again.b == pytest.approx(bg.b, rel=1e-3)
+
+
+def test_p_alive_is_one_without_repeat_purchases_and_falls_with_silence(bg):
+    assert bg.p_alive(0, 0, 30) == 1.0
+    recent, silent = bg.p_alive([5, 5], [30, 5], [31, 31])
+    assert 0 < silent < recent <= 1
+
+
+def test_expected_purchases_grow_with_the_horizon_and_with_frequency(bg):
+    short, long = bg.expected_purchases(4, 3, 20, 30), bg.expected_purchases(52, 3, 20, 30)
+    assert 0 < short < long
+    assert bg.expected_purchases(52, 10, 29, 30) > bg.expected_purchases(52, 1, 29, 30)
+
+
+def test_no_purchase_probability_complements_buying(bg):
+    p = bg.p_no_purchase(13, [0, 8, 8], [0, 29, 2], [30, 30, 30])
+    assert np.all((p > 0) & (p < 1))
+    assert p[1] < p[2]  # the recently active frequent buyer is likelier to buy
+    assert bg.p_no_purchase(0, 3, 20, 30) == pytest.approx(1.0)
+
+
+def test_expected_spend_shrinks_toward_the_population_mean():
+    gg = GammaGamma(6.25, 3.74, 15.45)
+    population = gg.p * gg.v / (gg.q - 1)
+    one, many = gg.expected_spend([1, 50], [100.0, 100.0])
+    assert population < one < many < 100.0
+    assert gg.expected_spend(0, 0) == pytest.approx(population)
+
+
+def test_clv_is_discounted_expected_purchases_times_spend(bg):
+    gg = GammaGamma(6.25, 3.74, 15.45)
+    undiscounted = clv(bg, gg, 4, 25, 30, 40.0, monthly_discount=0.0)
+    expected = bg.expected_purchases(12 * 365.25 / 12 / 7, 4, 25, 30) * gg.expected_spend(4, 40.0)
+    assert undiscounted == pytest.approx(expected)
+    assert clv(bg, gg, 4, 25, 30, 40.0) < undiscounted
