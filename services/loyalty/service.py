@@ -114,6 +114,7 @@ class LoyaltyService:
     async def _apply(self, event: dict[str, Any], session: AsyncIOMotorClientSession) -> list[dict[str, Any]]:
         if await self.store.seen(event["id"], session):
             return []
+        structlog.contextvars.bind_contextvars(event_id=event["id"])
         at, kind, data = parse_rfc3339(event["time"]), event["type"], event["data"]
         out: list[dict[str, Any]] = []
         try:
@@ -150,6 +151,7 @@ class LoyaltyService:
             SKIPPED.labels(kind).inc()
             log.warning("event refused by a loyalty rule", event_id=event["id"], type=kind, detail=exc.detail)
         await self.store.remember(event["id"], at, session)
+        structlog.contextvars.unbind_contextvars("event_id")
         return out
 
     async def _reverse(

@@ -258,3 +258,15 @@ def test_history_import_reports_rejects_by_line_and_publishes_historical_times(o
         == 403
     )
     assert orders.post("/orders/import", json=good).status_code == 415
+
+
+def test_metrics_count_requests_by_route_template_and_transitions(orders):
+    oid = orders.post("/orders", json=order_body(unique_id())).json()["order_id"]
+    orders.post(f"/orders/{oid}/pay")
+    orders.get("/no/such/path")
+    text = orders.get("/metrics", role=None).text
+    assert 'crm_http_requests_total{method="POST",route="/orders/{order_id}/pay",status="200"}' in text
+    assert 'route="unmatched"' in text and oid not in text  # ids never become label values
+    assert 'crm_orders_transitions_total{transition="paid"}' in text
+    assert 'crm_orders_revenue_cents_total{currency="CNY"}' in text
+    assert "crm_events_published_total" in text and "crm_outbox_pending_events" in text

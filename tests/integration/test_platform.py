@@ -210,6 +210,36 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
         assert answer.status_code == 200
         assert len(processes_with(marker)) >= 4  # launcher, broker, database, services, demo
 
+        # A child that dies is restarted by the launcher.
+        orders_pids = [
+            p for p in processes_with(marker) if b"services.orders" in Path(f"/proc/{p}/cmdline").read_bytes()
+        ]
+        assert len(orders_pids) == 1
+        os.kill(orders_pids[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports['orders']}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the launcher did not restart the orders service"
+            time.sleep(0.2)
+        status = subprocess.run(
+            [sys.executable, "-m", "services.stack.cli", "status"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                **env,
+                "CRM_KAFKA_BOOTSTRAP": f"127.0.0.1:{ports['broker']}",
+                "CRM_MONGO_URL": f"mongodb://127.0.0.1:{ports['mongo']}",
+            },
+        )
+        assert status.returncode == 0, status.stdout
+        assert "orders" in status.stdout and "ready" in status.stdout
+
         launcher.send_signal(signal.SIGINT)
         launcher.wait(60)
         assert launcher.returncode == 0
