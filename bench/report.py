@@ -36,7 +36,7 @@ def show(title: str, rows: list[Row]) -> None:
         table.add_column(column, justify="right" if column != "measured" else "left")
     for row in rows:
         table.add_row(
-            row.measured,
+            row.measured + ("" if row.higher_is_better else " (lower is better)"),
             f"{row.value:,.1f} {row.unit}",
             f"{row.baseline_name}: {row.baseline:,.1f} {row.unit}",
             f"{row.ratio:.2f}x",
