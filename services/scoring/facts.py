@@ -1,0 +1,152 @@
+"""Folding a customer's events into facts. Pure.
+
+Facts are keyed by the entity each event is about (order, return, refund, complaint, survey,
+interaction), and each field keeps the value of the latest event time, so applying the same
+events twice, or in another order, gives the same facts: that is what makes the profile
+exact under redelivery and reordering.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.common.clock import parse_rfc3339
+
+Facts = dict[str, Any]
+ENGAGEMENT_WINDOW = timedelta(days=30)
+PERSONAL = ("name", "email", "phone", "gender", "birth_date", "city")
+
+
+def empty(customer_id: str) -> Facts:
+    return {
+        "customer_id": customer_id,
+        "identity": {},
+        "orders": {},
+        "complaints": {},
+        "surveys": {},
+        "interactions": {},
+        "loyalty": {},
+        "erased": False,
+    }
+
+
+def _latest(record: dict[str, Any], at: datetime, **values: Any) -> None:
+    """Set values unless a later event already set this record."""
+    if record.get("_at") is None or at >= record["_at"]:
+        record.update(values)
+        record["_at"] = at
+
+
+def apply(facts: Facts, event: dict[str, Any]) -> Facts:
+    """Fold one event in (mutates and returns `facts`)."""
+    kind, data, at = event["type"], event["data"], parse_rfc3339(event["time"])
+    family = kind.split(".")[1]
+    if family == "order":
+        _order(facts, kind, data, at)
+    elif family in ("complaint", "survey"):
+        _complaint(facts, kind, data, at)
+    elif family == "customer":
+        _customer(facts, kind, data, at)
+    elif family == "interaction":
+        facts["interactions"][data["interaction_id"]] = {"kind": data["kind"], "at": at}
+    elif family == "loyalty":
+        loyalty = facts["loyalty"]
+        if kind == "crm.loyalty.tier_changed":
+            _latest(loyalty.setdefault("tier", {}), at, value=data["to_tier"])
+        if "balance" in data:
+            _latest(loyalty.setdefault("balance", {}), at, value=data["balance"])
+    return facts
+
+
+def _order(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
+    order = facts["orders"].setdefault(data["order_id"], {"returns": {}, "refunds": {}})
+    if kind == "crm.order.placed":
+        order["placed_at"] = at
+    elif kind == "crm.order.paid":
+        order.update(paid_at=at, amount_cents=data["amount_cents"], currency=data["currency"])
+    elif kind == "crm.order.returned":
+        order["returns"][data["return_id"]] = data["amount_cents"]
+    elif kind == "crm.order.refunded":
+        order["refunds"][data["refund_id"]] = [data["amount_cents"], data["reason"]]
+    elif kind == "crm.order.cancelled":
+        order["cancelled_at"] = at
+    elif kind == "crm.order.delivered":
+        order["late"] = data["late"]
+
+
+def _complaint(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
+    if kind == "crm.survey.submitted":
+        facts["surveys"][data["survey_id"]] = {
+            "kind": data["kind"],
+            "scores": data["scores"],
+            "recommend": data.get("recommend"),
+            "at": at,
+        }
+        return
+    complaint = facts["complaints"].setdefault(data["complaint_id"], {"state": {}, "level": 0})
+    if kind == "crm.complaint.opened":
+        complaint.update(opened_at=at, severity=data["severity"], category=data["category"])
+        _latest(complaint["state"], at, open=True)
+    elif kind == "crm.complaint.escalated":
+        complaint["level"] = max(complaint["level"], data["level"])
+        if data["reason"] != "manual":
+            complaint["breached"] = True
+    elif kind in ("crm.complaint.resolved", "crm.complaint.closed"):
+        _latest(complaint["state"], at, open=False)
+    elif kind == "crm.complaint.reopened":
+        _latest(complaint["state"], at, open=True)
+
+
+def _customer(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
+    identity = facts["identity"]
+    if kind == "crm.customer.erased":
+        facts["erased"] = True
+        for name in PERSONAL:
+            identity.pop(name, None)
+        return
+    if facts["erased"]:
+        return  # nothing personal comes back after erasure, whatever arrives late
+    changes = data.get("changes", data) if kind == "crm.customer.updated" else data
+    for name, value in changes.items():
+        if name == "customer_id":
+            continue
+        _latest(identity.setdefault(name, {}), at, value=value)
+    if kind == "crm.customer.registered":
+        identity["registered_at"] = {"value": data["registered_at"], "_at": at}
+
+
+def value(facts: Facts, section: str, name: str) -> Any:
+    return (facts[section].get(name) or {}).get("value")
+
+
+def purchases(facts: Facts) -> list[tuple[datetime, int]]:
+    """(paid time, net cents) of every paid order: returns and non-return refunds come off;
+    a refund for a return repays what the return already took off."""
+    out = []
+    for order in facts["orders"].values():
+        if order.get("paid_at") is None:
+            continue
+        returned = sum(order["returns"].values())
+        refunded = sum(cents for cents, reason in order["refunds"].values() if reason != "return")
+        out.append((order["paid_at"], order["amount_cents"] - returned - refunded))
+    return sorted(out)
+
+
+def interactions_since(facts: Facts, since: datetime) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for item in facts["interactions"].values():
+        if item["at"] >= since:
+            counts[item["kind"]] = counts.get(item["kind"], 0) + 1
+    return counts
+
+
+def prune(facts: Facts, now: datetime) -> Facts:
+    """Interactions older than the engagement window no longer count; keep the last seen."""
+    old = [k for k, v in facts["interactions"].items() if v["at"] < now - ENGAGEMENT_WINDOW]
+    if old:
+        last = max(facts["interactions"][k]["at"] for k in old)
+        facts["last_seen_before_window"] = max(last, facts.get("last_seen_before_window", last))
+        for key in old:
+            del facts["interactions"][key]
+    return facts

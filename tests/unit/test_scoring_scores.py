@@ -1,0 +1,229 @@
+"""The profile's scores on hand-computed cases, and the fold's exactness under duplicates and
+reordering."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.common.clock import to_rfc3339
+from services.common.contracts import build_event
+from services.scoring import facts as F
+from services.scoring import scores as S
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def ev(name, at, /, **data):
+    return build_event(f"crm.{name}", {"customer_id": "c-1", **data}, source="/test", time=at)
+
+
+def paid(order, days_ago, cents=10_000):
+    at = NOW - timedelta(days=days_ago)
+    return ev("order.paid", at, order_id=order, amount_cents=cents, currency="CNY", paid_at=to_rfc3339(at))
+
+
+def fold(events):
+    facts = F.empty("c-1")
+    for event in events:
+        F.apply(facts, event)
+    return facts
+
+
+@pytest.mark.parametrize(
+    ("r", "f", "name"),
+    [
+        (1, 1, "Hibernating"),
+        (2, 4, "At Risk"),
+        (1, 5, "Can't Lose Them"),
+        (3, 2, "About to Sleep"),
+        (3, 3, "Need Attention"),
+        (3, 5, "Loyal"),
+        (4, 4, "Loyal"),
+        (4, 1, "Promising"),
+        (5, 1, "New"),
+        (4, 3, "Potential Loyalist"),
+        (5, 2, "Potential Loyalist"),
+        (5, 5, "Champions"),
+        (None, None, "Prospect"),
+    ],
+)
+def test_segment_map_first_match_wins(r, f, name):
+    assert S.segment(r, f) == name
+
+
+def test_every_r_f_pair_has_a_segment():
+    for r, f in itertools.product(range(1, 6), repeat=2):
+        assert S.segment(r, f) != "Prospect"
+
+
+def test_quintiles_reward_low_recency_and_high_frequency():
+    bounds = (10.0, 20.0, 30.0, 40.0)
+    assert [S.quintile(v, bounds) for v in (5, 10, 15, 35, 99)] == [1, 2, 2, 4, 5]
+    assert [S.quintile(v, bounds, higher_is_better=False) for v in (5, 10, 15, 35, 99)] == [5, 5, 4, 2, 1]
+
+
+def test_abc_against_population_thresholds():
+    population = S.Population(abc_a_min_cents=100_000, abc_b_min_cents=20_000)
+    assert [S.abc_class(c, population) for c in (150_000, 100_000, 50_000, 19_999, 0)] == [
+        "A",
+        "A",
+        "B",
+        "C",
+        "C",
+    ]
+
+
+def test_net_spend_takes_off_returns_and_non_return_refunds_once():
+    r_at = to_rfc3339(NOW - timedelta(days=2))
+    events = [
+        paid("o-1", 10),
+        paid("o-2", 5, 4_000),
+        ev(
+            "order.returned",
+            NOW - timedelta(days=3),
+            order_id="o-1",
+            return_id="r-1",
+            items=[{"sku": "s", "qty": 1, "amount_cents": 3_000}],
+            amount_cents=3_000,
+            currency="CNY",
+            reason="x",
+            full=False,
+            returned_at=r_at,
+        ),
+        ev(
+            "order.refunded",
+            NOW - timedelta(days=2),
+            order_id="o-1",
+            refund_id="f-1",
+            amount_cents=3_000,
+            currency="CNY",
+            reason="return",
+            return_id=None,
+            refunded_at=r_at,
+        ),
+        ev(
+            "order.refunded",
+            NOW - timedelta(days=2),
+            order_id="o-2",
+            refund_id="f-2",
+            amount_cents=500,
+            currency="CNY",
+            reason="goodwill",
+            return_id=None,
+            refunded_at=r_at,
+        ),
+    ]
+    p = S.summarize(fold(events), NOW)
+    assert (p.count, p.net_cents) == (2, 10_000 - 3_000 + 4_000 - 500)
+
+
+def test_duplicates_and_reordering_give_the_same_facts():
+    events = [
+        paid("o-1", 100),
+        paid("o-2", 40),
+        ev(
+            "complaint.opened",
+            NOW - timedelta(days=5),
+            complaint_id="k-1",
+            category="product",
+            severity="high",
+            channel="app",
+            order_id=None,
+            opened_at=to_rfc3339(NOW - timedelta(days=5)),
+            first_response_due=to_rfc3339(NOW),
+            resolution_due=to_rfc3339(NOW),
+            vip=False,
+        ),
+        ev(
+            "complaint.resolved",
+            NOW - timedelta(days=4),
+            complaint_id="k-1",
+            resolved_at=to_rfc3339(NOW - timedelta(days=4)),
+            resolution="ok",
+            within_sla=True,
+            resolution_hours=20.0,
+        ),
+    ]
+    expected = fold(events)
+    rng = random.Random(3)
+    for _ in range(20):
+        shuffled = events + rng.sample(events, 2)
+        rng.shuffle(shuffled)
+        assert fold(shuffled) == expected
+    assert expected["complaints"]["k-1"]["state"]["open"] is False
+
+
+def test_lifecycle_from_prospect_to_lost():
+    population = S.Population(median_gap_days=30)
+
+    def stage(events, now=NOW):
+        f = fold(events)
+        p = S.summarize(f, now)
+        return S.lifecycle(p, S.value(p, now, population), now, population)
+
+    assert stage([]) == "prospect"
+    assert stage([paid("o-1", 3)]) == "exploration"
+    assert stage([paid("o-1", 40), paid("o-2", 3)]) == "growth"
+    regular = [paid(f"o-{k}", 10 + 30 * k) for k in range(8)]  # every 30 days for 7 months
+    assert stage(regular) == "stable"
+    assert stage(regular, NOW + timedelta(days=80)) == "decline"  # more than twice the usual gap
+    assert stage(regular, NOW + timedelta(days=400)) == "lost"
+    assert stage([*regular, paid("o-new", -85)], NOW + timedelta(days=86)) in ("stable", "growth")
+
+
+def test_service_signals_raise_churn_risk_with_reasons():
+    base = [paid("o-1", 200), paid("o-2", 150), paid("o-3", 100)]
+    population = S.Population()
+    f = fold(base)
+    p = S.summarize(f, NOW)
+    v = S.value(p, NOW, population)
+    calm = S.churn(f, p, v, NOW)
+    assert [r["code"] for r in calm.reasons] == ["model_no_purchase_90d"]
+    assert calm.risk == pytest.approx(v.p_no_purchase_90d, abs=1e-4)
+    unhappy = base + [
+        ev(
+            "complaint.opened",
+            NOW - timedelta(days=2),
+            complaint_id="k-1",
+            category="logistics",
+            severity="high",
+            channel="app",
+            order_id=None,
+            opened_at=to_rfc3339(NOW - timedelta(days=2)),
+            first_response_due=to_rfc3339(NOW),
+            resolution_due=to_rfc3339(NOW),
+            vip=False,
+        ),
+        ev(
+            "survey.submitted",
+            NOW - timedelta(days=1),
+            survey_id="s-1",
+            complaint_id=None,
+            kind="general",
+            scores={"overall": 1},
+            recommend=2,
+            submitted_at=to_rfc3339(NOW - timedelta(days=1)),
+        ),
+    ]
+    f2 = fold(unhappy)
+    worse = S.churn(f2, S.summarize(f2, NOW), v, NOW)
+    assert worse.risk > calm.risk
+    assert {r["code"] for r in worse.reasons} >= {"open_complaint", "detractor"}
+    assert worse.action == "service_recovery"
+
+
+def test_warning_fires_once_per_episode_and_recovers_with_hysteresis():
+    high = S.Churn(0.8, "high", (), "win_back_offer")
+    middle = S.Churn(0.6, "medium", (), "win_back_offer")
+    low = S.Churn(0.3, "low", (), "win_back_offer")
+    state, fired = S.warning_step(S.Episode(), high, keep=True)
+    assert fired == "crm.profile.churn_warning" and state.episode == 1
+    assert S.warning_step(state, high, keep=True)[1] is None
+    assert S.warning_step(state, middle, keep=True)[1] is None  # between the thresholds: still open
+    state, fired = S.warning_step(state, low, keep=True)
+    assert fired == "crm.profile.churn_recovered" and not state.open
+    assert S.warning_step(S.Episode(), high, keep=False)[1] is None  # not worth keeping: no warning
