@@ -83,7 +83,50 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if totals["rejected"] == 0 else 1
 
 
+def cmd_model_fit(args: argparse.Namespace, settings: Settings) -> int:
+    """BG/NBD and Gamma-Gamma fitted on the CDNOW calibration summaries shipped in the
+    lifetimes wheel (2,357 customers, weeks), printed as JSON."""
+    import csv
+    from importlib import metadata
+
+    import orjson
+
+    from services.scoring.model import fit_bgnbd, fit_gamma_gamma
+
+    def table(name: str) -> dict[str, list[float]]:
+        path = next(f for f in metadata.files("lifetimes") or [] if f.name == name).locate()
+        with open(path) as handle:
+            rows = list(csv.DictReader(handle))
+        return {k: [float(r[k]) for r in rows] for k in rows[0] if k != "ID"}
+
+    summary = table("cdnow_customers_summary.csv")
+    bg = fit_bgnbd(summary["frequency"], summary["recency"], summary["T"])
+    spend = table("cdnow_customers_summary_with_transactions.csv")
+    gg = fit_gamma_gamma(spend["x"], spend["zbar"])
+    print(
+        orjson.dumps(
+            {
+                "r": round(bg.r, 4),
+                "alpha": round(bg.alpha, 4),
+                "a": round(bg.a, 4),
+                "b": round(bg.b, 4),
+                "p": round(gg.p, 4),
+                "q": round(gg.q, 4),
+                "v": round(gg.v, 4),
+                "customers": len(summary["frequency"]),
+            }
+        ).decode()
+    )
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser("model", help="customer-base models (BG/NBD, Gamma-Gamma)")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    fit = model_sub.add_parser("fit", help="fit the models and print their parameters as JSON")
+    fit.add_argument("--cdnow", action="store_true", required=True, help="on the CDNOW calibration summary")
+    fit.set_defaults(func=cmd_model_fit)
+
     replay = sub.add_parser("replay", help="load a historical data set through the services")
     replay.add_argument("dataset", choices=["cdnow"])
     replay.add_argument("--until", help="last day to load (YYYY-MM-DD)")

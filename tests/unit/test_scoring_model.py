@@ -81,3 +81,15 @@ def test_clv_is_discounted_expected_purchases_times_spend(bg):
     expected = bg.expected_purchases(12 * 365.25 / 12 / 7, 4, 25, 30) * gg.expected_spend(4, 40.0)
     assert undiscounted == pytest.approx(expected)
     assert clv(bg, gg, 4, 25, 30, 40.0) < undiscounted
+
+
+def test_crm_model_fit_cdnow_prints_the_published_parameters(capsys):
+    import orjson
+
+    from services.stack.cli import main
+
+    assert main(["model", "fit", "--cdnow"]) == 0
+    fitted = orjson.loads(capsys.readouterr().out)
+    published = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426, "p": 6.25, "q": 3.74, "v": 15.45}
+    for name, value in published.items():
+        assert fitted[name] == pytest.approx(value, rel=0.01), name
