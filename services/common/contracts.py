@@ -228,14 +228,23 @@ def jsonable(value: Any) -> Any:
 
 
 def events_from_facts(
-    facts: list[tuple[str, dict[str, Any]]], ids: dict[str, Any], *, source: str, when: dict[str, str]
+    facts: list[tuple[str, dict[str, Any]]],
+    ids: dict[str, Any],
+    *,
+    source: str,
+    when: dict[str, str | None],
+    default_time: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Domain facts (event type, data) -> CloudEvents, each timed when it happened (the data
-    field that `when` names for its type), with the entity's ids added to the data. Validation
-    happens once, when the outbox stores them."""
+    field that `when` names for its type, else `default_time`), with the entity's ids added to
+    the data. Validation happens once, when the outbox stores them."""
     return [
         build_event(
-            event_type, {**ids, **jsonable(data)}, source=source, time=data[when[event_type]], validate=False
+            event_type,
+            {**ids, **jsonable(data)},
+            source=source,
+            time=data[when[event_type]] if when.get(event_type) else default_time,
+            validate=False,
         )
         for event_type, data in facts
     ]

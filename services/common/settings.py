@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     topic_replication: int = Field(1, ge=1, le=7)
 
     host: str = "127.0.0.1"
+    data_dir: Path = Path(".crm")  # local state of the processes (faust's data directory)
     orders_port: int = 8001
     complaints_port: int = 8002
     loyalty_port: int = 8003
@@ -46,6 +47,12 @@ class Settings(BaseSettings):
     # complaints
     sla_policy_file: Path | None = None  # TOML; see services/complaints/sla-policy.example.toml
     sla_watch_seconds: float = Field(30.0, gt=0)
+
+    # scoring
+    scoring_batch: int = Field(1000, ge=1)  # events folded per database round trip
+    scoring_review_seconds: float = Field(60.0, gt=0)  # how often silent customers are re-scored
+    population_seconds: float = Field(60.0, gt=0)  # how often quintiles, ABC and models are refreshed
+    scoring_clock: str = Field("wall", pattern="^(wall|event)$")  # event: replays of history
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

@@ -29,7 +29,9 @@ class Population:
     median_gap_days: float = 60.0
     median_clv_cents: float = 0.0
     bgnbd: BgNbd = field(default_factory=lambda: BgNbd(0.243, 4.414, 0.793, 2.426))
-    gamma_gamma: GammaGamma = field(default_factory=lambda: GammaGamma(6.25, 3.74, 15.45))
+    # Spend is modelled in minor units; Gamma-Gamma is scale-equivariant, so CDNOW's published
+    # dollar fit (v 15.45) is v 1545 in cents until the population has its own.
+    gamma_gamma: GammaGamma = field(default_factory=lambda: GammaGamma(6.25, 3.74, 1545.0))
     fitted_at: datetime | None = None
     customers: int = 0
 

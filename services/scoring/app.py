@@ -1,0 +1,148 @@
+"""The faust-streaming app: one agent folds every input topic into profiles, timers re-score
+silent customers and refresh the population, web views serve health and metrics.
+
+faust stays in charge of the group membership, assignment, offsets, timers and web server.
+The agent takes events in batches (`take_events`): faust acknowledges a batch only after the
+loop body returns, i.e. after its profiles are written, so a crash re-delivers the batch
+and the idempotent fold absorbs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.common import logs, topics
+from services.common.clock import clock_from
+from services.common.kafka import bootstrap_list, broker_reachable
+from services.common.mongo import Mongo, ensure_indexes
+from services.common.settings import Settings, get_settings
+
+from . import store
+from .service import PROFILES, Scorer
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> faust.App:
+    settings = settings or get_settings()
+    logs.configure("scoring", settings.log_level, settings.log_json)
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # faust makes only the last level
+    app = faust.App(
+        settings.topic_prefix + "crm-scoring",
+        broker=";".join(f"kafka://{hostport}" for hostport in bootstrap_list(settings)),
+        store="memory://",  # state lives in MongoDB, not in faust tables (DESIGN.md)
+        datadir=str(settings.data_dir / "faust"),
+        web_enabled=True,
+        web_port=settings.scoring_port,
+        web_bind=settings.host,
+        web_host=settings.host,
+        topic_disable_leader=True,
+        topic_allow_declare=False,  # topics are created by `crm topics`
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=6.0,  # the embedded broker's first join takes half of it
+        broker_commit_interval=1.0,
+        producer_acks=-1,
+    )
+    inputs = app.topic(
+        *[topics.physical(t, settings) for t in topics.INPUTS],
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    state: dict[str, object] = {}
+    ready = asyncio.Event()
+
+    def scorer() -> Scorer:
+        return state["scorer"]  # type: ignore[return-value]
+
+    @app.task
+    async def connect() -> None:
+        mongo = await Mongo.open(settings, "profiles")
+        await ensure_indexes(mongo.db, store.INDEXES)
+        state["mongo"] = mongo
+        state["scorer"] = made = Scorer(
+            store.ProfileStore(mongo.db), settings, clock_from(settings.clock_file)
+        )
+        await made.load_population()
+        ready.set()
+
+    @app.agent(inputs)
+    async def fold_customer_events(stream):
+        await ready.wait()
+        consumer = app.conf.id
+        async for events in stream.take_events(settings.scoring_batch, within=0.2):
+            await scorer().handle_records([e.message for e in events], consumer)
+
+    @app.timer(interval=settings.scoring_review_seconds)
+    async def review_silent_customers() -> None:
+        if ready.is_set():
+            assigned = sorted({tp.partition for tp in app.consumer.assignment()})
+            if assigned:
+                await scorer().review(assigned)
+
+    @app.timer(interval=settings.population_seconds)
+    async def refresh_population() -> None:
+        if ready.is_set():
+            await scorer().refresh_population()
+            await count_profiles()
+
+    async def count_profiles() -> None:
+        db = state["mongo"].db  # type: ignore[attr-defined]
+        for dimension, field in (
+            ("segment", "$rfm.segment"),
+            ("lifecycle", "$lifecycle.stage"),
+            ("abc", "$value.abc_class"),
+        ):
+            rows = (
+                await db[store.PROFILES]
+                .aggregate([{"$group": {"_id": field, "n": {"$sum": 1}}}])
+                .to_list(None)
+            )
+            for row in rows:
+                PROFILES.labels(dimension, str(row["_id"])).set(row["n"])
+
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"status": "ok", "service": "scoring"})
+
+    @app.page("/readyz")
+    async def readyz(web, request):
+        mongo = state.get("mongo")
+        checks = {
+            "database": bool(mongo) and await mongo.ping(),  # type: ignore[union-attr]
+            "broker": await asyncio.to_thread(broker_reachable, settings),
+        }
+        ok = ready.is_set() and all(checks.values())
+        return web.json(
+            {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
+        )
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/population")
+    async def population(web, request):
+        p = scorer().population if ready.is_set() else None
+        if p is None:
+            return web.json({"status": "starting"}, status=503)
+        return web.json(
+            {
+                "fitted_at": p.fitted_at.isoformat() if p.fitted_at else None,
+                "customers": p.customers,
+                "recency_bounds": p.recency_bounds,
+                "frequency_bounds": p.frequency_bounds,
+                "monetary_bounds": p.monetary_bounds,
+                "abc_a_min_cents": p.abc_a_min_cents,
+                "abc_b_min_cents": p.abc_b_min_cents,
+                "bgnbd": vars(p.bgnbd),
+                "gamma_gamma": vars(p.gamma_gamma),
+            }
+        )
+
+    return app

@@ -1,0 +1,69 @@
+"""The population job's arithmetic: quintile boundaries, ABC thresholds, median cadence and
+value, and the models refitted from the profiles. Pure (numpy/scipy)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from . import scores as S
+from .model import clv, fit_bgnbd, fit_gamma_gamma
+
+WEEK_DAYS = 7.0
+
+
+def _cuts(values: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.percentile(values, [20, 40, 60, 80]))
+
+
+def abc_thresholds(trailing: np.ndarray) -> tuple[int, int]:
+    """Minimum trailing spend of A (the customers making the first 75 % of revenue) and B
+    (the next 20 %)."""
+    spend = np.sort(trailing[trailing > 0])[::-1]
+    if len(spend) == 0:
+        return 1 << 62, 1 << 62
+    share = np.cumsum(spend) / spend.sum()
+    a_last = int(np.searchsorted(share, 0.75))  # the customer whose spend crosses 75 %
+    b_last = int(np.searchsorted(share, 0.95))
+    return int(spend[min(a_last, len(spend) - 1)]), int(spend[min(b_last, len(spend) - 1)])
+
+
+def compute(rows: list[dict[str, Any]], now: datetime, previous: S.Population) -> S.Population:
+    """rows: for each customer with a purchase: first_day, last_day, purchase_days, count,
+    net_spend_cents, trailing_spend_cents, mean_gap_days, recency_days."""
+    if not rows:
+        return replace(previous, fitted_at=now, customers=0)
+    recency = np.array([(now - r["last_day"]).total_seconds() / 86400 for r in rows])
+    frequency = np.array([r["count"] for r in rows], float)
+    monetary = np.array([r["net_spend_cents"] for r in rows], float)
+    trailing = np.array([r["trailing_spend_cents"] for r in rows], float)
+    x = np.array([r["purchase_days"] - 1 for r in rows], float)
+    t_x = np.array([(r["last_day"] - r["first_day"]).total_seconds() / 86400 / WEEK_DAYS for r in rows])
+    T = np.array([(now - r["first_day"]).total_seconds() / 86400 / WEEK_DAYS for r in rows])
+    m = np.where(frequency > 0, np.maximum(monetary, 0) / np.maximum(frequency, 1), 0)  # cents per purchase
+    gaps = np.array([r["mean_gap_days"] for r in rows if r.get("mean_gap_days")], float)
+    bg, gg = previous.bgnbd, previous.gamma_gamma
+    if len(rows) >= 50 and (x > 0).sum() >= 10:  # too few customers say nothing about the population
+        try:
+            bg = fit_bgnbd(x, t_x, T, start=previous.bgnbd)
+            gg = fit_gamma_gamma(x, m, start=previous.gamma_gamma)
+        except (ValueError, FloatingPointError):
+            pass
+    a_min, b_min = abc_thresholds(trailing)
+    values = clv(bg, gg, x, t_x, T, m)
+    return S.Population(
+        recency_bounds=_cuts(recency),
+        frequency_bounds=_cuts(frequency),
+        monetary_bounds=_cuts(monetary),
+        abc_a_min_cents=a_min,
+        abc_b_min_cents=b_min,
+        median_gap_days=float(np.median(gaps)) if len(gaps) else previous.median_gap_days,
+        median_clv_cents=float(np.median(np.nan_to_num(values))),
+        bgnbd=bg,
+        gamma_gamma=gg,
+        fitted_at=now,
+        customers=len(rows),
+    )

@@ -1,0 +1,206 @@
+"""The live profile of one customer: every section of DESIGN.md section 4, and the outbound
+signals that follow from comparing it with the previous one. Pure."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from . import facts as F
+from . import scores as S
+
+DIMENSIONS = ("website", "product", "payment", "service", "logistics")
+
+
+def _days(a: datetime, b: datetime) -> float:
+    return round((b - a).total_seconds() / 86400, 3)
+
+
+def _service(facts: F.Facts, now: datetime) -> dict[str, Any]:
+    complaints = facts["complaints"].values()
+    surveys = sorted(facts["surveys"].values(), key=lambda s: s["at"])
+    csat = [s["scores"]["overall"] for s in surveys if s["kind"] == "csat" and "overall" in s["scores"]]
+    general = [s for s in surveys if s["kind"] == "general"]
+    answered = [s for s in surveys if s.get("recommend") is not None]
+    return {
+        "complaints_total": len(facts["complaints"]),
+        "complaints_open": sum(1 for c in complaints if c["state"].get("open")),
+        "complaints_90d": sum(
+            1 for c in complaints if c.get("opened_at") and c["opened_at"] > now - timedelta(days=90)
+        ),
+        "sla_breaches": sum(1 for c in complaints if c.get("breached")),
+        "csat_average": round(sum(csat) / len(csat), 3) if csat else None,
+        "satisfaction": {
+            d: general[-1]["scores"].get(d) if general else None for d in (*DIMENSIONS, "overall")
+        },
+        "last_nps": answered[-1]["recommend"] if answered else None,
+    }
+
+
+def _birthday_due(facts: F.Facts, now: datetime) -> str | None:
+    """This year's birthday date when it is today (UTC) and the customer consented."""
+    born = F.value(facts, "identity", "birth_date")
+    if not born or not F.value(facts, "identity", "marketing_consent") or facts["erased"]:
+        return None
+    b = date.fromisoformat(born)
+    today = now.date()
+    day = 28 if (b.month, b.day) == (2, 29) and today.year % 4 else b.day
+    return today.isoformat() if (today.month, today.day) == (b.month, day) else None
+
+
+def build(
+    facts: F.Facts, now: datetime, population: S.Population, previous: dict[str, Any] | None
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """(profile sections, signals) for `now`. `previous` is the stored profile, for changes."""
+    previous = previous or {}
+    p = S.summarize(facts, now)
+    v = S.value(p, now, population)
+    identity = {
+        name: F.value(facts, "identity", name)
+        for name in ("registered_at", *F.PERSONAL, "city_tier", "channel", "referred_by")
+    }
+    profile: dict[str, Any] = {
+        "customer_id": facts["customer_id"],
+        "identity": identity,
+        "consent": {"marketing": bool(F.value(facts, "identity", "marketing_consent"))},
+        "erased": facts["erased"],
+        "purchases": {
+            "count": p.count,
+            "first_at": p.first,
+            "last_at": p.last,
+            "net_spend_cents": p.net_cents,
+            "average_order_cents": round(p.average_order_cents) if p.count else None,
+            "mean_gap_days": round(p.mean_gap_days, 2) if p.mean_gap_days else None,
+            "purchase_days": len(p.days),
+            "first_day": p.days[0] if p.days else None,
+            "last_day": p.days[-1] if p.days else None,
+        },
+    }
+    if p.count:
+        recency = _days(p.last, now)
+        r = S.quintile(recency, population.recency_bounds, higher_is_better=False)
+        f = S.quintile(p.count, population.frequency_bounds)
+        m = S.quintile(p.net_cents, population.monetary_bounds)
+        profile["rfm"] = {
+            "recency_days": recency,
+            "frequency": p.count,
+            "monetary_cents": p.net_cents,
+            "r": r,
+            "f": f,
+            "m": m,
+            "code": f"{r}{f}{m}",
+            "segment": S.segment(r, f),
+        }
+    else:
+        profile["rfm"] = {
+            "recency_days": None,
+            "frequency": 0,
+            "monetary_cents": 0,
+            "r": None,
+            "f": None,
+            "m": None,
+            "code": "",
+            "segment": "Prospect",
+        }
+    abc = S.abc_class(p.trailing_cents, population)
+    profile["value"] = {
+        "abc_class": abc,
+        "trailing_spend_cents": p.trailing_cents,
+        "p_alive": round(v.p_alive, 4) if v else None,
+        "expected_purchases_90d": round(v.expected_90d, 4) if v else None,
+        "clv_12m_cents": v.clv_12m_cents if v else 0,
+    }
+    stage = S.lifecycle(p, v, now, population)
+    before = previous.get("lifecycle") or {}
+    profile["lifecycle"] = {
+        "stage": stage,
+        "since": before.get("since") if before.get("stage") == stage else now,
+    }
+    churn = S.churn(facts, p, v, now)
+    episode_before = S.Episode(
+        **{
+            k: v
+            for k, v in (previous.get("churn") or {}).get("warning", {}).items()
+            if k in ("open", "episode")
+        }
+    )
+    keep = S.worth_keeping(abc, v.clv_12m_cents if v else 0, population)
+    episode, fired = S.warning_step(episode_before, churn, keep)
+    profile["churn"] = {
+        "risk": churn.risk if churn else None,
+        "level": churn.level if churn else None,
+        "reasons": list(churn.reasons) if churn else [],
+        "recommended_action": churn.action if churn else None,
+        "warning": {"open": episode.open, "episode": episode.episode},
+    }
+    profile["service"] = _service(facts, now)
+    seen = [i["at"] for i in facts["interactions"].values()] + [
+        t for t in (facts.get("last_seen_before_window"),) if t
+    ]
+    profile["engagement"] = {
+        "last_seen": max(seen) if seen else None,
+        "interactions_30d": F.interactions_since(facts, now - F.ENGAGEMENT_WINDOW),
+    }
+    profile["loyalty"] = {
+        "tier": F.value(facts, "loyalty", "tier") or "member",
+        "points": F.value(facts, "loyalty", "balance") or 0,
+    }
+
+    signals: list[tuple[str, dict[str, Any]]] = []
+    old_segment = (previous.get("rfm") or {}).get("segment")
+    if old_segment and old_segment != profile["rfm"]["segment"]:
+        signals.append(
+            (
+                "crm.profile.segment_changed",
+                {
+                    "from_segment": old_segment,
+                    "to_segment": profile["rfm"]["segment"],
+                    "rfm_code": profile["rfm"]["code"],
+                    "changed_at": now,
+                },
+            )
+        )
+    if before.get("stage") and before["stage"] != stage:
+        signals.append(
+            (
+                "crm.profile.lifecycle_changed",
+                {"from_stage": before["stage"], "to_stage": stage, "changed_at": now},
+            )
+        )
+    episode_id = f"cw-{facts['customer_id']}-{episode.episode}"
+    if fired == "crm.profile.churn_warning":
+        signals.append(
+            (
+                fired,
+                {
+                    "episode_id": episode_id,
+                    "risk": churn.risk,
+                    "level": churn.level,
+                    "reasons": [
+                        {
+                            k: r.get(k)
+                            for k in ("code", "value", "threshold", "detail")
+                            if r.get(k) is not None
+                        }
+                        for r in churn.reasons
+                    ],
+                    "recommended_action": churn.action,
+                    "abc_class": abc,
+                    "clv_cents": max(0, v.clv_12m_cents if v else 0),
+                    "warned_at": now,
+                },
+            )
+        )
+    elif fired == "crm.profile.churn_recovered":
+        signals.append((fired, {"episode_id": episode_id, "risk": churn.risk, "recovered_at": now}))
+    birthday = _birthday_due(facts, now)
+    if birthday and (previous.get("care") or {}).get("birthday") != birthday:
+        signals.append(("crm.profile.care_due", {"kind": "birthday", "date": birthday}))
+    profile["care"] = {"birthday": birthday or (previous.get("care") or {}).get("birthday")}
+    return profile, signals
+
+
+def next_review(profile: dict[str, Any], now: datetime) -> datetime:
+    """When time alone could change this profile: daily, for recency, lifecycle, churn and
+    birthdays. Cheap to over-review: scores are pure functions of facts and now."""
+    return now + timedelta(days=1)
