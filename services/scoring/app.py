@@ -126,6 +126,25 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def metrics(web, request):
         return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
+    @app.page("/population/refresh")
+    class RefreshPopulation(faust.web.View):
+        """On demand: refresh the population now and score every profile on this worker again."""
+
+        async def post(self, request):
+            if not ready.is_set():
+                return self.json({"status": "starting"}, status=503)
+            fitted = await scorer().refresh_population()
+            assigned = sorted({tp.partition for tp in app.consumer.assignment()})
+            rescored = await scorer().rescore_all(assigned) if request.query.get("rescore") == "true" else 0
+            await count_profiles()
+            return self.json(
+                {
+                    "customers": fitted.customers,
+                    "rescored": rescored,
+                    "fitted_at": fitted.fitted_at.isoformat() if fitted.fitted_at else None,
+                }
+            )
+
     @app.page("/population")
     async def population(web, request):
         p = scorer().population if ready.is_set() else None

@@ -225,6 +225,14 @@ class Scorer:
         await self.publish_pending()
         return changed
 
+    async def rescore_all(self, partitions: list[int]) -> int:
+        """Every profile on these partitions scored again (after a population refresh)."""
+        ids = await self.store.ids(partitions)
+        for start in range(0, len(ids), 500):
+            await self.fold([], rescore=ids[start : start + 500])
+        await self.publish_pending()
+        return len(ids)
+
     async def refresh_population(self) -> Population:
         """Off the hot path: read what it needs, fit in a worker thread, keep the result."""
         started = time.perf_counter()

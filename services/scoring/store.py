@@ -104,6 +104,10 @@ class ProfileStore:
             query["partition"] = {"$in": partitions}
         return [d["_id"] for d in await self.profiles.find(query, {"_id": 1}).limit(limit).to_list(None)]
 
+    async def ids(self, partitions: list[int]) -> list[str]:
+        query = {"partition": {"$in": partitions}} if partitions else {}
+        return [d["_id"] for d in await self.profiles.find(query, {"_id": 1}).to_list(None)]
+
     async def population_rows(self) -> list[dict[str, Any]]:
         rows = []
         async for doc in self.profiles.find({"purchases.count": {"$gt": 0}}, {"purchases": 1, "value": 1}):

@@ -120,12 +120,27 @@ def cmd_model_fit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_model_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from services.scoring.evaluate import run
+
+    result = run(log=lambda line: console.print(line))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    best = max(result["auc_recency"], result["auc_bgnbd_expected_holdout"])
+    closer = abs(1 - result["ratio_90d"]) <= abs(1 - result["bgnbd_holdout_ratio"])
+    return 0 if result["auc_churn_risk"] >= best and closer else 1
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     model = sub.add_parser("model", help="customer-base models (BG/NBD, Gamma-Gamma)")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     fit = model_sub.add_parser("fit", help="fit the models and print their parameters as JSON")
     fit.add_argument("--cdnow", action="store_true", required=True, help="on the CDNOW calibration summary")
     fit.set_defaults(func=cmd_model_fit)
+    evaluate = model_sub.add_parser("evaluate", help="replay CDNOW to 1997-09-30 and check the live profiles")
+    evaluate.add_argument("--cdnow", action="store_true", required=True)
+    evaluate.set_defaults(func=cmd_model_evaluate)
 
     replay = sub.add_parser("replay", help="load a historical data set through the services")
     replay.add_argument("dataset", choices=["cdnow"])

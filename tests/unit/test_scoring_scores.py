@@ -4,6 +4,7 @@ reordering."""
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from datetime import UTC, datetime, timedelta
 
@@ -176,14 +177,16 @@ def test_lifecycle_from_prospect_to_lost():
 
 
 def test_service_signals_raise_churn_risk_with_reasons():
-    base = [paid("o-1", 200), paid("o-2", 150), paid("o-3", 100)]
+    base = [paid("o-1", 200), paid("o-2", 150), paid("o-3", 20)]
     population = S.Population()
     f = fold(base)
     p = S.summarize(f, NOW)
     v = S.value(p, NOW, population)
     calm = S.churn(f, p, v, NOW)
     assert [r["code"] for r in calm.reasons] == ["model_no_purchase_90d"]
-    assert calm.risk == pytest.approx(v.p_no_purchase_90d, abs=1e-4)
+    silence = 20 / 200  # of the tenure since the last purchase
+    logit = math.log(v.p_no_purchase_90d / (1 - v.p_no_purchase_90d)) + S.SILENCE_WEIGHT * silence
+    assert calm.risk == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-4)
     unhappy = base + [
         ev(
             "complaint.opened",
