@@ -52,7 +52,8 @@ class Settings(BaseSettings):
     scoring_batch: int = Field(1000, ge=1)  # events folded per database round trip
     scoring_review_seconds: float = Field(60.0, gt=0)  # how often silent customers are re-scored
     population_seconds: float = Field(60.0, gt=0)  # how often quintiles, ABC and models are refreshed
-    scoring_clock: str = Field("wall", pattern="^(wall|event)$")  # event: replays of history
+    # auto: event time while the stream is history (a replay), wall time once it is live
+    scoring_clock: str = Field("auto", pattern="^(auto|wall|event)$")
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import structlog
 from kafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge, Histogram
@@ -53,6 +54,7 @@ POPULATION_SIZE = Gauge(
 )
 POPULATION_FAILURES = Counter("crm_population_job_failures_total", "Population refreshes that failed.")
 LIVE_WINDOW = 300.0  # events older than this are history (a replay), not live freshness
+HISTORY_LAG = timedelta(days=1)  # a stream this far behind the wall clock is a replay
 
 
 def partition_of(customer_id: str, partitions: int) -> int:
@@ -67,12 +69,21 @@ class Scorer:
         self.clock = clock or SystemClock()
         self.population = Population()
         self.watermark: datetime | None = None  # latest event time seen, the clock of a replay
+        self.replaying = False  # the last batch arrived long after its events happened
         self._lock = asyncio.Lock()  # the agent and the timers never interleave on a profile
         self._producer: EventProducer | None = None
 
     def now(self) -> datetime:
-        if self.settings.scoring_clock == "event" and self.watermark is not None:
-            return self.watermark
+        """One clock for every score: the wall clock live, the latest event time during a replay
+        of history (so replaying 1997 gives the profiles a shop had in 1997). `auto` tells them
+        apart by how late events arrive, not by how long ago the last one came: a quiet shop's
+        clock keeps running, so its silent customers still slide into decline."""
+        mark = self.watermark
+        if mark is not None and (
+            self.settings.scoring_clock == "event"
+            or (self.settings.scoring_clock == "auto" and self.replaying)
+        ):
+            return mark
         return self.clock.now()
 
     async def producer(self) -> EventProducer:
@@ -147,6 +158,7 @@ class Scorer:
             if events:
                 latest = max(parse_rfc3339(e["time"]) for e in events)
                 self.watermark = max(self.watermark or latest, latest)
+                self.replaying = self.clock.now() - latest > HISTORY_LAG
             now = self.now()
             stored = await self.store.load(list(by_customer))
             docs = [self._rescored(cid, evs, stored.get(cid), now) for cid, evs in by_customer.items()]
@@ -210,6 +222,8 @@ class Scorer:
             log.warning("signals not published yet; kept with their profiles", count=len(records))
             return
         await self.store.clear_pending([d["_id"] for d in docs])
+        for raw in records:
+            SIGNALS.labels(orjson.loads(raw)["type"]).inc()
 
     async def publish_pending(self) -> None:
         async with self._lock:

@@ -36,11 +36,13 @@ def clock_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scorer(stack, prefix, clock_file, tmp_path_factory) -> Service:
+    # Live operation with a clock the test moves, fed backdated events: the wall clock, always.
     service = start_service(
         stack,
         "scoring",
         CRM_TOPIC_PREFIX=prefix,
         CRM_CLOCK_FILE=str(clock_file),
+        CRM_SCORING_CLOCK="wall",
         CRM_SCORING_REVIEW_SECONDS="0.5",
         CRM_POPULATION_SECONDS="2",
         CRM_DATA_DIR=str(tmp_path_factory.mktemp("faust")),

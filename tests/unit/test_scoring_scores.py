@@ -230,3 +230,18 @@ def test_warning_fires_once_per_episode_and_recovers_with_hysteresis():
     state, fired = S.warning_step(state, low, keep=True)
     assert fired == "crm.profile.churn_recovered" and not state.open
     assert S.warning_step(S.Episode(), high, keep=False)[1] is None  # not worth keeping: no warning
+
+
+def test_one_clock_event_time_during_a_replay_and_wall_time_live():
+    from services.common.clock import ManualClock
+    from services.common.settings import Settings
+    from services.scoring.service import Scorer
+
+    clock = ManualClock(NOW)
+    scorer = Scorer(store=None, settings=Settings(), clock=clock)
+    assert scorer.now() == NOW
+    scorer.watermark, scorer.replaying = datetime(1997, 9, 30, 12, tzinfo=UTC), True  # history arriving
+    assert scorer.now() == scorer.watermark
+    scorer.watermark, scorer.replaying = NOW - timedelta(minutes=3), False  # caught up: live
+    clock.advance(days=3)  # a quiet shop: no events for days, and time still moves
+    assert scorer.now() == NOW + timedelta(days=3)
