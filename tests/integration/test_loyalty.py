@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from kafka import KafkaProducer
@@ -16,22 +16,7 @@ from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.kafka import EventProducer, ensure_topics
 from services.stack.harness import Service, TopicReader, start_service, unique_id
-
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def prefix(stack) -> str:
-    name = f"loy{uuid.uuid4().hex[:6]}."
-    ensure_topics(stack.settings(topic_prefix=name))
-    return name
-
-
-@pytest.fixture(scope="module")
-def clock_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clock") / "now"
-    path.write_text(to_rfc3339(NOW))
-    return path
+from tests.conftest import NOW
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +30,6 @@ def loyalty(stack, prefix, clock_file) -> Service:
     )
     yield service
     service.stop()
-
-
-@pytest.fixture(scope="module")
-def publish(stack, prefix):
-    producer = EventProducer(stack.settings(topic_prefix=prefix), "test-shop")
-    yield lambda *events: producer.publish(list(events))
-    producer.close()
 
 
 def order_event(kind: str, customer: str, order: str, at: datetime, **data) -> dict:

@@ -7,7 +7,7 @@ import random
 import signal
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from pymongo import MongoClient
@@ -16,22 +16,7 @@ from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.kafka import EventProducer, ensure_topics
 from services.stack.harness import Service, TopicReader, start_service, unique_id
-
-NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def prefix(stack) -> str:
-    name = f"sco{uuid.uuid4().hex[:6]}."
-    ensure_topics(stack.settings(topic_prefix=name))
-    return name
-
-
-@pytest.fixture(scope="module")
-def clock_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("clock") / "now"
-    path.write_text(to_rfc3339(NOW))
-    return path
+from tests.conftest import NOW
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +34,6 @@ def scorer(stack, prefix, clock_file, tmp_path_factory) -> Service:
     )
     yield service
     service.stop()
-
-
-@pytest.fixture(scope="module")
-def publish(stack, prefix):
-    producer = EventProducer(stack.settings(topic_prefix=prefix), "test-shop")
-    yield lambda events: producer.publish(list(events))
-    producer.close()
 
 
 @pytest.fixture(scope="module")
