@@ -49,12 +49,18 @@ def _birthday_due(facts: F.Facts, now: datetime) -> str | None:
 
 
 def build(
-    facts: F.Facts, now: datetime, population: S.Population, previous: dict[str, Any] | None
+    facts: F.Facts,
+    now: datetime,
+    population: S.Population,
+    previous: dict[str, Any] | None,
+    scored: tuple[S.Purchases, S.Value | None] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    """(profile sections, signals) for `now`. `previous` is the stored profile, for changes."""
+    """(profile sections, signals) for `now`. `previous` is the stored profile, for changes;
+    `scored` the purchases summary and model values when the caller computed a whole batch."""
     previous = previous or {}
-    p = S.summarize(facts, now)
-    v = S.value(p, now, population)
+    p, v = scored if scored is not None else (S.summarize(facts, now), None)
+    if scored is None:
+        v = S.value(p, now, population)
     identity = {
         name: F.value(facts, "identity", name)
         for name in ("registered_at", *F.PERSONAL, "city_tier", "channel", "referred_by")

@@ -21,6 +21,7 @@ from services.common.settings import Settings
 
 from . import facts as F
 from . import population as population_math
+from . import scores as S
 from .profile import build, next_review
 from .scores import Population
 from .store import ProfileStore, decode_facts, encode_facts
@@ -161,7 +162,19 @@ class Scorer:
                 self.replaying = self.clock.now() - latest > HISTORY_LAG
             now = self.now()
             stored = await self.store.load(list(by_customer))
-            docs = [self._rescored(cid, evs, stored.get(cid), now) for cid, evs in by_customer.items()]
+            folded = {}
+            for customer_id, customer_events in by_customer.items():
+                previous = stored.get(customer_id)
+                facts = decode_facts(previous["facts"]) if previous else F.empty(customer_id)
+                for event in customer_events:
+                    F.apply(facts, event)
+                folded[customer_id] = F.prune(facts, now)
+            summaries = [S.summarize(facts, now) for facts in folded.values()]
+            model_values = S.values(summaries, now, self.population)  # the whole batch at once
+            docs = [
+                self._document(cid, folded[cid], by_customer[cid], stored.get(cid), now, (summary, value))
+                for cid, summary, value in zip(folded, summaries, model_values, strict=True)
+            ]
             await self.store.write(docs)
             written = time.time()
             for event in events:
@@ -174,14 +187,16 @@ class Scorer:
             await self._publish([d for d in docs if d["pending"]])
         return len(docs)
 
-    def _rescored(
-        self, customer_id: str, events: list[dict[str, Any]], previous: dict[str, Any] | None, now: datetime
+    def _document(
+        self,
+        customer_id: str,
+        facts: F.Facts,
+        events: list[dict[str, Any]],
+        previous: dict[str, Any] | None,
+        now: datetime,
+        scored: tuple[S.Purchases, S.Value | None],
     ) -> dict[str, Any]:
-        facts = decode_facts(previous["facts"]) if previous else F.empty(customer_id)
-        for event in events:
-            F.apply(facts, event)
-        F.prune(facts, now)
-        profile, signals = build(facts, now, self.population, previous)
+        profile, signals = build(facts, now, self.population, previous, scored)
         fresh = [
             encode(e).decode()
             for e in events_from_facts(

@@ -245,3 +245,16 @@ def test_one_clock_event_time_during_a_replay_and_wall_time_live():
     scorer.watermark, scorer.replaying = NOW - timedelta(minutes=3), False  # caught up: live
     clock.advance(days=3)  # a quiet shop: no events for days, and time still moves
     assert scorer.now() == NOW + timedelta(days=3)
+
+
+def test_batch_model_values_equal_one_by_one():
+    population = S.Population()
+    batch = [S.summarize(fold(events), NOW) for events in (
+        [], [paid("o-1", 3)], [paid("o-1", 100), paid("o-2", 40), paid("o-3", 2)], [paid("o-1", 300, 5)])]
+    together = S.values(batch, NOW, population)
+    assert together[0] is None
+    for summary, value in zip(batch[1:], together[1:], strict=True):
+        alone = S.value(summary, NOW, population)
+        assert value.clv_12m_cents == alone.clv_12m_cents
+        assert value.p_alive == pytest.approx(alone.p_alive)
+        assert value.expected_90d == pytest.approx(alone.expected_90d)
