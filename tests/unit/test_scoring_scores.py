@@ -249,8 +249,15 @@ def test_one_clock_event_time_during_a_replay_and_wall_time_live():
 
 def test_batch_model_values_equal_one_by_one():
     population = S.Population()
-    batch = [S.summarize(fold(events), NOW) for events in (
-        [], [paid("o-1", 3)], [paid("o-1", 100), paid("o-2", 40), paid("o-3", 2)], [paid("o-1", 300, 5)])]
+    batch = [
+        S.summarize(fold(events), NOW)
+        for events in (
+            [],
+            [paid("o-1", 3)],
+            [paid("o-1", 100), paid("o-2", 40), paid("o-3", 2)],
+            [paid("o-1", 300, 5)],
+        )
+    ]
     together = S.values(batch, NOW, population)
     assert together[0] is None
     for summary, value in zip(batch[1:], together[1:], strict=True):
