@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-ALL = ["contracts", "producer", "orders_http"]
+ALL = ["contracts", "producer", "orders_http", "scoring"]
 
 
 def main() -> None:
