@@ -24,6 +24,9 @@ from .clock import SystemClock, to_rfc3339
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_BASE = "https://schemas.crm.example"
 SPEC_VERSION = "1.0"
+# The satisfaction dimensions a survey scores (besides "overall"); tests/unit/test_contracts.py
+# checks they are the survey schema's.
+SATISFACTION_DIMENSIONS = ("website", "product", "payment", "service", "logistics")
 _clock = SystemClock()
 
 

@@ -3,8 +3,9 @@ what an API accepts and what its events promise cannot drift apart."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import Request
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -17,6 +18,11 @@ ID_PATTERN = _DEFS["id"]["pattern"]
 CURRENCIES = frozenset(_DEFS["currency"]["enum"])
 CHANNELS = tuple(_DEFS["channel"]["enum"])
 MAX_CENTS = _DEFS["amount_cents"]["maximum"]
+
+
+def new_id(prefix: str) -> str:
+    """A fresh entity id that fits EntityId: 'o-…', 'cp-…'."""
+    return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
 
 def _currency(value: str) -> str:
@@ -64,7 +70,3 @@ def only_params(*allowed: str):
             )
 
     return check
-
-
-def drop_none(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if v is not None}

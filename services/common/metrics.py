@@ -25,7 +25,9 @@ EVENTS_DEADLETTERED = Counter(
     "Records sent to the dead-letter topic, by source topic and reason class.",
     ["topic", "reason"],
 )
-OUTBOX_PENDING = Gauge("crm_outbox_pending_events", "Events written to the outbox and not yet published.")
+OUTBOX_PENDING = Gauge(
+    "crm_outbox_pending_rows", "Outbox rows (one per write, its events) not yet published."
+)
 OUTBOX_OLDEST_AGE = Gauge(
     "crm_outbox_oldest_pending_age_seconds", "Age of the oldest unpublished outbox event."
 )

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from pymongo.errors import DuplicateKeyError
 from . import metrics
 from .clock import SystemClock, as_utc
 from .contracts import encode, registry
-from .kafka import EventProducer, PublishError
+from .kafka import EventProducer
 from .mongo import Mongo, index
 from .settings import Settings
 
@@ -37,6 +38,7 @@ LEASES = "outbox_lease"
 INDEXES = {OUTBOX: [index("created_at")], LEASES: []}
 LEASE_SECONDS = 15
 ROW_EVENTS = 100
+BACKLOG_REPORT_SECONDS = 5.0
 
 
 class Outbox:
@@ -50,6 +52,7 @@ class Outbox:
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{ObjectId()}"
         self._clock = SystemClock()
         self._lease_until = None  # while well inside our lease, no need to renew it
+        self._next_report = 0.0
 
     async def add(self, session: AsyncIOMotorClientSession, events: Sequence[dict[str, Any]]) -> None:
         """Store events inside the caller's transaction. Validates first: a contract breach
@@ -74,11 +77,6 @@ class Outbox:
         """Tell the relay there is something to publish now (it also polls)."""
         self._wake.set()
 
-    async def pending(self) -> int:
-        """Events stored and not yet acknowledged by the broker."""
-        rows = await self.collection.find({}, {"records": 1}).to_list(None)
-        return sum(len(row["records"]) for row in rows)
-
     async def run(self, stop: asyncio.Event) -> None:
         """The relay: one holder of the lease per database publishes, oldest first."""
         backoff = 0.5
@@ -91,14 +89,16 @@ class Outbox:
                     continue
                 await self._drain(stop)
                 backoff = 0.5
-            except (PublishError, OSError, Exception) as exc:  # noqa: BLE001 - the relay must outlive any fault
+            except Exception as exc:  # noqa: BLE001 - the relay must outlive any fault, broker or database
                 metrics.OUTBOX_RELAY_ERRORS.inc()
                 log.warning("outbox relay could not publish; will retry", error=repr(exc), retry_in=backoff)
                 await self._drop_producer()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
-            await self._report_backlog()
+            if time.monotonic() >= self._next_report:  # two queries: not on every wake
+                self._next_report = time.monotonic() + BACKLOG_REPORT_SECONDS
+                await self._report_backlog()
         await self._drop_producer()
 
     async def _drain(self, stop: asyncio.Event) -> None:

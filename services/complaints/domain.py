@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from services.common.contracts import SATISFACTION_DIMENSIONS
 from services.common.errors import RuleBroken
 
 from .calendar import Calendar
@@ -452,7 +453,7 @@ def breaches_at(c: Complaint, now: datetime, policy: SlaPolicy) -> Change:
 
 # --- surveys and statistics ----------------------------------------------------------------
 
-DIMENSIONS = ("website", "product", "payment", "service", "logistics")
+DIMENSIONS = SATISFACTION_DIMENSIONS
 
 
 def check_survey(kind: str, scores: dict[str, int], recommend: int | None) -> None:

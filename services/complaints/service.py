@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import tomllib
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +16,7 @@ from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.clock import Clock
+from services.common.fields import new_id
 from services.common.problems import Problem
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
@@ -51,10 +51,6 @@ def load_policy(path: Path | None) -> SlaPolicy:
     if path is None:
         return SlaPolicy.default()
     return SlaPolicy.from_config(tomllib.loads(path.read_text()).get("sla", {}))
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
 
 def count(complaint: Complaint, events: list[dict[str, Any]]) -> None:

@@ -105,16 +105,18 @@ class LoyaltyService:
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             published: list[dict[str, Any]] = []
+            done = await self.store.seen_among([d.event["id"] for d in batch], session)  # one read per batch
             for delivered in batch:
-                published += await self._apply(delivered.event, session)
+                if delivered.event["id"] in done:
+                    continue
+                done.add(delivered.event["id"])
+                with structlog.contextvars.bound_contextvars(event_id=delivered.event["id"]):
+                    published += await self._apply(delivered.event, session)
             return Outcome(200, None, published)
 
         await self._run(work)
 
     async def _apply(self, event: dict[str, Any], session: AsyncIOMotorClientSession) -> list[dict[str, Any]]:
-        if await self.store.seen(event["id"], session):
-            return []
-        structlog.contextvars.bind_contextvars(event_id=event["id"])
         at, kind, data = parse_rfc3339(event["time"]), event["type"], event["data"]
         out: list[dict[str, Any]] = []
         try:
@@ -151,7 +153,6 @@ class LoyaltyService:
             SKIPPED.labels(kind).inc()
             log.warning("event refused by a loyalty rule", event_id=event["id"], type=kind, detail=exc.detail)
         await self.store.remember(event["id"], at, session)
-        structlog.contextvars.unbind_contextvars("event_id")
         return out
 
     async def _reverse(

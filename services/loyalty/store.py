@@ -115,8 +115,12 @@ class LoyaltyStore:
         if entries:
             await self.ledger.insert_many([entry_document(e) for e in entries], session=session)
 
-    async def seen(self, event_id: str, session: AsyncIOMotorClientSession) -> bool:
-        return await self.processed.find_one({"_id": event_id}, {"_id": 1}, session=session) is not None
+    async def seen_among(self, event_ids: list[str], session: AsyncIOMotorClientSession) -> set[str]:
+        """Which of these events were already applied."""
+        docs = await self.processed.find({"_id": {"$in": event_ids}}, {"_id": 1}, session=session).to_list(
+            None
+        )
+        return {d["_id"] for d in docs}
 
     async def remember(self, event_id: str, at: datetime, session: AsyncIOMotorClientSession) -> None:
         await self.processed.insert_one({"_id": event_id, "at": at}, session=session)

@@ -3,7 +3,6 @@ in one transaction."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
 from services.common.clock import Clock
+from services.common.fields import new_id
 from services.common.problems import Problem, describe_validation_errors
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
@@ -28,10 +28,6 @@ REVENUE = Counter("crm_orders_revenue_cents_total", "Paid order value, in minor 
 REFUNDED = Counter("crm_orders_refunded_cents_total", "Refunded value, in minor units.", ["currency"])
 IMPORT_CHUNK = 5000
 MAX_REPORTED_REJECTS = 1000
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:20]}"
 
 
 def count(events: list[dict[str, Any]]) -> None:

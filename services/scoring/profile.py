@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from services.common.contracts import SATISFACTION_DIMENSIONS
+
 from . import facts as F
 from . import scores as S
 
-DIMENSIONS = ("website", "product", "payment", "service", "logistics")
+DIMENSIONS = SATISFACTION_DIMENSIONS
 
 
 def _days(a: datetime, b: datetime) -> float:
@@ -206,7 +208,6 @@ def build(
     return profile, signals
 
 
-def next_review(profile: dict[str, Any], now: datetime) -> datetime:
-    """When time alone could change this profile: daily, for recency, lifecycle, churn and
-    birthdays. Cheap to over-review: scores are pure functions of facts and now."""
-    return now + timedelta(days=1)
+# Time alone changes recency, lifecycle, churn and birthdays: every profile is re-scored daily.
+# Cheap to over-review, as scores are pure functions of facts and now.
+REVIEW_EVERY = timedelta(days=1)

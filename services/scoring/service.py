@@ -22,7 +22,7 @@ from services.common.settings import Settings
 from . import facts as F
 from . import population as population_math
 from . import scores as S
-from .profile import build, next_review
+from .profile import REVIEW_EVERY, build
 from .scores import Population
 from .store import ProfileStore, decode_facts, encode_facts
 
@@ -96,7 +96,6 @@ class Scorer:
         """Raw records from the broker: invalid ones to the dead-letter topic, the rest folded.
         Never raises: the caller acknowledges the batch when this returns, so nothing may be
         left unwritten or unaccounted for."""
-        self._records = records
         producer = await self.producer()
         deadletter = self.settings.topic_prefix + "crm.deadletter.v1"
         valid = await asyncio.to_thread(split_valid, records, producer, deadletter, consumer)
@@ -109,7 +108,7 @@ class Scorer:
                 log.exception("folding a batch failed", size=len(valid))
                 if await self.store_reachable():
                     # The database is fine, so an event is: fold one by one, dead-letter the culprits.
-                    await self._fold_singly(valid, producer, deadletter, consumer)
+                    await self._fold_singly(valid, records, producer, deadletter, consumer)
                     break
                 await asyncio.sleep(delay)  # the database is away: wait for it, lose nothing
                 delay = min(delay * 2, 10.0)
@@ -123,20 +122,15 @@ class Scorer:
             return False
 
     async def _fold_singly(
-        self, valid: list[Any], producer: EventProducer, deadletter: str, consumer: str
+        self, valid: list[Any], records: list[Any], producer: EventProducer, deadletter: str, consumer: str
     ) -> None:
+        originals = {(r.topic, r.partition, r.offset): r for r in records}  # the bytes as they came
         for delivered in valid:
             try:
                 await self.fold([delivered.event])
             except Exception as exc:  # noqa: BLE001 - this record, not the stream, is at fault
                 log.exception("event could not be folded; dead-lettered", event_id=delivered.event["id"])
-                message = next(
-                    r
-                    for r in self._records
-                    if r.offset == delivered.offset
-                    and r.partition == delivered.partition
-                    and r.topic == delivered.topic
-                )
+                message = originals[(delivered.topic, delivered.partition, delivered.offset)]
                 producer.send_raw(
                     deadletter,
                     message.key,
@@ -212,7 +206,7 @@ class Scorer:
             "pending": pending,
             "has_pending": bool(pending),
             "partition": partition_of(customer_id, self.settings.topic_partitions),
-            "next_review": next_review(profile, now),
+            "next_review": now + REVIEW_EVERY,
             "updated_at": SystemClock().now(),
             "scored_at": now,
             "event_time": max(

@@ -3,8 +3,6 @@ processes over real HTTP, and a reader that collects what a topic holds."""
 
 from __future__ import annotations
 
-import os
-import sys
 import tempfile
 import time
 import uuid
@@ -51,9 +49,9 @@ class Stack:
             **overrides,
         )
 
-    def restart_broker(self) -> None:
-        """Memory storage: a restarted broker is empty, so topics are created again."""
-        self.broker.stop()
+    def start_broker(self) -> None:
+        """Start the broker again after `broker.stop()`. Memory storage: it comes back empty,
+        so the topics are created again."""
         self.broker.start()
         self.broker.wait_ready(30)
         ensure_topics(self.settings())
@@ -136,7 +134,6 @@ def start_service(stack: Stack, name: str, *, db_prefix: str | None = None, **en
         **env,
     }
     child = service_child(name, full_env, port, stack.workdir / "logs" / db_prefix)
-    child.argv = [sys.executable, "-m", f"services.{name}"]
     child.start()
     child.wait_ready(60)
     return Service(name, child, full_env, stack)
@@ -202,7 +199,3 @@ def _safe(where: Callable[[dict[str, Any]], bool], event: Any) -> bool:
 
 def unique_id(prefix: str = "c") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def env_without_crm() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}

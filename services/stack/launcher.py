@@ -38,10 +38,6 @@ def ensure_api_keys(data_dir: Path) -> Path:
     return plain
 
 
-def read_api_keys(data_dir: Path) -> dict[str, str]:
-    return dict(line.split("=", 1) for line in (data_dir / KEYS_TEXT).read_text().split() if "=" in line)
-
-
 class Platform:
     def __init__(
         self,

@@ -11,7 +11,6 @@ import pytest
 from pymongo import MongoClient
 
 from services.common.clock import to_rfc3339
-from services.common.kafka import ensure_topics
 from services.stack.harness import Service, TopicReader, start_service, start_stack, unique_id
 
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
@@ -314,9 +313,7 @@ def test_events_are_published_exactly_once_across_a_broker_restart(tmp_path):
         clock.set(T0 + timedelta(hours=1))
         assert service.post(f"/complaints/{cid}/resolve", json={"resolution": "ok"}).status_code == 200
         time.sleep(1.5)
-        stack.broker.start()
-        stack.broker.wait_ready(30)
-        ensure_topics(stack.settings())
+        stack.start_broker()
         reader = TopicReader(stack, "crm.complaints.v1")
         events = reader.collect(lambda e: e["subject"] == customer, 2, timeout=60, settle=3)
         reader.close()

@@ -257,7 +257,12 @@ def test_a_crash_between_storing_and_committing_does_not_double_the_effect(stack
     crashing.client.close()
     healthy = start_service(stack, "loyalty", db_prefix=db_prefix, CRM_TOPIC_PREFIX=prefix)
     try:
-        time.sleep(8)  # join the group, receive the uncommitted batch again
+        # The uncommitted batch comes again (both events consumed anew) and changes nothing.
+        consumed = f'crm_events_consumed_total{{topic="{prefix}crm.orders.v1",type="crm.order.paid"}} 2.0'
+        deadline = time.monotonic() + 30
+        while consumed not in healthy.get("/metrics", role=None).text:
+            assert time.monotonic() < deadline, "the batch was not delivered again after the crash"
+            time.sleep(0.3)
         assert healthy.get(f"/accounts/{customer}").json()["balance"] == 150
         assert len(healthy.get(f"/accounts/{customer}/ledger").json()["items"]) == 2
     finally:

@@ -269,4 +269,4 @@ def test_metrics_count_requests_by_route_template_and_transitions(orders):
     assert 'route="unmatched"' in text and oid not in text  # ids never become label values
     assert 'crm_orders_transitions_total{transition="paid"}' in text
     assert 'crm_orders_revenue_cents_total{currency="CNY"}' in text
-    assert "crm_events_published_total" in text and "crm_outbox_pending_events" in text
+    assert "crm_events_published_total" in text and "crm_outbox_pending_rows" in text

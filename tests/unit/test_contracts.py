@@ -124,3 +124,10 @@ def test_unknown_event_type_is_rejected():
     event["type"] = "crm.order.teleported"
     with pytest.raises(EventValidationError, match="dataschema"):
         registry().validate(event)
+
+
+def test_satisfaction_dimensions_are_the_survey_schemas():
+    from services.common.contracts import SATISFACTION_DIMENSIONS
+
+    scores = registry().documents[schema_url("crm.survey.submitted")]["properties"]["scores"]["properties"]
+    assert set(scores) == {*SATISFACTION_DIMENSIONS, "overall"}

@@ -27,6 +27,23 @@ def paid(order, days_ago, cents=10_000):
     return ev("order.paid", at, order_id=order, amount_cents=cents, currency="CNY", paid_at=to_rfc3339(at))
 
 
+def opened_complaint(complaint_id, days_ago, category):
+    at = NOW - timedelta(days=days_ago)
+    return ev(
+        "complaint.opened",
+        at,
+        complaint_id=complaint_id,
+        category=category,
+        severity="high",
+        channel="app",
+        order_id=None,
+        opened_at=to_rfc3339(at),
+        first_response_due=to_rfc3339(NOW),
+        resolution_due=to_rfc3339(NOW),
+        vip=False,
+    )
+
+
 def fold(events):
     facts = F.empty("c-1")
     for event in events:
@@ -126,19 +143,7 @@ def test_duplicates_and_reordering_give_the_same_facts():
     events = [
         paid("o-1", 100),
         paid("o-2", 40),
-        ev(
-            "complaint.opened",
-            NOW - timedelta(days=5),
-            complaint_id="k-1",
-            category="product",
-            severity="high",
-            channel="app",
-            order_id=None,
-            opened_at=to_rfc3339(NOW - timedelta(days=5)),
-            first_response_due=to_rfc3339(NOW),
-            resolution_due=to_rfc3339(NOW),
-            vip=False,
-        ),
+        opened_complaint("k-1", 5, "product"),
         ev(
             "complaint.resolved",
             NOW - timedelta(days=4),
@@ -188,19 +193,7 @@ def test_service_signals_raise_churn_risk_with_reasons():
     logit = math.log(v.p_no_purchase_90d / (1 - v.p_no_purchase_90d)) + S.SILENCE_WEIGHT * silence
     assert calm.risk == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-4)
     unhappy = base + [
-        ev(
-            "complaint.opened",
-            NOW - timedelta(days=2),
-            complaint_id="k-1",
-            category="logistics",
-            severity="high",
-            channel="app",
-            order_id=None,
-            opened_at=to_rfc3339(NOW - timedelta(days=2)),
-            first_response_due=to_rfc3339(NOW),
-            resolution_due=to_rfc3339(NOW),
-            vip=False,
-        ),
+        opened_complaint("k-1", 2, "logistics"),
         ev(
             "survey.submitted",
             NOW - timedelta(days=1),
