@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import Request
+from fastapi import Query, Request
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from .contracts import SCHEMA_BASE, registry
@@ -48,6 +48,9 @@ def _not_future(value: datetime) -> datetime:
 
 
 PastTime = Annotated[AwareDatetime, AfterValidator(_not_future)]
+# A half-open time range in query parameters: ?from=...&to=...
+Since = Annotated[AwareDatetime | None, Query(alias="from")]
+Until = Annotated[AwareDatetime | None, Query(alias="to")]
 
 
 class Strict(BaseModel):

@@ -29,6 +29,7 @@ class ServiceRuntime:
         self.settings = settings
         self.stop_event = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self.mongo: Mongo
         self.outbox: Outbox
         self.writes: Writes
@@ -58,6 +59,10 @@ class ServiceRuntime:
 
         self._tasks.append(asyncio.create_task(supervised(), name=name))
 
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Run `close()` at shutdown, after the background tasks have ended."""
+        self._closers.append(close)
+
     async def stop(self, grace: float = 10.0) -> None:
         self.stop_event.set()
         if self._tasks:
@@ -66,6 +71,10 @@ class ServiceRuntime:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
+        for close in self._closers:
+            with contextlib.suppress(Exception):
+                await close()
+        self._closers.clear()
         self.mongo.close()
 
     def ready_checks(self) -> dict[str, Callable[[], Awaitable[bool]]]:

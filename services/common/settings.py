@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     profiles_port: int = 8004
     scoring_port: int = 8005
 
+    # Where the other services answer, when not on this host's ports (compose, Kubernetes).
+    orders_url: str | None = None
+    complaints_url: str | None = None
+    loyalty_url: str | None = None
+    profiles_url: str | None = None
+    scoring_url: str | None = None
+    peer_timeout_seconds: float = Field(2.0, gt=0)  # the profiles service's calls to the others
+
     api_keys_file: Path = Path(".crm/api-keys.hashed")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_import_bytes: int = Field(64 * 1_048_576, ge=1024)
@@ -63,7 +71,8 @@ class Settings(BaseSettings):
         return int(getattr(self, f"{service}_port"))
 
     def url_of(self, service: str) -> str:
-        return f"http://{self.host}:{self.port_of(service)}"
+        configured = getattr(self, f"{service}_url")
+        return configured.rstrip("/") if configured else f"http://{self.host}:{self.port_of(service)}"
 
     def db_name(self, service: str) -> str:
         return f"{self.db_prefix}{service}"

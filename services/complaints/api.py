@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from services.common.auth import Principal, require
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
-from services.common.fields import CustomerId, EntityId, Limit, ShortText, only_params
+from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 from services.common.mongo import between
 from services.common.problems import Problem
 
@@ -30,8 +30,6 @@ from .models import (
 from .service import ComplaintService
 
 router = APIRouter()
-Since = Annotated[AwareDatetime | None, Query(alias="from")]
-Until = Annotated[AwareDatetime | None, Query(alias="to")]
 
 
 def complaints(request: Request) -> ComplaintService:

@@ -555,3 +555,17 @@ def complaint_stats(complaints: list[Complaint]) -> dict[str, Any]:
             if any(c.severity == k for c in complaints)
         },
     }
+
+
+FREE_TEXT = ("note", "reason")  # what agents write in a complaint's history
+
+
+def anonymise(c: Complaint, text: str) -> Complaint:
+    """Erasure: the person's words and what agents wrote about them go; categories,
+    severities, times and SLA figures stay, as the service statistics need them."""
+    return replace(
+        c,
+        description=text if c.description else c.description,
+        resolution=text if c.resolution else c.resolution,
+        history=tuple({k: (text if k in FREE_TEXT else v) for k, v in h.items()} for h in c.history),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.common.clock import clock_from
+from services.common.erasure import follow_erasures
 from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
@@ -27,6 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.complaints = service
         runtime.background("sla-watcher", lambda stop: service.run_watcher(stop, settings.sla_watch_seconds))
+        runtime.background(
+            "erasure",
+            lambda stop: follow_erasures(settings, "complaints", runtime.mongo.db, service.forget, stop),
+        )
 
     return service_app(
         service="complaints",

@@ -16,6 +16,8 @@ from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.clock import Clock
+from services.common.erasure import SCRUBBED
+from services.common.errors import ConcurrentChange
 from services.common.fields import new_id
 from services.common.problems import Problem
 from services.common.writes import IdempotencyKey, Outcome, Writes
@@ -149,6 +151,20 @@ class ComplaintService:
         return await self.writes.run(work, key), (changed[-1] if changed else None)
 
     # --- the SLA watcher --------------------------------------------------------------------
+
+    async def forget(self, customer_id: str) -> None:
+        """Erasure: scrub the free text of every complaint of this customer."""
+        for complaint in await self.store.of_customer(customer_id):
+            for _ in range(5):
+                try:
+                    await self.store.overwrite_text(complaint, domain.anonymise(complaint, SCRUBBED))
+                    break
+                except ConcurrentChange:  # an agent or the watcher got there first: read again
+                    complaint = await self.store.get(complaint.complaint_id)
+                    if complaint is None:
+                        break
+            else:
+                raise ConcurrentChange(complaint.complaint_id)  # redelivered and retried later
 
     async def watch_once(self) -> int:
         """Escalate every complaint whose SLA deadline has passed. Returns escalations made.

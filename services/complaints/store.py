@@ -134,6 +134,25 @@ class ComplaintStore:
             raise ConcurrentChange(c.complaint_id)
         return saved
 
+    async def of_customer(self, customer_id: str) -> list[Complaint]:
+        return [from_document(d) async for d in self.complaints.find({"customer_id": customer_id})]
+
+    async def overwrite_text(self, before: Complaint, after: Complaint) -> None:
+        """Only the free text, on the version that was read (the watcher's fields stay)."""
+        result = await self.complaints.update_one(
+            {"_id": before.complaint_id, "version": before.version},
+            {
+                "$set": {
+                    "description": after.description,
+                    "resolution": after.resolution,
+                    "history": list(after.history),
+                },
+                "$inc": {"version": 1},
+            },
+        )
+        if result.matched_count != 1:
+            raise ConcurrentChange(before.complaint_id)
+
     async def due_for_check(self, now: datetime, limit: int = 500) -> list[str]:
         docs = (
             await self.complaints.find({"next_check": {"$lte": now}}, {"_id": 1}).limit(limit).to_list(None)

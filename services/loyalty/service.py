@@ -19,6 +19,7 @@ from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter, Gauge
 
 from services.common.clock import Clock, parse_rfc3339, to_rfc3339
+from services.common.erasure import ERASURES, SCRUBBED, forget_answers
 from services.common.kafka import Delivered, EventConsumer, EventProducer
 from services.common.problems import Problem
 from services.common.settings import Settings
@@ -149,6 +150,9 @@ class LoyaltyService:
                 account = await self.store.get(data["customer_id"], session)
                 if account is not None:
                     await self.store.save(domain.close(account), session)
+                await self.store.scrub_reasons(data["customer_id"], SCRUBBED, session)
+                await forget_answers(self.store.db, data["customer_id"], session)
+                ERASURES.inc()
         except LoyaltyError as exc:  # a rule refused it: record and move on rather than block the stream
             SKIPPED.labels(kind).inc()
             log.warning("event refused by a loyalty rule", event_id=event["id"], type=kind, detail=exc.detail)

@@ -84,6 +84,7 @@ def entry_document(e: Entry) -> dict[str, Any]:
 
 class LoyaltyStore:
     def __init__(self, db: AsyncIOMotorDatabase, programme: Programme) -> None:
+        self.db = db
         self.accounts = db[ACCOUNTS]
         self.ledger = db[LEDGER]
         self.processed = db[PROCESSED]
@@ -114,6 +115,14 @@ class LoyaltyStore:
     async def append(self, entries: list[Entry], session: AsyncIOMotorClientSession) -> None:
         if entries:
             await self.ledger.insert_many([entry_document(e) for e in entries], session=session)
+
+    async def scrub_reasons(self, customer_id: str, text: str, session: AsyncIOMotorClientSession) -> None:
+        """Erasure: what agents wrote on redemptions and adjustments may describe the person."""
+        await self.ledger.update_many(
+            {"customer_id": customer_id, "kind": {"$in": ["redeem", "adjust"]}},
+            {"$set": {"reason": text}},
+            session=session,
+        )
 
     async def seen_among(self, event_ids: list[str], session: AsyncIOMotorClientSession) -> set[str]:
         """Which of these events were already applied."""

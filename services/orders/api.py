@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse
-from pydantic import AwareDatetime
 
 from services.common.auth import Principal, require
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
-from services.common.fields import CustomerId, EntityId, Limit, only_params
+from services.common.fields import CustomerId, EntityId, Limit, Since, Until, only_params
 from services.common.problems import Problem
 
 from .domain import Action, Status
+from .domain import monthly_sales as monthly_sales_of
 from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
 from .service import OrderService
 
@@ -92,8 +92,8 @@ async def get_order(
 async def list_orders(
     customer_id: CustomerId | None = None,
     status: Status | None = None,
-    placed_from: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    placed_to: Annotated[AwareDatetime | None, Query(alias="to")] = None,
+    placed_from: Since = None,
+    placed_to: Until = None,
     limit: Limit = 50,
     cursor: str | None = None,
     _: Principal = Depends(require("viewer")),
@@ -108,6 +108,21 @@ async def list_orders(
         cursor=cursor,
     )
     return {"items": [present(o) for o in found], "next_cursor": next_cursor}
+
+
+@router.get(
+    "/sales/monthly",
+    summary="Net sales by month of payment and currency (for seasonality)",
+    dependencies=[Depends(only_params("from", "to"))],
+)
+async def monthly_sales(
+    paid_from: Since = None,
+    paid_to: Until = None,
+    _: Principal = Depends(require("viewer")),
+    service: OrderService = Depends(orders),
+) -> dict[str, Any]:
+    rows = [row async for row in service.store.paid_sales(paid_from, paid_to)]
+    return {"items": monthly_sales_of(rows)}
 
 
 @router.post(

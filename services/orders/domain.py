@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from enum import StrEnum
@@ -99,6 +100,14 @@ class Order:
     @property
     def last_change(self) -> datetime:
         return max([self.placed_at, *self.times.values()])
+
+    @property
+    def net_sales_cents(self) -> int:
+        """What the shop kept: paid, less returns and refunds that were not for returns (a
+        refund for a return repays what the return already took off)."""
+        return net_sales(
+            self.paid_cents, self.returned_cents, self.refunded_cents, self.refunded_for_returns_cents
+        )
 
     @property
     def refundable_cents(self) -> int:
@@ -427,4 +436,22 @@ def placed_facts(order: Order) -> list[tuple[str, dict[str, Any]]]:
                 "placed_at": order.placed_at,
             },
         )
+    ]
+
+
+def net_sales(paid: int, returned: int, refunded: int, refunded_for_returns: int) -> int:
+    return paid - returned - (refunded - refunded_for_returns)
+
+
+def monthly_sales(paid: Iterable[tuple[str, datetime, int]]) -> list[dict[str, Any]]:
+    """(currency, paid at, net sales) of paid orders -> net sales by currency and month of
+    payment, oldest first."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for currency, paid_at, cents in paid:
+        row = totals.setdefault((paid_at.strftime("%Y-%m"), currency), [0, 0])
+        row[0] += cents
+        row[1] += 1
+    return [
+        {"month": month, "currency": currency, "net_sales_cents": cents, "orders": count}
+        for (month, currency), (cents, count) in sorted(totals.items())
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.common.clock import clock_from
+from services.common.erasure import follow_erasures
 from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
@@ -18,6 +19,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
         app.state.orders = OrderService(
             store.OrderStore(runtime.mongo.db), runtime.writes, clock_from(settings.clock_file)
+        )
+        # Orders hold amounts and items, nothing personal: erasure forgets the stored answers.
+        runtime.background(
+            "erasure", lambda stop: follow_erasures(settings, "orders", runtime.mongo.db, None, stop)
         )
 
     return service_app(

@@ -13,7 +13,7 @@ from services.common.errors import ConcurrentChange
 from services.common.mongo import index
 from services.common.pagination import page
 
-from .domain import Item, Order, Status
+from .domain import Action, Item, Order, Status, net_sales
 
 ORDERS = "orders"
 INDEXES = {
@@ -103,6 +103,33 @@ class OrderStore:
         if result.matched_count != 1:
             raise ConcurrentChange(order.order_id)
         return saved
+
+    async def paid_sales(self, since: datetime | None, until: datetime | None):
+        """(currency, paid at, net sales) of every order paid in [since, until)."""
+        fields = {
+            "currency": 1,
+            "times": 1,
+            "paid_cents": 1,
+            "returned_cents": 1,
+            "refunded_cents": 1,
+            "refunded_for_returns_cents": 1,
+        }
+        async for d in self.orders.find({"paid_cents": {"$gt": 0}}, fields):
+            paid_at = d.get("times", {}).get(Action.PAY.value)
+            if paid_at is None:
+                continue
+            paid_at = as_utc(paid_at)
+            if (since is None or paid_at >= since) and (until is None or paid_at < until):
+                yield (
+                    d["currency"],
+                    paid_at,
+                    net_sales(
+                        d["paid_cents"],
+                        d["returned_cents"],
+                        d["refunded_cents"],
+                        d.get("refunded_for_returns_cents", 0),
+                    ),
+                )
 
     async def list(
         self,

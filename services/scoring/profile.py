@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from services.common.clock import parse_rfc3339
 from services.common.contracts import SATISFACTION_DIMENSIONS
 
 from . import facts as F
@@ -65,8 +66,10 @@ def build(
         v = S.value(p, now, population)
     identity = {
         name: F.value(facts, "identity", name)
-        for name in ("registered_at", *F.PERSONAL, "city_tier", "channel", "referred_by")
+        for name in (*F.PERSONAL, "city_tier", "channel", "referred_by")
     }
+    registered = F.value(facts, "identity", "registered_at")
+    identity["registered_at"] = parse_rfc3339(registered) if isinstance(registered, str) else registered
     profile: dict[str, Any] = {
         "customer_id": facts["customer_id"],
         "identity": identity,
@@ -97,8 +100,8 @@ def build(
             "f": f,
             "m": m,
             "code": f"{r}{f}{m}",
-            "segment": S.segment(r, f),
         }
+        profile["rfm"]["segment"], profile["rfm"]["segment_rule"] = S.segment_rule(r, f)
     else:
         profile["rfm"] = {
             "recency_days": None,
@@ -109,6 +112,7 @@ def build(
             "m": None,
             "code": "",
             "segment": "Prospect",
+            "segment_rule": "no purchase yet",
         }
     abc = S.abc_class(p.trailing_cents, population)
     profile["value"] = {
@@ -205,6 +209,13 @@ def build(
     if birthday and (previous.get("care") or {}).get("birthday") != birthday:
         signals.append(("crm.profile.care_due", {"kind": "birthday", "date": birthday}))
     profile["care"] = {"birthday": birthday or (previous.get("care") or {}).get("birthday")}
+    # Never-null sort keys for the profiles search (keyset pagination cannot page over nulls).
+    profile["rank"] = {
+        "clv": profile["value"]["clv_12m_cents"],
+        "risk": churn.risk if churn else -1.0,
+        "spend": p.net_cents,
+        "last_purchase": p.last.timestamp() if p.last else 0.0,
+    }
     return profile, signals
 
 

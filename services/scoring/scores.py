@@ -43,23 +43,37 @@ def quintile(value: float, bounds: tuple[float, ...], higher_is_better: bool = T
     return max(1, min(5, rank))
 
 
-def segment(r: int | None, f: int | None) -> str:
-    """DESIGN.md's RFM map, first match wins."""
+# DESIGN.md's RFM map, first match wins: (R from, R to, F from, F to, segment).
+SEGMENT_RULES = (
+    (1, 2, 1, 2, "Hibernating"),
+    (1, 2, 3, 4, "At Risk"),
+    (1, 2, 5, 5, "Can't Lose Them"),
+    (3, 3, 1, 2, "About to Sleep"),
+    (3, 3, 3, 3, "Need Attention"),
+    (3, 4, 4, 5, "Loyal"),
+    (4, 4, 1, 1, "Promising"),
+    (5, 5, 1, 1, "New"),
+    (4, 5, 2, 3, "Potential Loyalist"),
+    (5, 5, 4, 5, "Champions"),
+)
+
+
+def _span(low: int, high: int) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def segment_rule(r: int | None, f: int | None) -> tuple[str, str]:
+    """(segment, the rule that placed the customer there, e.g. "R 1-2 & F 3-4")."""
     if r is None or f is None:
-        return "Prospect"
-    rules = [
-        (r <= 2 and f <= 2, "Hibernating"),
-        (r <= 2 and f <= 4, "At Risk"),
-        (r <= 2 and f == 5, "Can't Lose Them"),
-        (r == 3 and f <= 2, "About to Sleep"),
-        (r == 3 and f == 3, "Need Attention"),
-        (3 <= r <= 4 and f >= 4, "Loyal"),
-        (r == 4 and f == 1, "Promising"),
-        (r == 5 and f == 1, "New"),
-        (r >= 4 and 2 <= f <= 3, "Potential Loyalist"),
-        (r == 5 and f >= 4, "Champions"),
-    ]
-    return next(name for matched, name in rules if matched)
+        return "Prospect", "no purchase yet"
+    for r_low, r_high, f_low, f_high, name in SEGMENT_RULES:
+        if r_low <= r <= r_high and f_low <= f <= f_high:
+            return name, f"R {_span(r_low, r_high)} & F {_span(f_low, f_high)}"
+    raise ValueError(f"R {r} F {f} outside 1 to 5")
+
+
+def segment(r: int | None, f: int | None) -> str:
+    return segment_rule(r, f)[0]
 
 
 def abc_class(trailing_cents: int, population: Population) -> str:

@@ -15,7 +15,7 @@ from kafka.partitioner import murmur2
 from prometheus_client import Counter, Gauge, Histogram
 
 from services.common.clock import Clock, SystemClock, parse_rfc3339
-from services.common.contracts import encode, events_from_facts
+from services.common.contracts import encode, events_from_facts, registry
 from services.common.kafka import EventProducer, deadletter_headers, split_valid
 from services.common.settings import Settings
 
@@ -191,12 +191,13 @@ class Scorer:
         scored: tuple[S.Purchases, S.Value | None],
     ) -> dict[str, Any]:
         profile, signals = build(facts, now, self.population, previous, scored)
-        fresh = [
-            encode(e).decode()
-            for e in events_from_facts(
-                signals, {"customer_id": customer_id}, source=SOURCE, when=WHEN, default_time=now
-            )
-        ]  # text: see store
+        schemas = registry()
+        fresh = []
+        for event in events_from_facts(
+            signals, {"customer_id": customer_id}, source=SOURCE, when=WHEN, default_time=now
+        ):
+            schemas.validate(event)  # a signal that breaks its contract is a bug here, not downstream
+            fresh.append(encode(event).decode())  # text: see store
         pending = list((previous or {}).get("pending", [])) + fresh
         event_times = [parse_rfc3339(e["time"]) for e in events]
         return {

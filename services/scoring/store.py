@@ -29,6 +29,15 @@ INDEXES = {
         index("value.abc_class"),
         index("churn.risk"),
         index("has_pending"),
+        # the profiles service's search: filters and sort keys
+        index("loyalty.tier"),
+        index("churn.level"),
+        index("identity.city"),
+        index("identity.registered_at"),
+        index(("rank.clv", -1)),
+        index(("rank.risk", -1)),
+        index(("rank.spend", -1)),
+        index(("rank.last_purchase", -1)),
     ],
     POPULATION: [],
 }

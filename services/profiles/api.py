@@ -1,0 +1,372 @@
+"""HTTP entrypoints of the profiles service: translate requests to use cases, nothing more."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import ORJSONResponse, StreamingResponse
+from pydantic import AwareDatetime
+
+from services.common.auth import Principal, require
+from services.common.clock import to_rfc3339
+from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
+from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
+from services.common.problems import Problem
+from services.common.writes import IdempotencyKey
+
+from .domain import WarningStatus
+from .models import (
+    MAX_INTERACTIONS,
+    ActionIn,
+    AssignIn,
+    ConsentIn,
+    CustomerIn,
+    CustomerPatch,
+    EraseIn,
+    OutcomeIn,
+    present_warning,
+)
+from .service import CSV_COLUMNS, SORT_KEYS, ProfilesService, search_sort
+
+router = APIRouter()
+
+Segment = Literal[
+    "Prospect",
+    "Hibernating",
+    "At Risk",
+    "Can't Lose Them",
+    "About to Sleep",
+    "Need Attention",
+    "Loyal",
+    "Promising",
+    "New",
+    "Potential Loyalist",
+    "Champions",
+]
+Stage = Literal["prospect", "exploration", "growth", "stable", "decline", "lost"]
+Tier = Literal["member", "silver", "gold", "platinum"]
+
+
+def profiles(request: Request) -> ProfilesService:
+    return request.app.state.profiles
+
+
+# --- customers ---------------------------------------------------------------------------------
+
+
+@router.post("/customers", status_code=201, tags=["customers"], summary="Register a customer")
+async def register_customer(
+    body: CustomerIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    return answer(await service.register(body, idempotency(key, principal, "POST /customers", body)))
+
+
+@router.patch("/customers/{customer_id}", tags=["customers"], summary="Change registration attributes")
+async def update_customer(
+    customer_id: CustomerId,
+    body: CustomerPatch,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    changes = body.model_dump(exclude_unset=True)
+    if not changes:
+        raise Problem(422, "nothing to change: send at least one field")
+    idem = idempotency(key, principal, f"PATCH /customers/{customer_id}", body)
+    return answer(await service.update(customer_id, changes, idem))
+
+
+@router.put(
+    "/customers/{customer_id}/consent", tags=["customers"], summary="Give or withdraw marketing consent"
+)
+async def set_consent(
+    customer_id: CustomerId,
+    body: ConsentIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    idem = idempotency(key, principal, f"PUT /customers/{customer_id}/consent", body)
+    return answer(await service.set_consent(customer_id, body, idem))
+
+
+FILTERS = ("segment", "lifecycle_stage", "abc_class", "tier", "churn_level", "min_risk", "city")
+SEARCH_PARAMS = (*FILTERS, "registered_from", "registered_to", "sort", "order", "limit", "cursor", "format")
+
+
+@router.get(
+    "/customers",
+    tags=["customers"],
+    summary="Search live profiles; format=csv exports the whole result",
+    dependencies=[Depends(only_params(*SEARCH_PARAMS))],
+)
+async def search_customers(
+    segment: Segment | None = None,
+    lifecycle_stage: Stage | None = None,
+    abc_class: Literal["A", "B", "C"] | None = None,
+    tier: Tier | None = None,
+    churn_level: Literal["low", "medium", "high"] | None = None,
+    min_risk: Annotated[float | None, Query(ge=0, le=1)] = None,
+    city: ShortText | None = None,
+    registered_from: AwareDatetime | None = None,
+    registered_to: AwareDatetime | None = None,
+    sort: Literal[tuple(SORT_KEYS)] = "clv",  # type: ignore[valid-type]
+    order: Literal["asc", "desc"] | None = Query(None, description="Default: desc, recency asc"),
+    limit: Limit = 50,
+    cursor: str | None = None,
+    format: Literal["json", "csv"] = "json",
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> Any:
+    query: dict[str, Any] = {
+        field: value
+        for field, value in (
+            ("rfm.segment", segment),
+            ("lifecycle.stage", lifecycle_stage),
+            ("value.abc_class", abc_class),
+            ("loyalty.tier", tier),
+            ("churn.level", churn_level),
+            ("identity.city", city),
+        )
+        if value is not None
+    }
+    if min_risk is not None:
+        query["churn.risk"] = {"$gte": min_risk}
+    if registered_from or registered_to:
+        query["identity.registered_at"] = {
+            **({"$gte": registered_from} if registered_from else {}),
+            **({"$lt": registered_to} if registered_to else {}),
+        }
+    order_by = search_sort(sort, order)
+    if format == "csv":
+        if cursor:
+            raise Problem(400, "format=csv exports the whole result; leave out cursor")
+        return StreamingResponse(
+            _csv(service.search_all(query, order_by)),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
+        )
+    rows, next_cursor = await service.search(query, order_by, limit, cursor)
+    return ORJSONResponse({"items": rows, "next_cursor": next_cursor})
+
+
+async def _csv(rows):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    async for row in rows:
+        writer.writerow(
+            [
+                to_rfc3339(v) if hasattr(v, "isoformat") else ("" if v is None else v)
+                for v in (row[c] for c in CSV_COLUMNS)
+            ]
+        )
+        count += 1
+        if count % 500 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@router.get(
+    "/customers/{customer_id}", tags=["customers"], summary="The live profile, every score and its reasons"
+)
+async def get_customer(
+    customer_id: CustomerId,
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.customer_view(customer_id))
+
+
+@router.get(
+    "/customers/{customer_id}/360",
+    tags=["customers"],
+    summary="Profile, recent orders, complaints, surveys, loyalty: one answer, partial if a service is down",
+)
+async def customer_360(
+    customer_id: CustomerId,
+    request: Request,
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.view_360(customer_id, request.headers.get("authorization")))
+
+
+@router.get(
+    "/customers/{customer_id}/export",
+    tags=["privacy"],
+    summary="Everything the platform holds about a customer, from every service",
+)
+async def export_customer(
+    customer_id: CustomerId,
+    request: Request,
+    _: Principal = Depends(require("admin")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    body = await service.export(customer_id, request.headers.get("authorization"))
+    return ORJSONResponse(
+        body, headers={"Content-Disposition": f'attachment; filename="customer-{customer_id}.json"'}
+    )
+
+
+@router.delete(
+    "/customers/{customer_id}",
+    status_code=202,
+    tags=["privacy"],
+    summary="Erase: remove the person here and tell every service to (crm.customer.erased)",
+)
+async def erase_customer(
+    customer_id: CustomerId,
+    request: Request,
+    principal: Principal = Depends(require("admin")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    body = await optional_body(request, EraseIn)
+    return answer(await service.erase(customer_id, body.reason, principal.label))
+
+
+# --- interactions ------------------------------------------------------------------------------
+
+
+@router.post(
+    "/interactions",
+    tags=["interactions"],
+    summary=f"A batch of up to {MAX_INTERACTIONS} interactions; valid ones are published, rejects reported by index",
+)
+async def record_interactions(
+    items: Annotated[list[dict[str, Any]], Body(description="InteractionIn objects")],
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    idem = IdempotencyKey.from_request(key, principal, "POST /interactions", orjson.dumps(items))
+    return answer(await service.record_interactions(items, idem))
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+
+@router.get(
+    "/segments",
+    tags=["analytics"],
+    summary="Counts, revenue share and average CLV by segment, stage, ABC class and tier; moves in a period",
+    dependencies=[Depends(only_params("from", "to"))],
+)
+async def segments(
+    since: Since = None,
+    until: Until = None,
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.segments(since, until))
+
+
+@router.get(
+    "/analytics/seasonality",
+    tags=["analytics"],
+    summary="Monthly seasonal index of net sales (month over the average month), overall and per year",
+    dependencies=[Depends(only_params("currency", "from", "to"))],
+)
+async def seasonality(
+    request: Request,
+    currency: Annotated[str | None, Query(pattern="^[A-Z]{3}$")] = None,
+    since: Since = None,
+    until: Until = None,
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    return ORJSONResponse(
+        await service.seasonality(currency, since, until, request.headers.get("authorization"))
+    )
+
+
+# --- churn warnings ----------------------------------------------------------------------------
+
+
+@router.get(
+    "/churn-warnings",
+    tags=["churn warnings"],
+    summary="Warnings, open first, by value at risk",
+    dependencies=[Depends(only_params("status", "assignee", "customer_id", "limit", "cursor"))],
+)
+async def list_warnings(
+    status: WarningStatus | None = None,
+    assignee: ShortText | None = None,
+    customer_id: CustomerId | None = None,
+    limit: Limit = 50,
+    cursor: str | None = None,
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    filters = {
+        k: v
+        for k, v in (
+            ("status", status.value if status else None),
+            ("assignee", assignee),
+            ("customer_id", customer_id),
+        )
+        if v is not None
+    }
+    found, next_cursor = await service.store.warnings_page(filters, limit, cursor)
+    return ORJSONResponse({"items": [present_warning(w) for w in found], "next_cursor": next_cursor})
+
+
+@router.get("/churn-warnings/{warning_id}", tags=["churn warnings"], summary="One warning with its history")
+async def get_warning(
+    warning_id: EntityId,
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    return ORJSONResponse(present_warning(await service.warning(warning_id)))
+
+
+@router.post("/churn-warnings/{warning_id}/assign", tags=["churn warnings"], summary="Give it to an agent")
+async def assign_warning(
+    warning_id: EntityId,
+    body: AssignIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    idem = idempotency(key, principal, f"POST /churn-warnings/{warning_id}/assign", body)
+    return answer(await service.assign(warning_id, body.assignee, principal.label, idem))
+
+
+@router.post(
+    "/churn-warnings/{warning_id}/actions",
+    tags=["churn warnings"],
+    summary="Record a retention action (published as a churn_action interaction)",
+)
+async def act_on_warning(
+    warning_id: EntityId,
+    body: ActionIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    idem = idempotency(key, principal, f"POST /churn-warnings/{warning_id}/actions", body)
+    return answer(await service.act(warning_id, body, principal.label, idem))
+
+
+@router.post(
+    "/churn-warnings/{warning_id}/outcome", tags=["churn warnings"], summary="Retained or lost: closes it"
+)
+async def close_warning(
+    warning_id: EntityId,
+    body: OutcomeIn,
+    key: IdempotencyHeader = None,
+    principal: Principal = Depends(require("agent")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    idem = idempotency(key, principal, f"POST /churn-warnings/{warning_id}/outcome", body)
+    return answer(await service.close_warning(warning_id, body.outcome, principal.label, idem))

@@ -1,0 +1,307 @@
+"""Profiles rules: customer registration and its changes, the churn-warning workflow, and the
+arithmetic of the segment summary and the seasonal index. Pure."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from services.common.errors import RuleBroken
+
+Facts = list[tuple[str, dict[str, Any]]]  # (event type, data) to publish
+
+# What erasure removes everywhere (DESIGN section 3, crm.customer.registered).
+PERSONAL = ("name", "email", "phone", "gender", "birth_date", "city")
+# What PATCH /customers/{id} may change: the personal attributes and the city tier.
+CHANGEABLE = (*PERSONAL, "city_tier")
+
+
+class ProfilesError(RuleBroken):
+    """A customer or warning-workflow rule was broken."""
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    registered_at: datetime
+    channel: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    gender: str | None = None
+    birth_date: str | None = None  # ISO date
+    city: str | None = None
+    city_tier: int | None = None
+    referred_by: str | None = None
+    marketing_consent: bool = False
+    consent_changed_at: datetime | None = None
+    erased_at: datetime | None = None
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class Change:
+    customer: Customer
+    facts: Facts
+
+
+def register(attributes: dict[str, Any], at: datetime) -> Change:
+    if attributes.get("referred_by") == attributes["customer_id"]:
+        raise ProfilesError("a customer cannot refer themselves", field="referred_by")
+    customer = Customer(registered_at=at, **attributes)
+    data = {
+        "customer_id": customer.customer_id,
+        **{name: getattr(customer, name) for name in (*CHANGEABLE, "channel", "referred_by")},
+        "marketing_consent": customer.marketing_consent,
+        "registered_at": at,
+    }
+    return Change(customer, [("crm.customer.registered", data)])
+
+
+def _live(customer: Customer) -> None:
+    if customer.erased_at is not None:
+        raise ProfilesError(f"customer {customer.customer_id} was erased; nothing about them may change", 409)
+
+
+def update(customer: Customer, changes: dict[str, Any]) -> Change:
+    """Only what really changes is applied and published; an empty difference publishes nothing."""
+    _live(customer)
+    unknown = set(changes) - set(CHANGEABLE)
+    if unknown:
+        raise ProfilesError(f"cannot change {', '.join(sorted(unknown))}")
+    changed = {k: v for k, v in changes.items() if getattr(customer, k) != v}
+    if not changed:
+        return Change(customer, [])
+    return Change(
+        replace(customer, **changed),
+        [("crm.customer.updated", {"customer_id": customer.customer_id, "changes": changed})],
+    )
+
+
+def set_consent(customer: Customer, consent: bool, source: str | None, at: datetime) -> Change:
+    _live(customer)
+    if customer.marketing_consent == consent:
+        return Change(customer, [])
+    data: dict[str, Any] = {"customer_id": customer.customer_id, "marketing_consent": consent}
+    if source:
+        data["source"] = source
+    return Change(
+        replace(customer, marketing_consent=consent, consent_changed_at=at),
+        [("crm.customer.consent_changed", data)],
+    )
+
+
+def erase(customer: Customer, at: datetime) -> Customer:
+    """The registration keeps its id, channel and dates (not personal), nothing else."""
+    return replace(
+        customer,
+        **dict.fromkeys(PERSONAL),
+        referred_by=None,
+        marketing_consent=False,
+        erased_at=customer.erased_at or at,
+    )
+
+
+# --- the churn-warning workflow -------------------------------------------------------------
+
+
+class WarningStatus(StrEnum):
+    OPEN = "open"  # fired by the scorer, nobody on it yet
+    ASSIGNED = "assigned"
+    ACTIONED = "actioned"  # at least one retention action taken
+    CLOSED = "closed"  # outcome known: retained, lost, or recovered on its own
+
+
+ACTIONS = ("call", "coupon", "email", "service_recovery")
+OUTCOMES = ("retained", "lost")
+RECOVERED = "recovered"  # the scorer closed the episode before anyone recorded an outcome
+
+
+@dataclass(frozen=True)
+class ChurnWarning:
+    episode_id: str
+    customer_id: str
+    risk: float
+    level: str
+    reasons: tuple[dict[str, Any], ...]
+    recommended_action: str | None
+    abc_class: str | None
+    clv_cents: int
+    warned_at: datetime
+    status: WarningStatus = WarningStatus.OPEN
+    assignee: str | None = None
+    actions: tuple[dict[str, Any], ...] = ()
+    outcome: str | None = None
+    closed_at: datetime | None = None
+    recovered_at: datetime | None = None
+    history: tuple[dict[str, Any], ...] = field(default=())
+    version: int = 0
+
+    @property
+    def value_at_risk_cents(self) -> int:
+        """What the shop stands to lose: the next year's value times the chance of losing it."""
+        return round(self.clv_cents * self.risk)
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is not WarningStatus.CLOSED
+
+
+def warning_from_signal(data: dict[str, Any], customer_id: str) -> ChurnWarning:
+    return ChurnWarning(
+        episode_id=data["episode_id"],
+        customer_id=customer_id,
+        risk=data["risk"],
+        level=data["level"],
+        reasons=tuple(data.get("reasons", ())),
+        recommended_action=data.get("recommended_action"),
+        abc_class=data.get("abc_class"),
+        clv_cents=data.get("clv_cents", 0),
+        warned_at=data["warned_at"],
+    )
+
+
+def _open_only(w: ChurnWarning) -> None:
+    if not w.is_open:
+        raise ProfilesError(
+            f"warning {w.episode_id} is closed ({w.outcome}); open a new one by the next episode", 409
+        )
+
+
+def _logged(w: ChurnWarning, at: datetime, by: str, what: str, **details: Any) -> tuple[dict[str, Any], ...]:
+    return (*w.history, {"at": at, "by": by, "what": what, **details})
+
+
+def assign(w: ChurnWarning, assignee: str, by: str, at: datetime) -> ChurnWarning:
+    _open_only(w)
+    status = WarningStatus.ACTIONED if w.status is WarningStatus.ACTIONED else WarningStatus.ASSIGNED
+    return replace(
+        w, assignee=assignee, status=status, history=_logged(w, at, by, "assigned", assignee=assignee)
+    )
+
+
+def act(
+    w: ChurnWarning, action: str, note: str | None, by: str, at: datetime, interaction_id: str, channel: str
+) -> tuple[ChurnWarning, Facts]:
+    """Record a retention action; it is also published as an interaction so the scorer sees it."""
+    _open_only(w)
+    if action not in ACTIONS:
+        raise ProfilesError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}", field="action")
+    taken = {"action": action, "at": at, "by": by, "interaction_id": interaction_id}
+    if note:
+        taken["note"] = note
+    acted = replace(
+        w,
+        status=WarningStatus.ACTIONED,
+        assignee=w.assignee or by,
+        actions=(*w.actions, taken),
+        history=_logged(w, at, by, "action", action=action),
+    )
+    interaction = {
+        "interaction_id": interaction_id,
+        "customer_id": w.customer_id,
+        "kind": "churn_action",
+        "channel": channel,
+        "occurred_at": at,
+        "attributes": {"action": action, "episode_id": w.episode_id, "by": by},
+    }
+    return acted, [("crm.interaction.recorded", interaction)]
+
+
+def close(w: ChurnWarning, outcome: str, by: str, at: datetime) -> ChurnWarning:
+    _open_only(w)
+    if outcome not in OUTCOMES:
+        raise ProfilesError(f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}", field="outcome")
+    return replace(
+        w,
+        status=WarningStatus.CLOSED,
+        outcome=outcome,
+        closed_at=at,
+        history=_logged(w, at, by, "closed", outcome=outcome),
+    )
+
+
+def recovered(w: ChurnWarning, at: datetime) -> ChurnWarning:
+    """The scorer saw the risk fall back: the episode is over. An outcome agents already
+    recorded stands; otherwise the warning closes as recovered."""
+    if w.recovered_at is not None:
+        return w
+    if not w.is_open:
+        return replace(w, recovered_at=at)
+    return replace(
+        w,
+        status=WarningStatus.CLOSED,
+        outcome=RECOVERED,
+        closed_at=at,
+        recovered_at=at,
+        history=_logged(w, at, "scorer", "recovered"),
+    )
+
+
+def scrub_notes(w: ChurnWarning, text: str) -> ChurnWarning:
+    """Erasure: notes agents wrote about the person go."""
+    return replace(w, actions=tuple({**a, "note": text} if a.get("note") else a for a in w.actions))
+
+
+# --- summaries ---------------------------------------------------------------------------------
+
+
+def group_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """rows: {key, customers, revenue_cents, clv_cents} per group -> counts, shares, averages."""
+    customers = sum(r["customers"] for r in rows)
+    revenue = sum(r["revenue_cents"] for r in rows)
+    out = {}
+    for r in sorted(rows, key=lambda r: (-r["customers"], str(r["key"]))):
+        out[str(r["key"])] = {
+            "customers": r["customers"],
+            "customer_share": round(r["customers"] / customers, 4) if customers else 0.0,
+            "revenue_cents": r["revenue_cents"],
+            "revenue_share": round(r["revenue_cents"] / revenue, 4) if revenue else 0.0,
+            "average_clv_cents": round(r["clv_cents"] / r["customers"]) if r["customers"] else 0,
+        }
+    return out
+
+
+def moves_summary(moves: list[tuple[str, str]]) -> dict[str, Any]:
+    """(from, to) segment moves -> total and counts by pair, largest first."""
+    pairs: dict[tuple[str, str], int] = defaultdict(int)
+    for pair in moves:
+        pairs[pair] += 1
+    return {
+        "total": len(moves),
+        "by_move": [
+            {"from": a, "to": b, "customers": n}
+            for (a, b), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+    }
+
+
+def seasonal_index(monthly: dict[tuple[int, int], int]) -> dict[str, Any]:
+    """The monthly seasonal index of sales from net sales by (year, month).
+
+    For each year: each month's sales over that year's average month. Overall: the average
+    of each calendar month across the years it appears in, over the average of all months.
+    1.0 is an ordinary month; 1.3 sells 30 % above the average."""
+    by_year: dict[int, dict[int, int]] = defaultdict(dict)
+    for (year, month), cents in monthly.items():
+        by_year[year][month] = cents
+    per_year = {}
+    for year, months in sorted(by_year.items()):
+        mean = sum(months.values()) / len(months)
+        per_year[str(year)] = {
+            "months": len(months),
+            "sales_cents": sum(months.values()),
+            "index": {f"{m:02d}": round(c / mean, 4) if mean else None for m, c in sorted(months.items())},
+        }
+    overall_mean = sum(monthly.values()) / len(monthly) if monthly else 0
+    by_month: dict[int, list[int]] = defaultdict(list)
+    for (_, month), cents in monthly.items():
+        by_month[month].append(cents)
+    index = {
+        f"{m:02d}": round((sum(v) / len(v)) / overall_mean, 4) if overall_mean else None
+        for m, v in sorted(by_month.items())
+    }
+    return {"index": index, "by_year": per_year, "months": len(monthly)}

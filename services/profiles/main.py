@@ -1,0 +1,37 @@
+"""Wiring: the profiles use cases on their database, outbox, the other services and HTTP."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.common.clock import clock_from
+from services.common.runtime import ServiceRuntime, service_app
+from services.common.settings import Settings, get_settings
+
+from . import api, store
+from .peers import Peers
+from .service import ERASURES_COLLECTION, ProfilesService
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
+        peers = Peers(settings)
+        service = ProfilesService(
+            store.ProfilesStore(runtime.mongo.db), runtime.writes, clock_from(settings.clock_file), peers
+        )
+        app.state.profiles = service
+        runtime.background("signals", lambda stop: service.follow_signals(settings, stop))
+        runtime.on_stop(peers.close)
+
+    return service_app(
+        service="profiles",
+        title="CRM customer profiles",
+        settings=settings,
+        indexes={**store.INDEXES, ERASURES_COLLECTION: []},
+        routers=[api.router],
+        wire=wire,
+        description="Customers, the live profile and 360 view, search and segments, the churn-warning "
+        "workflow, export and erasure.",
+    )

@@ -1,0 +1,134 @@
+"""Request and response shapes of the profiles API."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from services.common.clock import to_rfc3339
+from services.common.fields import Channel, CustomerId, EntityId, LongText, PastTime, ShortText, Strict
+
+from .domain import ACTIONS, OUTCOMES, ChurnWarning, Customer
+
+Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,20}$")]
+Gender = Literal["female", "male", "other", "unspecified"]
+CityTier = Annotated[int, Field(ge=1, le=5)]
+MAX_INTERACTIONS = 1000
+
+
+class CustomerIn(Strict):
+    customer_id: CustomerId | None = Field(None, description="The shop's own id; generated when absent")
+    name: ShortText | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    gender: Gender | None = None
+    birth_date: date | None = None
+    city: ShortText | None = None
+    city_tier: CityTier | None = None
+    channel: Channel = "web"
+    referred_by: CustomerId | None = None
+    marketing_consent: bool = False
+    registered_at: PastTime | None = Field(None, description="For history; defaults to now")
+
+
+class CustomerPatch(Strict):
+    """Only the fields sent change; send null to clear one."""
+
+    name: ShortText | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    gender: Gender | None = None
+    birth_date: date | None = None
+    city: ShortText | None = None
+    city_tier: CityTier | None = None
+
+
+class ConsentIn(Strict):
+    marketing_consent: bool
+    source: ShortText | None = Field(None, description="Where the customer said so: web form, call, ...")
+
+
+class InteractionIn(Strict):
+    interaction_id: EntityId | None = Field(None, description="The sender's id; generated when absent")
+    customer_id: CustomerId
+    kind: Literal[
+        "page_view",
+        "search",
+        "cart_add",
+        "wishlist_add",
+        "login",
+        "message",
+        "referral_sent",
+        "review_posted",
+        "email_opened",
+        "push_clicked",
+        "churn_action",
+    ]
+    channel: Channel | None = None
+    occurred_at: PastTime | None = Field(None, description="Defaults to now")
+    attributes: Annotated[dict[str, str | int | float | bool | None], Field(max_length=20)] | None = None
+
+
+class AssignIn(Strict):
+    assignee: ShortText
+
+
+class ActionIn(Strict):
+    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    note: LongText | None = None
+    channel: Channel = "phone"
+
+
+class OutcomeIn(Strict):
+    outcome: Literal[OUTCOMES]  # type: ignore[valid-type]
+
+
+class EraseIn(Strict):
+    reason: ShortText | None = None
+
+
+def _ts(value: Any) -> Any:
+    return to_rfc3339(value) if value is not None and not isinstance(value, str) else value
+
+
+def present_customer(c: Customer) -> dict[str, Any]:
+    out = {k: _ts(v) if k.endswith("_at") else v for k, v in c.__dict__.items()}
+    out["erased"] = c.erased_at is not None
+    return out
+
+
+def present_warning(w: ChurnWarning) -> dict[str, Any]:
+    return {
+        "warning_id": w.episode_id,
+        "customer_id": w.customer_id,
+        "status": w.status.value,
+        "open": w.is_open,
+        "risk": w.risk,
+        "level": w.level,
+        "reasons": list(w.reasons),
+        "recommended_action": w.recommended_action,
+        "abc_class": w.abc_class,
+        "clv_cents": w.clv_cents,
+        "value_at_risk_cents": w.value_at_risk_cents,
+        "warned_at": _ts(w.warned_at),
+        "assignee": w.assignee,
+        "actions": [{**a, "at": _ts(a["at"])} for a in w.actions],
+        "outcome": w.outcome,
+        "closed_at": _ts(w.closed_at),
+        "recovered_at": _ts(w.recovered_at),
+        "history": [{**h, "at": _ts(h["at"])} for h in w.history],
+        "version": w.version,
+    }
+
+
+def present_profile(doc: dict[str, Any]) -> dict[str, Any]:
+    """The live profile as the API shows it: `computed_at` is when the scorer last wrote it,
+    `scored_as_of` the moment its scores describe (event time during a replay)."""
+    out = {k: v for k, v in doc.items() if k not in ("_id", "updated_at", "scored_at", "event_time")}
+    out["computed_at"] = doc.get("updated_at")
+    out["scored_as_of"] = doc.get("scored_at")
+    out["latest_event_at"] = doc.get("event_time")
+    return out

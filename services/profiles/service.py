@@ -1,0 +1,502 @@
+"""Profiles use cases: registration and consent, interactions from other systems, the live
+profile and the 360 view, search and summaries, the churn-warning workflow, export and
+erasure. Every change stores its record and its events (outbox) in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import date, datetime
+from typing import Any
+
+import structlog
+from motor.motor_asyncio import AsyncIOMotorClientSession
+from prometheus_client import Counter
+from pydantic import ValidationError
+from pymongo.errors import DuplicateKeyError
+
+from services.common.clock import Clock, parse_rfc3339, to_rfc3339
+from services.common.contracts import EventValidationError, jsonable, registry
+from services.common.erasure import SCRUBBED, forget_answers
+from services.common.errors import ConcurrentChange
+from services.common.fields import new_id
+from services.common.kafka import Delivered, EventConsumer, EventProducer
+from services.common.pagination import Sort
+from services.common.problems import Problem
+from services.common.settings import Settings
+from services.common.writes import IdempotencyKey, Outcome, Writes
+
+from . import domain
+from .domain import ChurnWarning, Customer
+from .events import CONSUMES, GROUP, events_of
+from .models import (
+    MAX_INTERACTIONS,
+    ActionIn,
+    ConsentIn,
+    CustomerIn,
+    InteractionIn,
+    present_customer,
+    present_profile,
+    present_warning,
+)
+from .peers import Answer, Peers, Unavailable
+from .store import ProfilesStore
+
+log = structlog.get_logger(__name__)
+ERASURES_COLLECTION = "erasures"
+
+INTERACTIONS = Counter(
+    "crm_interactions_received_total", "Interactions received from other systems, by outcome.", ["outcome"]
+)
+WARNING_UPDATES = Counter(
+    "crm_churn_warning_updates_total", "Churn-warning workflow changes, by what happened.", ["what"]
+)
+
+# Search sort keys: the stored never-null field, and the default direction of the quantity.
+SORT_KEYS: dict[str, tuple[str, str]] = {
+    "clv": ("rank.clv", "desc"),
+    "risk": ("rank.risk", "desc"),
+    "spend": ("rank.spend", "desc"),
+    # Days since the last purchase; ascending (most recent first) is the last purchase descending.
+    "recency": ("rank.last_purchase", "asc"),
+}
+
+
+def search_sort(key: str, order: str | None) -> Sort:
+    field, default = SORT_KEYS[key]
+    ascending = (order or default) == "asc"
+    if key == "recency":
+        ascending = not ascending  # the stored key is a time, the quantity is an age
+    return [(field, 1 if ascending else -1), ("_id", 1 if ascending else -1)]
+
+
+class ProfilesService:
+    def __init__(self, store: ProfilesStore, writes: Writes, clock: Clock, peers: Peers) -> None:
+        self.store = store
+        self.writes = writes
+        self.clock = clock
+        self.peers = peers
+
+    # --- customers --------------------------------------------------------------------------
+
+    async def register(self, body: CustomerIn, key: IdempotencyKey | None) -> Outcome:
+        attributes = body.model_dump(exclude={"registered_at"})
+        attributes["customer_id"] = body.customer_id or new_id("c")
+        if body.birth_date is not None:
+            attributes["birth_date"] = body.birth_date.isoformat()
+        change = domain.register(attributes, body.registered_at or self.clock.now())
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            if await self.erased(change.customer.customer_id, session):
+                raise Problem(409, f"customer {change.customer.customer_id} was erased; use a new id")
+            try:
+                await self.store.insert_customer(change.customer, session)
+            except DuplicateKeyError:
+                raise Problem(409, f"customer {change.customer.customer_id} is already registered") from None
+            return Outcome(
+                201,
+                present_customer(change.customer),
+                events_of(change.customer.customer_id, change.facts, change.customer.registered_at),
+            )
+
+        return await self.writes.run(work, key)
+
+    async def _change(
+        self, customer_id: str, apply: Callable[[Customer], domain.Change], key: IdempotencyKey | None
+    ) -> Outcome:
+        now = self.clock.now()
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            current = await self.store.get_customer(customer_id, session)
+            if current is None:
+                raise Problem(404, f"no registered customer {customer_id}")
+            change = apply(current)
+            saved = await self.store.replace_customer(change.customer, session) if change.facts else current
+            return Outcome(200, present_customer(saved), events_of(customer_id, change.facts, now))
+
+        return await self.writes.run(work, key)
+
+    async def update(self, customer_id: str, changes: dict[str, Any], key: IdempotencyKey | None) -> Outcome:
+        if isinstance(changes.get("birth_date"), date):
+            changes["birth_date"] = changes["birth_date"].isoformat()
+        return await self._change(customer_id, lambda c: domain.update(c, changes), key)
+
+    async def set_consent(self, customer_id: str, body: ConsentIn, key: IdempotencyKey | None) -> Outcome:
+        now = self.clock.now()
+        return await self._change(
+            customer_id, lambda c: domain.set_consent(c, body.marketing_consent, body.source, now), key
+        )
+
+    async def erased(self, customer_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
+        return await self.store.db[ERASURES_COLLECTION].find_one({"_id": customer_id}, session=session)
+
+    async def erase(self, customer_id: str, reason: str | None, by: str) -> Outcome:
+        """Remove the person here and publish `crm.customer.erased` so every service does."""
+        now = self.clock.now()
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            done = await self.erased(customer_id, session)
+            if done is not None:
+                return Outcome(200, _erasure_answer(done, already=True))
+            customer = await self.store.get_customer(customer_id, session)
+            if customer is None and await self.store.profile(customer_id) is None:
+                raise Problem(404, f"no customer {customer_id}")
+            if customer is not None:
+                await self.store.replace_customer(domain.erase(customer, now), session)
+            for warning in await self.store.warnings_of(customer_id):
+                await self.store.replace_warning(domain.scrub_notes(warning, SCRUBBED), session)
+            await forget_answers(self.store.db, customer_id, session)
+            record = {"_id": customer_id, "erased_at": now, "requested_by": by}
+            if reason:
+                record["reason"] = reason
+            await self.store.db[ERASURES_COLLECTION].insert_one(record, session=session)
+            data = {"requested_by": by, **({"reason": reason} if reason else {})}
+            return Outcome(
+                202, _erasure_answer(record), events_of(customer_id, [("crm.customer.erased", data)], now)
+            )
+
+        return await self.writes.run(work)
+
+    # --- interactions from other systems --------------------------------------------------------
+
+    async def record_interactions(self, items: list[Any], key: IdempotencyKey | None) -> Outcome:
+        if len(items) > MAX_INTERACTIONS:
+            raise Problem(413, f"{len(items)} interactions in one batch; at most {MAX_INTERACTIONS}")
+        now = self.clock.now()
+        schemas = registry()
+        accepted: list[dict[str, Any]] = []
+        rejected: list[dict[str, Any]] = []
+        for position, raw in enumerate(items):
+            try:
+                item = InteractionIn.model_validate(raw)
+                data = item.model_dump(exclude_none=True)
+                data["interaction_id"] = item.interaction_id or new_id("i")
+                data["occurred_at"] = item.occurred_at or now
+                event = events_of(item.customer_id, [("crm.interaction.recorded", data)], now)[0]
+                schemas.validate(event)
+            except ValidationError as exc:
+                rejected.append({"index": position, "errors": _errors(exc)})
+                continue
+            except EventValidationError as exc:
+                rejected.append({"index": position, "errors": [{"field": exc.field, "detail": exc.reason}]})
+                continue
+            accepted.append(event)
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            body = {
+                "received": len(items),
+                "accepted": len(accepted),
+                "rejected": rejected,
+                "interaction_ids": [e["data"]["interaction_id"] for e in accepted],
+            }
+            return Outcome(200 if accepted or not items else 422, body, accepted)
+
+        outcome = await self.writes.run(work, key)
+        if not outcome.replayed:
+            INTERACTIONS.labels("accepted").inc(len(accepted))
+            INTERACTIONS.labels("rejected").inc(len(rejected))
+        return outcome
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    async def customer_view(self, customer_id: str) -> dict[str, Any]:
+        customer, doc = await asyncio.gather(
+            self.store.get_customer(customer_id), self.store.profile(customer_id)
+        )
+        if customer is None and doc is None:
+            raise Problem(404, f"no customer {customer_id}")
+        out = present_profile(doc) if doc else {"customer_id": customer_id, "computed_at": None}
+        out["status"] = "scored" if doc else "awaiting its first score"
+        out["registration"] = present_customer(customer) if customer else None
+        return out
+
+    async def view_360(self, customer_id: str, authorization: str | None) -> dict[str, Any]:
+        """Everything an agent needs on one screen; the other services are asked at once, and a
+        service that is down makes the answer partial, never an error."""
+        profile = await self.customer_view(customer_id)
+        recent = 20
+        orders, complaints, surveys, account, ledger = await asyncio.gather(
+            self.peers.get("orders", "/orders", authorization, customer_id=customer_id, limit=recent),
+            self.peers.get("complaints", "/complaints", authorization, customer_id=customer_id, limit=recent),
+            self.peers.get("complaints", "/surveys", authorization, customer_id=customer_id, limit=recent),
+            self.peers.get("loyalty", f"/accounts/{customer_id}", authorization),
+            self.peers.get("loyalty", f"/accounts/{customer_id}/ledger", authorization, limit=recent),
+        )
+        warnings = await self.store.warnings_of(customer_id)
+        answers = [orders, complaints, surveys, account, ledger]
+        unavailable = sorted({a.service for a in answers if a.status == "unavailable"})
+        return {
+            "customer_id": customer_id,
+            "partial": bool(unavailable),
+            "unavailable": unavailable,
+            "profile": profile,
+            "orders": _section(orders),
+            "complaints": _section(complaints),
+            "surveys": _section(surveys),
+            "loyalty": {
+                "status": "unavailable" if "loyalty" in unavailable else "ok",
+                "account": account.body if account.ok else None,
+                "ledger": ledger.body["items"] if ledger.ok else [],
+            },
+            "churn_warnings": [
+                present_warning(w) for w in sorted(warnings, key=lambda w: w.warned_at, reverse=True)
+            ],
+        }
+
+    async def export(self, customer_id: str, authorization: str | None) -> dict[str, Any]:
+        """Everything the platform holds about one customer, from every service. All or nothing:
+        an export with a service missing would look complete and not be."""
+        profile = await self.customer_view(customer_id)
+        try:
+            orders, complaints, surveys, ledger, account = await asyncio.gather(
+                self.peers.every_page("orders", "/orders", authorization, customer_id=customer_id),
+                self.peers.every_page("complaints", "/complaints", authorization, customer_id=customer_id),
+                self.peers.every_page("complaints", "/surveys", authorization, customer_id=customer_id),
+                self.peers.every_page("loyalty", f"/accounts/{customer_id}/ledger", authorization),
+                self.peers.get("loyalty", f"/accounts/{customer_id}", authorization),
+            )
+        except Unavailable as exc:
+            raise Problem(503, f"export incomplete: {exc}; try again when it is back") from None
+        if account.status == "unavailable":
+            raise Problem(503, f"export incomplete: loyalty is unavailable: {account.error}")
+        erasure = await self.erased(customer_id)
+        return {
+            "customer_id": customer_id,
+            "exported_at": to_rfc3339(self.clock.now()),
+            "registration": profile.pop("registration"),
+            "profile": profile,
+            "churn_warnings": [present_warning(w) for w in await self.store.warnings_of(customer_id)],
+            "erasure": _erasure_answer(erasure) if erasure else None,
+            "orders": orders,
+            "complaints": complaints,
+            "surveys": surveys,
+            "loyalty": {"account": account.body if account.ok else None, "ledger": ledger},
+        }
+
+    async def search(
+        self, filters: dict[str, Any], sort: Sort, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        docs, next_cursor = await self.store.search(filters, sort, limit, cursor)
+        return [search_row(d) for d in docs], next_cursor
+
+    async def search_all(self, filters: dict[str, Any], sort: Sort) -> AsyncIterator[dict[str, Any]]:
+        cursor = None
+        while True:
+            rows, cursor = await self.search(filters, sort, 1000, cursor)
+            for row in rows:
+                yield row
+            if not cursor:
+                return
+
+    async def segments(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        dimensions = {
+            "by_segment": "rfm.segment",
+            "by_lifecycle_stage": "lifecycle.stage",
+            "by_abc_class": "value.abc_class",
+            "by_tier": "loyalty.tier",
+        }
+        out: dict[str, Any] = {}
+        for name, field in dimensions.items():
+            out[name] = domain.group_summary(await self.store.group_totals(field))
+        out["customers"] = sum(v["customers"] for v in out["by_segment"].values())
+        out["moves"] = {
+            "from": to_rfc3339(since) if since else None,
+            "to": to_rfc3339(until) if until else None,
+            **domain.moves_summary(await self.store.moves_between(since, until)),
+        }
+        return out
+
+    async def seasonality(
+        self, currency: str | None, since: datetime | None, until: datetime | None, authorization: str | None
+    ) -> dict[str, Any]:
+        answer = await self.peers.get(
+            "orders",
+            "/sales/monthly",
+            authorization,
+            **{"from": to_rfc3339(since) if since else None, "to": to_rfc3339(until) if until else None},
+        )
+        if not answer.ok:
+            raise Problem(503, f"orders is unavailable: {answer.error}")
+        rows = answer.body["items"]
+        by_currency: dict[str, int] = {}
+        for row in rows:
+            by_currency[row["currency"]] = by_currency.get(row["currency"], 0) + row["orders"]
+        if currency is None and by_currency:
+            currency = max(by_currency, key=lambda c: by_currency[c])  # the shop's main currency
+        chosen = [r for r in rows if r["currency"] == currency]
+        monthly = {(int(r["month"][:4]), int(r["month"][5:7])): r["net_sales_cents"] for r in chosen}
+        return {
+            "currency": currency,
+            "currencies": sorted(by_currency),
+            **domain.seasonal_index(monthly),
+            "monthly": chosen,
+        }
+
+    # --- the churn-warning workflow ---------------------------------------------------------------
+
+    async def warning(self, warning_id: str) -> ChurnWarning:
+        found = await self.store.get_warning(warning_id)
+        if found is None:
+            raise Problem(404, f"no churn warning {warning_id}")
+        return found
+
+    async def change_warning(
+        self,
+        warning_id: str,
+        apply: Callable[[ChurnWarning], tuple[ChurnWarning, domain.Facts]],
+        what: str,
+        key: IdempotencyKey | None,
+    ) -> Outcome:
+        now = self.clock.now()
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            current = await self.store.get_warning(warning_id, session)
+            if current is None:
+                raise Problem(404, f"no churn warning {warning_id}")
+            changed, facts = apply(current)
+            saved = await self.store.replace_warning(changed, session)
+            return Outcome(200, present_warning(saved), events_of(saved.customer_id, facts, now))
+
+        outcome = await self.writes.run(work, key)
+        if not outcome.replayed:
+            WARNING_UPDATES.labels(what).inc()
+        return outcome
+
+    async def assign(self, warning_id: str, assignee: str, by: str, key: IdempotencyKey | None) -> Outcome:
+        now = self.clock.now()
+        return await self.change_warning(
+            warning_id, lambda w: (domain.assign(w, assignee, by, now), []), "assigned", key
+        )
+
+    async def act(self, warning_id: str, body: ActionIn, by: str, key: IdempotencyKey | None) -> Outcome:
+        now = self.clock.now()
+        interaction_id = new_id("i")
+        return await self.change_warning(
+            warning_id,
+            lambda w: domain.act(w, body.action, body.note, by, now, interaction_id, body.channel),
+            "action",
+            key,
+        )
+
+    async def close_warning(
+        self, warning_id: str, outcome: str, by: str, key: IdempotencyKey | None
+    ) -> Outcome:
+        now = self.clock.now()
+        return await self.change_warning(
+            warning_id, lambda w: (domain.close(w, outcome, by, now), []), outcome, key
+        )
+
+    # --- following the scorer's signals -----------------------------------------------------------
+
+    async def handle_signals(self, batch: list[Delivered]) -> None:
+        """Idempotent per signal: episodes and moves are keyed by their ids."""
+        for delivered in batch:
+            event = delivered.event
+            kind, data, subject = event["type"], event["data"], event["subject"]
+            if kind == "crm.profile.churn_warning":
+                data = {**data, "warned_at": parse_rfc3339(data["warned_at"])}
+                if await self.store.add_warning(domain.warning_from_signal(data, subject)):
+                    WARNING_UPDATES.labels("opened").inc()
+            elif kind == "crm.profile.churn_recovered":
+                await self._recovered(data["episode_id"], parse_rfc3339(data["recovered_at"]))
+            elif kind == "crm.profile.segment_changed":
+                await self.store.add_move(event["id"], subject, data, parse_rfc3339(data["changed_at"]))
+
+    async def _recovered(self, episode_id: str, at: datetime) -> None:
+        for _ in range(5):
+            current = await self.store.get_warning(episode_id)
+            if current is None:
+                return
+            closed = domain.recovered(current, at)
+            if closed == current:
+                return
+            try:
+                await self.store.replace_warning(closed)
+                WARNING_UPDATES.labels("recovered").inc()
+                return
+            except ConcurrentChange:
+                continue  # an agent changed it in between: read again
+        raise ConcurrentChange(episode_id)  # the batch is retried
+
+    async def follow_signals(self, settings: Settings, stop: asyncio.Event) -> None:
+        producer = await asyncio.to_thread(EventProducer, settings, "profiles-deadletter")
+        consumer = await asyncio.to_thread(EventConsumer, settings, GROUP, CONSUMES, producer)
+        try:
+            await consumer.run(self.handle_signals, stop)
+        finally:
+            await asyncio.to_thread(consumer.close)
+            await asyncio.to_thread(producer.close)
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or None, "detail": e["msg"]}
+        for e in exc.errors(include_url=False)
+    ]
+
+
+def _section(answer: Answer) -> dict[str, Any]:
+    if answer.ok:
+        return {"status": "ok", "items": answer.body["items"]}
+    if answer.status == "not_found":
+        return {"status": "ok", "items": []}
+    return {"status": "unavailable", "error": answer.error, "items": []}
+
+
+def _erasure_answer(record: dict[str, Any], already: bool = False) -> dict[str, Any]:
+    return jsonable(
+        {
+            "customer_id": record["_id"],
+            "erased_at": record["erased_at"],
+            "requested_by": record.get("requested_by"),
+            "status": "already erased"
+            if already
+            else "erased here; crm.customer.erased published for every other service",
+        }
+    )
+
+
+CSV_COLUMNS = (
+    "customer_id",
+    "name",
+    "email",
+    "city",
+    "registered_at",
+    "segment",
+    "rfm_code",
+    "lifecycle_stage",
+    "abc_class",
+    "tier",
+    "purchases",
+    "net_spend_cents",
+    "recency_days",
+    "clv_12m_cents",
+    "p_alive",
+    "churn_risk",
+    "churn_level",
+)
+
+
+def search_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """One search hit: who, and the scores an operations list sorts and filters by."""
+    identity, rfm, value = doc.get("identity", {}), doc.get("rfm", {}), doc.get("value", {})
+    churn, purchases = doc.get("churn", {}), doc.get("purchases", {})
+    return {
+        "customer_id": doc["_id"],
+        "name": identity.get("name"),
+        "email": identity.get("email"),
+        "city": identity.get("city"),
+        "registered_at": identity.get("registered_at"),
+        "segment": rfm.get("segment"),
+        "rfm_code": rfm.get("code"),
+        "lifecycle_stage": (doc.get("lifecycle") or {}).get("stage"),
+        "abc_class": value.get("abc_class"),
+        "tier": (doc.get("loyalty") or {}).get("tier"),
+        "purchases": purchases.get("count"),
+        "net_spend_cents": purchases.get("net_spend_cents"),
+        "recency_days": rfm.get("recency_days"),
+        "clv_12m_cents": value.get("clv_12m_cents"),
+        "p_alive": value.get("p_alive"),
+        "churn_risk": churn.get("risk"),
+        "churn_level": churn.get("level"),
+    }

@@ -1,0 +1,432 @@
+"""The profiles service with the whole platform running on the embedded stack: registration to
+profile, the 360 view with a service down, search, segments, seasonality, the churn-warning
+workflow and erasure, all over real HTTP and real events."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from services.common.clock import to_rfc3339
+from services.stack.harness import Service, TopicReader, start_service, unique_id
+from tests.conftest import NOW
+
+DIMENSIONS = ("website", "product", "payment", "service", "logistics", "overall")
+SERVICES = ("orders", "complaints", "loyalty", "scoring", "profiles")
+
+
+@pytest.fixture(scope="module")
+def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
+    """All five services on one database prefix and the module's topics."""
+    db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+    common = {"CRM_TOPIC_PREFIX": prefix, "CRM_CLOCK_FILE": str(clock_file)}
+    started: dict[str, Service] = {}
+    ports = {}
+    for name in SERVICES:
+        extra = {f"CRM_{peer.upper()}_URL": url for peer, url in ports.items()}
+        if name == "scoring":
+            extra.update(
+                CRM_SCORING_CLOCK="wall",
+                CRM_SCORING_REVIEW_SECONDS="0.5",
+                CRM_POPULATION_SECONDS="2",
+                CRM_DATA_DIR=str(tmp_path_factory.mktemp("faust")),
+            )
+        if name == "complaints":
+            extra["CRM_SLA_WATCH_SECONDS"] = "0.5"
+        started[name] = start_service(stack, name, db_prefix=db_prefix, **common, **extra)
+        ports[name] = started[name].url
+    yield started
+    for service in started.values():
+        service.stop()
+
+
+@pytest.fixture(scope="module")
+def profiles(platform) -> Service:
+    return platform["profiles"]
+
+
+@pytest.fixture(scope="module")
+def databases(stack, platform) -> dict[str, Any]:
+    client = MongoClient(stack.mongo_url)
+    prefix = platform["profiles"].env["CRM_DB_PREFIX"]
+    return {name: client[prefix + name] for name in ("orders", "complaints", "loyalty", "profiles")}
+
+
+def until(fetch: Callable[[], Any], condition: Callable[[Any], bool], timeout: float = 40.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if condition(value):
+            return value
+        assert time.monotonic() < deadline, f"never happened; last: {str(value)[:800]}"
+        time.sleep(0.25)
+
+
+def register(profiles: Service, **fields) -> dict:
+    answer = profiles.post("/customers", json={"channel": "app", **fields})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def buy(orders: Service, customer: str, cents: int, at) -> str:
+    placed = orders.post(
+        "/orders",
+        json={
+            "customer_id": customer,
+            "currency": "CNY",
+            "items": [
+                {"sku": "sku-1", "category": "books", "brand": "acme", "qty": 1, "unit_price_cents": cents}
+            ],
+            "placed_at": to_rfc3339(at),
+        },
+    )
+    assert placed.status_code == 201, placed.text
+    order_id = placed.json()["order_id"]
+    assert orders.post(f"/orders/{order_id}/pay", json={"at": to_rfc3339(at)}).status_code == 200
+    return order_id
+
+
+def scored(profiles: Service, customer: str, condition=lambda p: True) -> dict:
+    return until(
+        lambda: profiles.get(f"/customers/{customer}").json(),
+        lambda p: p.get("status") == "scored" and condition(p),
+    )
+
+
+def test_registration_becomes_a_live_profile_with_every_score_and_its_reasons(platform, profiles):
+    customer = register(
+        profiles,
+        name="Lin Wei",
+        email="lin@example.com",
+        city="Hangzhou",
+        city_tier=2,
+        marketing_consent=True,
+    )["customer_id"]
+    profile = scored(profiles, customer)
+    assert profile["identity"]["name"] == "Lin Wei" and profile["consent"]["marketing"] is True
+    assert profile["rfm"]["segment"] == "Prospect" and profile["lifecycle"]["stage"] == "prospect"
+    buy(platform["orders"], customer, 12_000, NOW - timedelta(days=3))
+    profile = scored(profiles, customer, lambda p: p["purchases"]["count"] == 1)
+    assert profile["purchases"]["net_spend_cents"] == 12_000
+    assert profile["rfm"]["segment_rule"].startswith("R ") and profile["rfm"]["code"]
+    assert profile["lifecycle"]["stage"] == "exploration" and profile["computed_at"]
+    for section in ("value", "churn", "service", "engagement", "loyalty"):
+        assert section in profile
+    assert "facts" not in profile and "pending" not in profile  # the scorer's internals stay inside
+
+    changed = profiles.request("PATCH", f"/customers/{customer}", json={"city": "Suzhou"})
+    assert changed.status_code == 200 and changed.json()["city"] == "Suzhou"
+    consent = profiles.request("PUT", f"/customers/{customer}/consent", json={"marketing_consent": False})
+    assert consent.status_code == 200
+    scored(profiles, customer, lambda p: p["identity"]["city"] == "Suzhou" and not p["consent"]["marketing"])
+
+    again = profiles.post("/customers", json={"customer_id": customer, "channel": "web"})
+    assert again.status_code == 409
+
+
+def test_bad_input_gets_clear_problems(profiles):
+    def problem(answer, status):
+        assert answer.status_code == status, answer.text
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert answer.json()["detail"]
+        return answer.json()["detail"]
+
+    assert "colour" in problem(profiles.get("/customers", params={"colour": "red"}), 400)
+    problem(profiles.get("/customers", params={"sort": "shoe_size"}), 422)
+    problem(profiles.get("/customers", params={"cursor": "not-a-cursor"}), 400)
+    problem(profiles.get(f"/customers/{unique_id()}"), 404)
+    problem(profiles.get(f"/customers/{unique_id()}/360"), 404)
+    problem(profiles.post("/customers", role="viewer", json={"channel": "web"}), 403)
+    problem(profiles.post("/customers", json={"channel": "web", "email": "not-an-email"}), 422)
+    many = [{"customer_id": "c-1", "kind": "login"}] * 1001
+    assert "1000" in problem(profiles.post("/interactions", json=many), 413)
+    problem(profiles.request("DELETE", f"/customers/{unique_id()}", role="agent"), 403)
+
+
+def test_an_interaction_batch_publishes_the_valid_and_reports_rejects_by_index(profiles, stack, prefix):
+    customer = unique_id()
+    batch = [
+        {"customer_id": customer, "kind": "page_view", "channel": "web"},
+        {"customer_id": customer, "kind": "teleport"},
+        {"customer_id": customer, "kind": "cart_add", "attributes": {"sku": "sku-1", "qty": 2}},
+        {"kind": "login"},
+    ]
+    answer = profiles.post("/interactions", json=batch)
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    assert report["accepted"] == 2 and [r["index"] for r in report["rejected"]] == [1, 3]
+    reader = TopicReader(stack, prefix + "crm.interactions.v1")
+    published = reader.collect(lambda e: e["subject"] == customer, 2)
+    reader.close()
+    assert sorted(e["data"]["kind"] for e in published) == ["cart_add", "page_view"]
+    scored(
+        profiles, customer, lambda p: p["engagement"]["interactions_30d"] == {"page_view": 1, "cart_add": 1}
+    )
+
+
+def test_the_360_view_answers_partially_when_a_service_is_down(platform, profiles):
+    customer = register(profiles, name="Zhao Min")["customer_id"]
+    order_id = buy(platform["orders"], customer, 30_000, NOW - timedelta(days=1))
+    complaint = platform["complaints"].post(
+        "/complaints", json={"customer_id": customer, "category": "product", "severity": "low"}
+    )
+    assert complaint.status_code == 201
+    until(
+        lambda: profiles.get(f"/customers/{customer}/360").json(),
+        lambda v: v["loyalty"]["account"] is not None and v["profile"].get("status") == "scored",
+    )
+    whole = profiles.get(f"/customers/{customer}/360").json()
+    assert whole["partial"] is False
+    assert [o["order_id"] for o in whole["orders"]["items"]] == [order_id]
+    assert len(whole["complaints"]["items"]) == 1 and whole["loyalty"]["account"]["balance"] > 0
+    assert whole["loyalty"]["ledger"]
+
+    platform["complaints"].child.stop()
+    try:
+        started = time.monotonic()
+        partial = profiles.get(f"/customers/{customer}/360")
+        assert partial.status_code == 200 and time.monotonic() - started < 10
+        body = partial.json()
+        assert body["partial"] is True and body["unavailable"] == ["complaints"]
+        assert body["complaints"]["status"] == "unavailable" and body["orders"]["items"]
+        assert body["profile"]["customer_id"] == customer
+        export = profiles.get(f"/customers/{customer}/export")
+        assert export.status_code == 503 and "complaints" in export.json()["detail"]
+    finally:
+        platform["complaints"].child.start()
+        platform["complaints"].child.wait_ready(60)
+
+
+def test_search_filters_sorts_and_pages_and_exports_csv(platform, profiles):
+    city = f"city-{uuid.uuid4().hex[:6]}"
+    spends = [5_000 * (k + 1) for k in range(7)]
+    customers = []
+    for cents in spends:
+        customer = register(profiles, city=city, name=f"Buyer {cents}")["customer_id"]
+        buy(platform["orders"], customer, cents, NOW - timedelta(days=2))
+        customers.append(customer)
+    prospect = register(profiles, city=city)["customer_id"]
+    for customer in customers:
+        scored(profiles, customer, lambda p: p["purchases"]["count"] == 1)
+    scored(profiles, prospect)
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"city": city, "sort": "spend", "limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = profiles.get("/customers", params=params).json()
+        seen += page["items"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert pages == 3 and len(seen) == 8 == len({r["customer_id"] for r in seen})
+    assert [r["net_spend_cents"] for r in seen] == sorted(spends, reverse=True) + [0]
+
+    cheapest_first = profiles.get("/customers", params={"city": city, "sort": "spend", "order": "asc"}).json()
+    assert [r["net_spend_cents"] for r in cheapest_first["items"]] == [0, *sorted(spends)]
+    prospects = profiles.get("/customers", params={"city": city, "segment": "Prospect"}).json()["items"]
+    assert [r["customer_id"] for r in prospects] == [prospect]
+    at_risk = profiles.get("/customers", params={"city": city, "min_risk": 0.0, "sort": "risk"}).json()[
+        "items"
+    ]
+    assert len(at_risk) == 7 and all(r["churn_risk"] is not None for r in at_risk)
+    registered_now = profiles.get(
+        "/customers",
+        params={
+            "city": city,
+            "registered_from": to_rfc3339(NOW - timedelta(minutes=1)),
+            "registered_to": to_rfc3339(NOW + timedelta(minutes=1)),
+        },
+    ).json()["items"]
+    assert len(registered_now) == 8
+
+    exported = profiles.get("/customers", params={"city": city, "sort": "spend", "format": "csv"})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert [int(r["net_spend_cents"]) for r in rows] == sorted(spends, reverse=True) + [0]
+    assert rows[0]["name"] == f"Buyer {max(spends)}"
+
+
+def test_segments_summary_on_known_data(platform, profiles, databases):
+    until(lambda: profiles.get("/segments").json()["customers"], lambda n: n >= 1)
+    summary = profiles.get("/segments").json()
+    stored = list(databases["profiles"]["profiles"].find({}, {"rfm": 1, "purchases": 1, "value": 1}))
+    assert summary["customers"] == len(stored)
+    revenue = sum(d["purchases"]["net_spend_cents"] for d in stored)
+    for dimension in ("by_segment", "by_lifecycle_stage", "by_abc_class", "by_tier"):
+        groups = summary[dimension]
+        assert sum(g["customers"] for g in groups.values()) == len(stored)
+        assert sum(g["revenue_cents"] for g in groups.values()) == revenue
+        assert abs(sum(g["revenue_share"] for g in groups.values()) - 1) < 0.001
+    prospects = [d for d in stored if d["rfm"]["segment"] == "Prospect"]
+    assert summary["by_segment"]["Prospect"]["customers"] == len(prospects)
+    assert summary["by_segment"]["Prospect"]["revenue_cents"] == 0
+    window = profiles.get("/segments", params={"from": to_rfc3339(NOW + timedelta(days=3650))}).json()
+    assert window["moves"]["total"] == 0
+
+
+def test_seasonality_index_from_the_orders_service(platform, profiles):
+    # A currency of its own so other tests' orders do not count: 3 months of one year.
+    orders = platform["orders"]
+    customer = unique_id()
+    for month, cents in ((1, 10_000), (2, 20_000), (3, 30_000)):
+        placed = orders.post(
+            "/orders",
+            json={
+                "customer_id": customer,
+                "currency": "EUR",
+                "items": [{"sku": "s-1", "category": "c", "brand": "b", "qty": 1, "unit_price_cents": cents}],
+                "placed_at": f"2025-{month:02d}-10T10:00:00Z",
+            },
+        ).json()
+        orders.post(f"/orders/{placed['order_id']}/pay", json={"at": f"2025-{month:02d}-10T11:00:00Z"})
+    season = profiles.get("/analytics/seasonality", params={"currency": "EUR"}).json()
+    assert season["currency"] == "EUR" and season["months"] == 3
+    assert season["index"] == {"01": 0.5, "02": 1.0, "03": 1.5}
+    assert season["by_year"]["2025"]["index"] == {"01": 0.5, "02": 1.0, "03": 1.5}
+
+
+def test_the_churn_warning_workflow_end_to_end(platform, profiles, stack, prefix):
+    orders, complaints = platform["orders"], platform["complaints"]
+    customer = register(profiles, name="Qian Hua")["customer_id"]
+    for k in range(8):
+        buy(orders, customer, 80_000, NOW - timedelta(days=300 - 20 * k))
+    opened = complaints.post(
+        "/complaints", json={"customer_id": customer, "category": "logistics", "severity": "high"}
+    )
+    assert opened.status_code == 201
+    survey = complaints.post(
+        "/surveys",
+        json={"customer_id": customer, "scores": dict.fromkeys(DIMENSIONS, 1), "recommend": 1},
+    )
+    assert survey.status_code == 201, survey.text
+
+    profile = scored(profiles, customer, lambda p: p["churn"]["warning"]["open"])
+    assert profile["churn"]["level"] == "high", profile["churn"]
+    listed = until(
+        lambda: profiles.get("/churn-warnings", params={"customer_id": customer}).json()["items"],
+        lambda items: len(items) == 1,
+    )
+    warning = listed[0]
+    assert warning["status"] == "open" and warning["reasons"] and warning["value_at_risk_cents"] > 0
+    board = profiles.get("/churn-warnings").json()["items"]
+    opens = [w for w in board if w["open"]]
+    assert board[: len(opens)] == opens  # open first
+    assert [w["value_at_risk_cents"] for w in opens] == sorted(
+        (w["value_at_risk_cents"] for w in opens), reverse=True
+    )
+
+    wid = warning["warning_id"]
+    assert (
+        profiles.post(f"/churn-warnings/{wid}/assign", json={"assignee": "agent-7"}).json()["status"]
+        == "assigned"
+    )
+    acted = profiles.post(
+        f"/churn-warnings/{wid}/actions", json={"action": "call", "note": "offered a voucher"}
+    )
+    assert acted.status_code == 200 and acted.json()["status"] == "actioned"
+    reader = TopicReader(stack, prefix + "crm.interactions.v1")
+    action = reader.collect(lambda e: e["subject"] == customer and e["data"]["kind"] == "churn_action", 1)
+    reader.close()
+    assert action[0]["data"]["attributes"]["action"] == "call"
+    assert action[0]["data"]["attributes"]["episode_id"] == wid
+    scored(profiles, customer, lambda p: p["engagement"]["interactions_30d"].get("churn_action") == 1)
+
+    closed = profiles.post(f"/churn-warnings/{wid}/outcome", json={"outcome": "retained"}).json()
+    assert closed["status"] == "closed" and closed["outcome"] == "retained"
+    refused = profiles.post(f"/churn-warnings/{wid}/actions", json={"action": "email"})
+    assert refused.status_code == 409
+    assert profiles.post(f"/churn-warnings/{wid}/actions", json={"action": "teleport"}).status_code == 422
+    history = profiles.get(f"/churn-warnings/{wid}").json()["history"]
+    assert [h["what"] for h in history] == ["assigned", "action", "closed"]
+
+
+PERSONAL = {
+    "name": "Erika Mustermann",
+    "email": "erika.m@example.org",
+    "phone": "+49 30 1234567",
+    "city": "Quedlinburg",
+}
+
+
+def _contains(node: Any, needles: tuple[str, ...]) -> list[str]:
+    if isinstance(node, dict):
+        return [hit for v in node.values() for hit in _contains(v, needles)]
+    if isinstance(node, list):
+        return [hit for v in node for hit in _contains(v, needles)]
+    if isinstance(node, bytes):
+        node = node.decode("utf-8", "replace")
+    if isinstance(node, str):
+        return [n for n in needles if n in node]
+    return []
+
+
+def test_after_erasure_no_personal_field_remains_anywhere(platform, profiles, databases):
+    secret_note = "Erika said her husband lost his job"
+    customer = register(
+        profiles, **PERSONAL, birth_date="1980-02-03", gender="female", marketing_consent=True
+    )["customer_id"]
+    buy(platform["orders"], customer, 25_000, NOW - timedelta(days=5))
+    complaint = platform["complaints"].post(
+        "/complaints",
+        headers={"Idempotency-Key": f"k-{customer}"},
+        json={
+            "customer_id": customer,
+            "category": "service",
+            "severity": "medium",
+            "description": secret_note,
+        },
+    )
+    assert complaint.status_code == 201
+    scored(
+        profiles,
+        customer,
+        lambda p: p["purchases"]["count"] == 1 and p["identity"]["email"] == PERSONAL["email"],
+    )
+    until(
+        lambda: profiles.get(f"/customers/{customer}/360").json(),
+        lambda v: v["loyalty"]["account"] is not None,
+    )
+    needles = (*PERSONAL.values(), secret_note, "1980-02-03")
+
+    def everywhere() -> list[str]:
+        hits = []
+        for name, db in databases.items():
+            for collection in db.list_collection_names():
+                for doc in db[collection].find():
+                    hits += [f"{name}.{collection}: {h}" for h in _contains(doc, needles)]
+        return hits
+
+    assert everywhere()  # the test can see personal data where it is stored
+    export = profiles.get(f"/customers/{customer}/export")
+    assert export.status_code == 200
+    body = export.json()
+    assert body["registration"]["email"] == PERSONAL["email"] and len(body["orders"]) == 1
+    assert body["complaints"][0]["description"] == secret_note and body["loyalty"]["account"]
+
+    erased = profiles.request("DELETE", f"/customers/{customer}", json={"reason": "customer request"})
+    assert erased.status_code == 202, erased.text
+    again = profiles.request("DELETE", f"/customers/{customer}")
+    assert again.status_code == 200 and again.json()["status"] == "already erased"
+
+    until(everywhere, lambda hits: not hits)
+    profile = scored(profiles, customer, lambda p: p["erased"])
+    assert all(
+        profile["identity"][k] is None for k in ("name", "email", "phone", "city", "birth_date", "gender")
+    )
+    assert profile["purchases"]["net_spend_cents"] == 25_000  # amounts stay for accounting
+    order = databases["orders"]["orders"].find_one({"customer_id": customer})
+    assert order["paid_cents"] == 25_000
+    account = until(
+        lambda: databases["loyalty"]["accounts"].find_one({"_id": customer}), lambda a: a and a["closed"]
+    )
+    assert account["lots"] == []
+    assert profiles.request("PATCH", f"/customers/{customer}", json={"name": "Back"}).status_code == 409
