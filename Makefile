@@ -4,9 +4,17 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-fast bench lint lock clean
+.PHONY: install tools run test test-fast bench lint lock clean
 
 install: $(STAMP)
+
+# Debian's Prometheus and promtool for the monitoring tests, unpacked under .tools/.
+PROMTOOL := .tools/prometheus/usr/bin/promtool
+tools: $(PROMTOOL)
+
+$(PROMTOOL): deploy/prometheus/install.sh
+	bash deploy/prometheus/install.sh .tools/prometheus
+	touch $(PROMTOOL)
 
 # Idempotent: reinstalls only when the lock or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -19,7 +27,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: install
 	$(VENV)/bin/crm up --demo
 
-test: install
+test: install tools
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install
@@ -40,4 +48,4 @@ lock:
 	 /tmp/crm-lock-venv/bin/pip freeze --all --exclude-editable | grep -v -E "^(pip|crm-platform)==") > requirements.lock
 
 clean:
-	rm -rf $(VENV) .crm
+	rm -rf $(VENV) .crm .tools

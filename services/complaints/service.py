@@ -31,7 +31,11 @@ from .store import ComplaintStore
 log = structlog.get_logger(__name__)
 
 OPENED = Counter("crm_complaints_opened_total", "Complaints opened.", ["category", "severity"])
-RESOLVED = Counter("crm_complaints_resolved_total", "Complaints resolved.", ["category", "severity"])
+RESOLVED = Counter(
+    "crm_complaints_resolved_total",
+    "Complaints resolved, and whether within the SLA (for compliance).",
+    ["category", "severity", "within_sla"],
+)
 ESCALATED = Counter(
     "crm_complaints_escalated_total",
     "Escalations, on SLA breach or by hand.",
@@ -61,7 +65,8 @@ def count(complaint: Complaint, events: list[dict[str, Any]]) -> None:
         if kind == "crm.complaint.opened":
             OPENED.labels(complaint.category, complaint.severity).inc()
         elif kind == "crm.complaint.resolved":
-            RESOLVED.labels(complaint.category, complaint.severity).inc()
+            within = "true" if event["data"].get("within_sla") else "false"
+            RESOLVED.labels(complaint.category, complaint.severity, within).inc()
         elif kind == "crm.complaint.escalated":
             ESCALATED.labels(complaint.category, complaint.severity, event["data"]["reason"]).inc()
 

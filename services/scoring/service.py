@@ -53,6 +53,10 @@ POPULATION_SECONDS = Gauge("crm_population_job_duration_seconds", "Duration of t
 POPULATION_SIZE = Gauge(
     "crm_population_customers", "Customers with a purchase in the last population refresh."
 )
+POPULATION_LAST_SUCCESS = Gauge(
+    "crm_population_job_last_success_timestamp_seconds",
+    "Unix time of the last successful population refresh.",
+)
 POPULATION_FAILURES = Counter("crm_population_job_failures_total", "Population refreshes that failed.")
 LIVE_WINDOW = 300.0  # events older than this are history (a replay), not live freshness
 HISTORY_LAG = timedelta(days=1)  # a stream this far behind the wall clock is a replay
@@ -268,6 +272,7 @@ class Scorer:
             self.population = fitted
             POPULATION_SECONDS.set(seconds)
             POPULATION_SIZE.set(fitted.customers)
+            POPULATION_LAST_SUCCESS.set_to_current_time()
         except Exception:
             POPULATION_FAILURES.inc()
             log.exception("population refresh failed; keeping the previous parameters")

@@ -71,6 +71,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if healthy else 1
 
 
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """Print each new key once (only its hash is stored) and write the hashed file."""
+    from services.common.auth import new_key, write_keys_file
+
+    keys = {role: new_key(role) for role in args.role or ["viewer", "agent", "admin"]}
+    write_keys_file(Path(args.file), keys)
+    for role, key in keys.items():
+        print(f"{role}\t{key}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     topics_cmd = sub.add_parser("topics", help="create the topics, or check they exist")
     topics_cmd.add_argument("--partitions", type=int, default=None)
     topics_cmd.set_defaults(func=cmd_topics)
+
+    keys = sub.add_parser(
+        "keys", help="create API keys (one per role given) and write their hashes to a key file"
+    )
+    keys.add_argument("file", help="the hashed key file to write (CRM_API_KEYS_FILE)")
+    keys.add_argument("--role", action="append", choices=["viewer", "agent", "admin"], default=None)
+    keys.set_defaults(func=cmd_keys)
 
     status = sub.add_parser("status", help="health of every part")
     status.set_defaults(func=cmd_status)

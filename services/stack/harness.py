@@ -199,3 +199,26 @@ def _safe(where: Callable[[dict[str, Any]], bool], event: Any) -> bool:
 
 def unique_id(prefix: str = "c") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+PLATFORM = ("orders", "complaints", "loyalty", "scoring", "profiles")
+
+
+def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Service]:
+    """Every service on one database prefix, each told where the others answer; `env` goes
+    to all of them (topic prefix, clock file)."""
+    db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+    started: dict[str, Service] = {}
+    for name in PLATFORM:
+        extra = {f"CRM_{peer.upper()}_URL": service.url for peer, service in started.items()}
+        if name == "scoring":
+            extra.update(
+                CRM_SCORING_CLOCK="wall",
+                CRM_SCORING_REVIEW_SECONDS="0.5",
+                CRM_POPULATION_SECONDS="2",
+                CRM_DATA_DIR=str(data_dir),
+            )
+        if name == "complaints":
+            extra["CRM_SLA_WATCH_SECONDS"] = "0.5"
+        started[name] = start_service(stack, name, db_prefix=db_prefix, **env, **extra)
+    return started

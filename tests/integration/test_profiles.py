@@ -16,33 +16,17 @@ import pytest
 from pymongo import MongoClient
 
 from services.common.clock import to_rfc3339
-from services.stack.harness import Service, TopicReader, start_service, unique_id
+from services.stack.harness import Service, TopicReader, start_platform, unique_id
 from tests.conftest import NOW
 
 DIMENSIONS = ("website", "product", "payment", "service", "logistics", "overall")
-SERVICES = ("orders", "complaints", "loyalty", "scoring", "profiles")
 
 
 @pytest.fixture(scope="module")
 def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
-    """All five services on one database prefix and the module's topics."""
-    db_prefix = f"t{uuid.uuid4().hex[:8]}_"
-    common = {"CRM_TOPIC_PREFIX": prefix, "CRM_CLOCK_FILE": str(clock_file)}
-    started: dict[str, Service] = {}
-    ports = {}
-    for name in SERVICES:
-        extra = {f"CRM_{peer.upper()}_URL": url for peer, url in ports.items()}
-        if name == "scoring":
-            extra.update(
-                CRM_SCORING_CLOCK="wall",
-                CRM_SCORING_REVIEW_SECONDS="0.5",
-                CRM_POPULATION_SECONDS="2",
-                CRM_DATA_DIR=str(tmp_path_factory.mktemp("faust")),
-            )
-        if name == "complaints":
-            extra["CRM_SLA_WATCH_SECONDS"] = "0.5"
-        started[name] = start_service(stack, name, db_prefix=db_prefix, **common, **extra)
-        ports[name] = started[name].url
+    started = start_platform(
+        stack, tmp_path_factory.mktemp("faust"), CRM_TOPIC_PREFIX=prefix, CRM_CLOCK_FILE=str(clock_file)
+    )
     yield started
     for service in started.values():
         service.stop()

@@ -1,0 +1,173 @@
+"""Reading profiles under concurrent load: `GET /customers/{id}` and the 360 view (which asks
+orders, complaints and loyalty at once) with 100,000 profiles stored, beside `/healthz` of the
+same process as the same-run baseline.
+
+The profiles are real scorer documents: built by the scorer's own pure functions from
+generated facts, then bulk-inserted (the scorer's write path is measured in bench/scoring.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from pymongo import InsertOne, MongoClient
+
+from services.scoring import facts as F
+from services.scoring.profile import build
+from services.scoring.scores import Population
+from services.scoring.service import partition_of
+from services.scoring.store import encode_facts
+from services.stack.harness import start_platform, start_stack
+
+from .report import Row, percentile, show
+
+PROFILES = int(os.environ.get("BENCH_PROFILES", 100_000))
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", 2000))
+CONCURRENCY = 16
+NOW = datetime.now(UTC)
+
+
+def profile_document(k: int, population: Population) -> dict:
+    rng = random.Random(k)
+    customer = f"c-{k:07d}"
+    facts = F.empty(customer)
+    registered = NOW - timedelta(days=rng.randint(30, 900))
+    F.apply(
+        facts,
+        {
+            "type": "crm.customer.registered",
+            "time": registered.isoformat(),
+            "data": {
+                "customer_id": customer,
+                "name": f"Customer {k}",
+                "email": f"c{k}@example.com",
+                "city": rng.choice(["Hangzhou", "Shanghai", "Chengdu", "Wuhan"]),
+                "city_tier": rng.randint(1, 4),
+                "channel": "app",
+                "marketing_consent": rng.random() < 0.5,
+                "registered_at": registered.isoformat(),
+            },
+        },
+    )
+    for n in range(rng.choice([0, 1, 1, 2, 3, 5, 8])):
+        at = registered + timedelta(days=rng.uniform(0, (NOW - registered).days))
+        F.apply(
+            facts,
+            {
+                "type": "crm.order.paid",
+                "time": at.isoformat(),
+                "data": {
+                    "order_id": f"o-{k}-{n}",
+                    "amount_cents": rng.randint(1000, 40000),
+                    "currency": "CNY",
+                },
+            },
+        )
+    profile, _ = build(facts, NOW, population, None)
+    return {
+        "_id": customer,
+        **profile,
+        "facts": encode_facts(facts),
+        "pending": [],
+        "has_pending": False,
+        "partition": partition_of(customer, 12),
+        "next_review": NOW + timedelta(days=1),
+        "updated_at": NOW,
+        "scored_at": NOW,
+        "event_time": NOW,
+    }
+
+
+def load_profiles(mongo_url: str, db_name: str) -> float:
+    population = Population()
+    collection = MongoClient(mongo_url)[db_name]["profiles"]
+    started = time.perf_counter()
+    batch = []
+    for k in range(PROFILES):
+        batch.append(InsertOne(profile_document(k, population)))
+        if len(batch) == 5000:
+            collection.bulk_write(batch, ordered=False)
+            batch = []
+    if batch:
+        collection.bulk_write(batch, ordered=False)
+    return time.perf_counter() - started
+
+
+async def load(url: str, paths: list[str], headers: dict[str, str]) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = iter(paths)
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=CONCURRENCY)
+    ) as client:
+        for path in paths[:50]:  # warm up
+            await client.get(path)
+
+        async def worker() -> None:
+            for path in queue:
+                started = time.perf_counter()
+                answer = await client.get(path)
+                latencies.append(time.perf_counter() - started)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:300]}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    return len(paths) / elapsed, latencies
+
+
+def main() -> None:
+    stack = start_stack()
+    platform = start_platform(stack, stack.workdir / "faust")
+    try:
+        profiles = platform["profiles"]
+        seconds = load_profiles(stack.mongo_url, profiles.env["CRM_DB_PREFIX"] + "profiles")
+        print(f"{PROFILES:,} profiles stored in {seconds:.1f} s")
+        headers = stack.headers("viewer")
+        rng = random.Random(7)
+        ids = [f"c-{rng.randrange(PROFILES):07d}" for _ in range(REQUESTS)]
+        base_rate, base_lat = asyncio.run(load(profiles.url, ["/healthz"] * REQUESTS, headers))
+        rate, lat = asyncio.run(load(profiles.url, [f"/customers/{c}" for c in ids], headers))
+        rate360, lat360 = asyncio.run(load(profiles.url, [f"/customers/{c}/360" for c in ids], headers))
+        rows = []
+        for name, r, latencies in (
+            ("GET /customers/{id}", rate, lat),
+            ("GET /customers/{id}/360", rate360, lat360),
+        ):
+            rows += [
+                Row("profiles_http", f"{name} throughput", r, "req/s", "/healthz", base_rate),
+                Row(
+                    "profiles_http",
+                    f"{name} p50 latency",
+                    percentile(latencies, 50) * 1000,
+                    "ms",
+                    "/healthz",
+                    percentile(base_lat, 50) * 1000,
+                    higher_is_better=False,
+                ),
+                Row(
+                    "profiles_http",
+                    f"{name} p99 latency",
+                    percentile(latencies, 99) * 1000,
+                    "ms",
+                    "/healthz",
+                    percentile(base_lat, 99) * 1000,
+                    higher_is_better=False,
+                ),
+            ]
+        show(
+            f"Profiles under load: {PROFILES:,} profiles, {REQUESTS} requests, {CONCURRENCY} concurrent", rows
+        )
+    finally:
+        for service in platform.values():
+            service.stop()
+        stack.stop()
+
+
+if __name__ == "__main__":
+    main()
