@@ -123,7 +123,10 @@ async def load(url: str, paths: list[str], headers: dict[str, str]) -> tuple[flo
 
 def main() -> None:
     stack = start_stack()
-    platform = start_platform(stack, stack.workdir / "faust")
+    # The scorer's timers at their production pace: its population job reads every profile.
+    platform = start_platform(
+        stack, stack.workdir / "faust", CRM_POPULATION_SECONDS="60", CRM_SCORING_REVIEW_SECONDS="60"
+    )
     try:
         profiles = platform["profiles"]
         seconds = load_profiles(stack.mongo_url, profiles.env["CRM_DB_PREFIX"] + "profiles")

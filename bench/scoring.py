@@ -40,9 +40,14 @@ NAIVE_EVENTS = min(EVENTS, 10_000)  # one awaited write per event: a sample is e
 
 
 def generate(now: datetime) -> list[tuple[bytes, bytes]]:
-    """Paid orders (with their placement) spread over customers with a long-tailed activity."""
+    """Paid orders (with their placement) spread over customers with a long-tailed activity.
+
+    Pareto(2.0) weights give the concentration of real purchase data: the top 1 % of customers
+    make 10 % of the orders, as in CDNOW (10.9 %; its busiest customer bought 217 times). A
+    heavier tail (Pareto 1.2: top 1 % with 38 %, one customer with 9,434 orders) puts the same
+    few huge profiles in every batch, which measures those customers rather than the scorer."""
     rng = random.Random(7)
-    weights = [rng.paretovariate(1.2) for _ in range(CUSTOMERS)]
+    weights = [rng.paretovariate(2.0) for _ in range(CUSTOMERS)]
     customers = rng.choices(range(CUSTOMERS), weights=weights, k=EVENTS // 2)
     out = []
     for k, c in enumerate(customers):

@@ -34,11 +34,9 @@ class ManualClock:
 
 def to_rfc3339(when: datetime) -> str:
     """UTC, 'Z', microseconds only when present (the schemas' timestamp pattern)."""
-    when = when.astimezone(UTC)
-    text = when.strftime("%Y-%m-%dT%H:%M:%S")
-    if when.microsecond:
-        text += f".{when.microsecond:06d}"
-    return text + "Z"
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    return when.replace(tzinfo=None).isoformat() + "Z"  # isoformat adds .ffffff only when nonzero
 
 
 def parse_rfc3339(text: str) -> datetime:

@@ -24,7 +24,11 @@ def connect(settings: Settings) -> AsyncIOMotorClient:
     return AsyncIOMotorClient(
         settings.mongo_url,
         serverSelectionTimeoutMS=5000,
-        connectTimeoutMS=3000,
+        # Also the heartbeat's socket timeout. A server that answers one request at a time (the
+        # embedded nx-27017) can take seconds behind a long scan; a heartbeat timing out clears
+        # the pool and cancels every operation in flight, so allow it 10 s. A server that is
+        # really down refuses the connection at once and is noticed just as fast.
+        connectTimeoutMS=10_000,
         tz_aware=True,
         uuidRepresentation="standard",
     )

@@ -9,6 +9,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
+from pymongo.errors import ConnectionFailure as PyMongoConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import RuleBroken
@@ -113,6 +114,18 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
         return problem_response(
             exc.status_code, str(exc.detail), request, headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(PyMongoConnectionFailure)
+    async def _database_away(request: Request, exc: PyMongoConnectionFailure) -> ORJSONResponse:
+        # The database is unreachable or overloaded, not the request at fault: nothing was
+        # written (writes are transactions), so the client may simply retry.
+        log.warning("database unavailable", path=request.url.path, error=str(exc))
+        return problem_response(
+            503,
+            "the database is unavailable; nothing was changed, retry shortly",
+            request,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
 
     # scoring
     scoring_batch: int = Field(1000, ge=1)  # events folded per database round trip
+    # profiles a worker keeps in memory between batches (facts and what the next fold compares)
+    scoring_cache_profiles: int = Field(200_000, ge=0)
     scoring_review_seconds: float = Field(60.0, gt=0)  # how often silent customers are re-scored
     population_seconds: float = Field(60.0, gt=0)  # how often quintiles, ABC and models are refreshed
     # auto: event time while the stream is history (a replay), wall time once it is live

@@ -138,7 +138,7 @@ async def search_customers(
         if value is not None
     }
     if min_risk is not None:
-        query["churn.risk"] = {"$gte": min_risk}
+        query["rank.risk"] = {"$gte": min_risk}  # churn.risk, indexed (-1 when not scored)
     if registered_from or registered_to:
         query["identity.registered_at"] = {
             **({"$gte": registered_from} if registered_from else {}),

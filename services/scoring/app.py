@@ -2,9 +2,9 @@
 silent customers and refresh the population, web views serve health and metrics.
 
 faust stays in charge of the group membership, assignment, offsets, timers and web server.
-The agent takes events in batches (`take_events`): faust acknowledges a batch only after the
-loop body returns, i.e. after its profiles are written, so a crash re-delivers the batch
-and the idempotent fold absorbs it.
+The agent takes whole fetched batches (batches.py works around faust's per-message cost):
+a batch's offsets are acknowledged only after its profiles are written, so a crash
+re-delivers the batch and the idempotent fold absorbs it.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from services.common.mongo import Mongo, ensure_indexes
 from services.common.settings import Settings, get_settings
 
 from . import store
+from .batches import batch_topics
 from .service import PROFILES, Scorer
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
         broker_session_timeout=6.0,  # the embedded broker's first join takes half of it
         broker_commit_interval=1.0,
         producer_acks=-1,
+        broker_max_poll_records=settings.scoring_batch,  # events per fetched batch (batches.py)
     )
     inputs = app.topic(
         *[topics.physical(t, settings) for t in topics.INPUTS],
@@ -71,12 +73,36 @@ def create_app(settings: Settings | None = None) -> faust.App:
         await made.load_population()
         ready.set()
 
-    @app.agent(inputs)
+    batches = app.channel()
+    batch_topics(app, inputs, batches)  # see batches.py: what in faust this works around
+
+    @app.agent(batches)
     async def fold_customer_events(stream):
+        """Stage each batch, and let its write run while the next one is staged; the batch is
+        acknowledged (batches.py) when its write is done."""
         await ready.wait()
         consumer = app.conf.id
-        async for events in stream.take_events(settings.scoring_batch, within=0.2):
-            await scorer().handle_records([e.message for e in events], consumer)
+        async for batch in stream:
+            finish = await scorer().take(batch.records, consumer)
+            asyncio.ensure_future(finish).add_done_callback(batch.settle)
+
+    @app.on_partitions_revoked.connect
+    async def forget_cached_profiles(app, revoked, **kwargs) -> None:
+        if "scorer" in state:
+            scorer().cache.clear()  # their profiles may be written by another worker now
+
+    @app.on_partitions_assigned.connect
+    async def sweep_unpublished_signals(app, assigned, **kwargs) -> None:
+        """Signals a previous owner stored but may not have published (a crash between the
+        write and the publish) go out first; until then batches store theirs unpublished."""
+        partitions = sorted({tp.partition for tp in assigned})
+        if partitions:
+
+            async def sweep() -> None:
+                await ready.wait()
+                await scorer().publish_pending(partitions)
+
+            asyncio.ensure_future(sweep())
 
     @app.timer(interval=settings.scoring_review_seconds)
     async def review_silent_customers() -> None:

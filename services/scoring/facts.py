@@ -16,6 +16,10 @@ from services.common.clock import parse_rfc3339
 Facts = dict[str, Any]
 ENGAGEMENT_WINDOW = timedelta(days=30)
 PERSONAL = ("name", "email", "phone", "gender", "birth_date", "city")
+# The keys whose values are times, wherever they appear in facts (how stored facts are revived).
+TIME_KEYS = frozenset(
+    ("_at", "at", "placed_at", "paid_at", "cancelled_at", "opened_at", "last_seen_before_window")
+)
 
 
 def empty(customer_id: str) -> Facts:

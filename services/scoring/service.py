@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict, deque
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,6 +79,21 @@ class Scorer:
         self.replaying = False  # the last batch arrived long after its events happened
         self._lock = asyncio.Lock()  # the agent and the timers never interleave on a profile
         self._producer: EventProducer | None = None
+        self.cache = ProfileCache(settings.scoring_cache_profiles)
+        self._write_lock = asyncio.Lock()  # writes land in the order batches were staged
+        self._publish_lock = asyncio.Lock()  # and their signals go out in that order too
+        # Signals sent by the last batches: a profile written before they were marked still
+        # lists them as pending, and they are not sent twice.
+        self._recently_sent: deque[set[bytes]] = deque(maxlen=4)
+        self._unwritten: dict[str, tuple[F.Facts, dict[str, Any]]] = {}  # staged, not yet written
+        # Signals are stored with their profile (outbox) and published after the write. Instead
+        # of clearing each profile's pending list afterwards (a second write per profile), the
+        # batch's sequence number is recorded per partition once they are out: stored signals
+        # of a batch at or below the mark are published. After a failed publish no mark moves
+        # until the backlog is swept (publish_pending), so order is kept.
+        self.marks: dict[int, int] = {}
+        self._seq = 0
+        self._backlog = True  # until the first sweep has looked for leftovers of a crash
 
     def now(self) -> datetime:
         """One clock for every score: the wall clock live, the latest event time during a replay
@@ -97,25 +114,53 @@ class Scorer:
         return self._producer
 
     async def handle_records(self, records: list[Any], consumer: str) -> None:
-        """Raw records from the broker: invalid ones to the dead-letter topic, the rest folded.
-        Never raises: the caller acknowledges the batch when this returns, so nothing may be
-        left unwritten or unaccounted for."""
+        """Raw records from the broker: invalid ones to the dead-letter topic, the rest folded
+        and written. Never raises: the caller acknowledges the batch when this returns."""
+        await (await self.take(records, consumer))
+
+    async def take(self, records: list[Any], consumer: str) -> Awaitable[None]:
+        """Stage a batch (validate, fold, build the profiles) and return its write, which
+        finishes the batch: acknowledge the batch when that completes. The next batch can be
+        staged while this one is written (writes stay in order); neither step raises."""
         producer = await self.producer()
         deadletter = self.settings.topic_prefix + "crm.deadletter.v1"
         valid = await asyncio.to_thread(split_valid, records, producer, deadletter, consumer)
+        try:
+            staged = await self._stage([d.event for d in valid])
+        except Exception:
+            # An event the fold cannot take (the database is not involved in staging). Let the
+            # writes in flight land, forget what this batch folded in memory, then go one by one.
+            log.exception("folding a batch failed; folding its events one by one", size=len(valid))
+            await self._settle()
+            self._forget({d.event["subject"] for d in valid})
+            return self._fold_singly(valid, records, producer, deadletter, consumer)
+        return self._finish(staged, valid, records, producer, deadletter, consumer)
+
+    async def _finish(
+        self,
+        staged: Staged,
+        valid: list[Any],
+        records: list[Any],
+        producer: EventProducer,
+        deadletter: str,
+        consumer: str,
+    ) -> None:
         delay = 0.5
         while True:
             try:
-                await self.fold([d.event for d in valid])
+                await self._commit(staged)
                 break
             except Exception:
-                log.exception("folding a batch failed", size=len(valid))
-                if await self.store_reachable():
-                    # The database is fine, so an event is: fold one by one, dead-letter the culprits.
-                    await self._fold_singly(valid, records, producer, deadletter, consumer)
-                    break
-                await asyncio.sleep(delay)  # the database is away: wait for it, lose nothing
-                delay = min(delay * 2, 10.0)
+                log.exception("writing a batch failed", size=len(staged.docs))
+                if not await self.store_reachable():
+                    await asyncio.sleep(delay)  # the database is away: wait for it, lose nothing
+                    delay = min(delay * 2, 10.0)
+                    continue
+                # The database is fine but refuses something: start over from it, one by one.
+                await self._settle()
+                self._forget(set(staged.folded))
+                await self._fold_singly(valid, records, producer, deadletter, consumer)
+                break
         await asyncio.to_thread(producer.flush)
 
     async def store_reachable(self) -> bool:
@@ -130,60 +175,132 @@ class Scorer:
     ) -> None:
         originals = {(r.topic, r.partition, r.offset): r for r in records}  # the bytes as they came
         for delivered in valid:
-            try:
-                await self.fold([delivered.event])
-            except Exception as exc:  # noqa: BLE001 - this record, not the stream, is at fault
-                log.exception("event could not be folded; dead-lettered", event_id=delivered.event["id"])
-                message = originals[(delivered.topic, delivered.partition, delivered.offset)]
-                producer.send_raw(
-                    deadletter,
-                    message.key,
-                    message.value,
-                    deadletter_headers(
-                        f"fold failed: {exc!r}", message.topic, message.partition, message.offset, consumer
-                    ),
-                )
+            delay = 0.5
+            while True:
+                try:
+                    await self.fold([delivered.event])
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    self._forget({delivered.event["subject"]})  # it may have half-folded in memory
+                    if not await self.store_reachable():
+                        await asyncio.sleep(delay)  # not this record's fault: wait and try it again
+                        delay = min(delay * 2, 10.0)
+                        continue
+                    log.exception("event could not be folded; dead-lettered", event_id=delivered.event["id"])
+                    message = originals[(delivered.topic, delivered.partition, delivered.offset)]
+                    producer.send_raw(
+                        deadletter,
+                        message.key,
+                        message.value,
+                        deadletter_headers(
+                            f"fold failed: {exc!r}",
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            consumer,
+                        ),
+                    )
+                    break
+        await asyncio.to_thread(producer.flush)
 
     async def fold(self, events: list[dict[str, Any]], rescore: list[str] | None = None) -> int:
-        """Fold events (and re-score `rescore` customers) with one read and one bulk write."""
+        """Fold events (and re-score `rescore` customers) and write them, one bulk write."""
+        staged = await self._stage(events, rescore)
+        await self._commit(staged)
+        return len(staged.docs)
+
+    async def _stage(self, events: list[dict[str, Any]], rescore: list[str] | None = None) -> Staged:
+        """The CPU half: facts folded and profiles built, kept in memory until written."""
         by_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for event in events:
             by_customer[event["subject"]].append(event)
         for customer_id in rescore or []:
             by_customer.setdefault(customer_id, [])
-        if not by_customer:
-            return 0
         async with self._lock:
             if events:
                 latest = max(parse_rfc3339(e["time"]) for e in events)
                 self.watermark = max(self.watermark or latest, latest)
                 self.replaying = self.clock.now() - latest > HISTORY_LAG
             now = self.now()
-            stored = await self.store.load(list(by_customer))
+            generation = self.cache.generation
+            seq = self._seq = max(self._seq + 1, time.time_ns() // 1000)  # rises across restarts
+            stored = await self._previous(list(by_customer))
             folded = {}
             for customer_id, customer_events in by_customer.items():
-                previous = stored.get(customer_id)
-                facts = decode_facts(previous["facts"]) if previous else F.empty(customer_id)
+                facts = stored[customer_id][0] if customer_id in stored else F.empty(customer_id)
                 for event in customer_events:
                     F.apply(facts, event)
                 folded[customer_id] = F.prune(facts, now)
             summaries = [S.summarize(facts, now) for facts in folded.values()]
             model_values = S.values(summaries, now, self.population)  # the whole batch at once
             docs = [
-                self._document(cid, folded[cid], by_customer[cid], stored.get(cid), now, (summary, value))
+                self._document(
+                    cid,
+                    folded[cid],
+                    by_customer[cid],
+                    stored.get(cid, (None, None))[1],
+                    now,
+                    (summary, value),
+                    seq,
+                )
                 for cid, summary, value in zip(folded, summaries, model_values, strict=True)
             ]
-            await self.store.write(docs)
+            staged = Staged(docs, folded, events, generation, seq)
+            for doc in docs:  # what the next batch folds onto, before this one is written
+                self._unwritten[doc["_id"]] = (folded[doc["_id"]], ProfileCache.slim(doc))
+            return staged
+
+    async def _commit(self, staged: Staged) -> None:
+        """The I/O half, in staging order: one unordered bulk write, then the signals. The
+        signals of one batch go out while the next batch is written (still in order)."""
+        async with self._write_lock:
+            await self.store.write(staged.docs)
+            for doc in staged.docs:
+                cid = doc["_id"]
+                entry = self._unwritten.get(cid)
+                if entry is not None and entry[0] is staged.folded[cid]:
+                    del self._unwritten[cid]
+                if staged.generation == self.cache.generation:  # no rebalance while it was staged
+                    self.cache.put(cid, staged.folded[cid], doc)
             written = time.time()
-            for event in events:
+            for event in staged.events:
                 PROCESSED.labels(event["type"]).inc()
                 lag = written - parse_rfc3339(event["time"]).timestamp()
                 if 0 <= lag < LIVE_WINDOW:
                     FRESHNESS.observe(lag)
-            if events:
-                BATCH.observe(len(events))
-            await self._publish([d for d in docs if d["pending"]])
-        return len(docs)
+            if staged.events:
+                BATCH.observe(len(staged.events))
+            await self._publish_lock.acquire()  # taken in write order, before the next write starts
+        try:
+            if not self._backlog:
+                await self._publish([d for d in staged.docs if d["pending"]], staged.seq)
+        finally:
+            self._publish_lock.release()
+
+    async def _settle(self) -> None:
+        """Wait for the writes and publishes in flight to land."""
+        async with self._write_lock, self._publish_lock:
+            pass
+
+    def _forget(self, customer_ids: set[str]) -> None:
+        """In-memory state of these customers may be ahead of the database: read it again."""
+        for cid in customer_ids:
+            self._unwritten.pop(cid, None)
+        self.cache.drop(list(customer_ids))
+
+    async def _previous(self, customer_ids: list[str]) -> dict[str, tuple[F.Facts, dict[str, Any]]]:
+        """Facts and the previous profile of each customer: from the cache, the misses from
+        the database in one read."""
+        found = {
+            cid: hit
+            for cid in customer_ids
+            if (hit := self._unwritten.get(cid) or self.cache.get(cid)) is not None
+        }
+        missing = [cid for cid in customer_ids if cid not in found]
+        if missing:
+            for cid, doc in (await self.store.load(missing)).items():
+                found[cid] = (decode_facts(doc["facts"]), doc)
+        return found
 
     def _document(
         self,
@@ -193,6 +310,7 @@ class Scorer:
         previous: dict[str, Any] | None,
         now: datetime,
         scored: tuple[S.Purchases, S.Value | None],
+        seq: int,
     ) -> dict[str, Any]:
         profile, signals = build(facts, now, self.population, previous, scored)
         schemas = registry()
@@ -202,46 +320,66 @@ class Scorer:
         ):
             schemas.validate(event)  # a signal that breaks its contract is a bug here, not downstream
             fresh.append(encode(event).decode())  # text: see store
-        pending = list((previous or {}).get("pending", [])) + fresh
+        partition = partition_of(customer_id, self.settings.topic_partitions)
+        previous = previous or {}
+        unpublished = previous.get("pending_seq", 0) > self.marks.get(partition, 0)
+        pending = (list(previous.get("pending") or []) if unpublished else []) + fresh
         event_times = [parse_rfc3339(e["time"]) for e in events]
         return {
             "_id": customer_id,
             **profile,
             "facts": encode_facts(facts),
             "pending": pending,
-            "has_pending": bool(pending),
-            "partition": partition_of(customer_id, self.settings.topic_partitions),
+            "pending_seq": seq if pending else 0,
+            "partition": partition,
             "next_review": now + REVIEW_EVERY,
             "updated_at": SystemClock().now(),
             "scored_at": now,
             "event_time": max(
                 [
                     *event_times,
-                    *([previous["event_time"]] if previous and previous.get("event_time") else []),
+                    *([previous["event_time"]] if previous.get("event_time") else []),
                 ],
                 default=None,
             ),
         }
 
-    async def _publish(self, docs: list[dict[str, Any]]) -> None:
-        """Signals stored with their profile are published, then cleared; a crash in between
-        publishes them again later (consumers deduplicate on the event id)."""
-        if not docs:
-            return
-        records = [raw.encode() for d in docs for raw in d["pending"]]
-        try:
-            producer = await self.producer()
-            await asyncio.to_thread(producer.publish_encoded, records)
-        except Exception:  # the broker is away: they stay pending, the review timer retries
-            log.warning("signals not published yet; kept with their profiles", count=len(records))
-            return
-        await self.store.clear_pending([d["_id"] for d in docs])
-        for raw in records:
-            SIGNALS.labels(orjson.loads(raw)["type"]).inc()
+    async def _publish(self, docs: list[dict[str, Any]], seq: int) -> bool:
+        """Publish the signals stored with these profiles (all at or below batch `seq`), then
+        move the partitions' marks. On failure they stay stored and the backlog sweep
+        (publish_pending, on the review timer) sends them; consumers deduplicate on event id."""
+        sent = set().union(*self._recently_sent)
+        records = [raw for d in docs for p in d["pending"] if (raw := p.encode()) not in sent]
+        if records:
+            try:
+                producer = await self.producer()
+                await asyncio.to_thread(producer.publish_encoded, records)
+            except Exception:
+                log.warning("signals not published yet; kept with their profiles", count=len(records))
+                self._backlog = True
+                return False
+            for raw in records:
+                SIGNALS.labels(orjson.loads(raw)["type"]).inc()
+            self._recently_sent.append(set(records))
+        marks = {d["partition"]: seq for d in docs}
+        await self.store.mark_published(marks)
+        for partition, mark in marks.items():
+            self.marks[partition] = max(self.marks.get(partition, 0), mark)
+        return True
 
-    async def publish_pending(self) -> None:
-        async with self._lock:
-            await self._publish(await self.store.with_pending())
+    async def publish_pending(self, partitions: list[int]) -> None:
+        """The backlog sweep: signals stored but not known to be published, oldest batch first."""
+        async with self._write_lock, self._publish_lock:
+            self.marks = await self.store.published_marks()
+            self._seq = max([self._seq, *self.marks.values()])
+            while True:
+                docs = await self.store.with_pending(self.marks, partitions)
+                if not docs:
+                    self._backlog = False
+                    return
+                for seq in sorted({d["pending_seq"] for d in docs}):
+                    if not await self._publish([d for d in docs if d["pending_seq"] == seq], seq):
+                        return
 
     async def review(self, partitions: list[int]) -> int:
         """Re-score customers whose scores can change with time alone (recency, lifecycle,
@@ -250,7 +388,7 @@ class Scorer:
         changed = 0
         for start in range(0, len(due), 500):
             changed += await self.fold([], rescore=due[start : start + 500])
-        await self.publish_pending()
+        await self.publish_pending(partitions)
         return changed
 
     async def rescore_all(self, partitions: list[int]) -> int:
@@ -258,7 +396,7 @@ class Scorer:
         ids = await self.store.ids(partitions)
         for start in range(0, len(ids), 500):
             await self.fold([], rescore=ids[start : start + 500])
-        await self.publish_pending()
+        await self.publish_pending(partitions)
         return len(ids)
 
     async def refresh_population(self) -> Population:
@@ -282,3 +420,62 @@ class Scorer:
         stored = await self.store.load_population()
         if stored is not None:
             self.population = stored
+
+
+@dataclass
+class Staged:
+    """A batch folded and built, waiting for its write."""
+
+    docs: list[dict[str, Any]]
+    folded: dict[str, F.Facts]
+    events: list[dict[str, Any]]
+    generation: int
+    seq: int  # orders batches; signals are published and marked by it
+
+
+class ProfileCache:
+    """What the last write of each recently folded customer left: its facts and the parts of
+    the profile the next fold compares against, so a batch reads the database only for
+    customers it has not seen lately.
+
+    Sound because this worker is the only writer of the profiles on its partitions: the
+    cache is emptied whenever partitions move (a rebalance), an entry is stored only after its
+    write succeeded and no rebalance happened meanwhile, and a failed write drops the entries
+    it touched. Bounded (least recently used go first)."""
+
+    KEPT = ("rfm", "lifecycle", "churn", "care", "pending", "pending_seq", "event_time")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.generation = 0
+        self._entries: OrderedDict[str, tuple[F.Facts, dict[str, Any]]] = OrderedDict()
+
+    def get(self, customer_id: str) -> tuple[F.Facts, dict[str, Any]] | None:
+        entry = self._entries.get(customer_id)
+        if entry is not None:
+            self._entries.move_to_end(customer_id)
+        return entry
+
+    @classmethod
+    def slim(cls, doc: dict[str, Any]) -> dict[str, Any]:
+        return {k: doc.get(k) for k in cls.KEPT}
+
+    def put(self, customer_id: str, facts: F.Facts, doc: dict[str, Any]) -> None:
+        if self.capacity <= 0:
+            return
+        self._entries[customer_id] = (facts, self.slim(doc))
+        self._entries.move_to_end(customer_id)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def drop(self, customer_ids: list[str]) -> None:
+        for cid in customer_ids:
+            self._entries.pop(cid, None)
+
+    def clear(self) -> None:
+        """Partitions moved: another worker may write these profiles now."""
+        self._entries.clear()
+        self.generation += 1
+
+    def __len__(self) -> int:
+        return len(self._entries)

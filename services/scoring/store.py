@@ -11,7 +11,7 @@ import orjson
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReplaceOne, UpdateOne
 
-from services.common.clock import as_utc, parse_rfc3339, to_rfc3339
+from services.common.clock import as_utc, parse_rfc3339
 from services.common.mongo import index, projection
 
 from . import facts as F
@@ -20,43 +20,36 @@ from .scores import Population
 
 PROFILES = "profiles"
 POPULATION = "population"
+PUBLISHED = "signals_published"  # per partition: the batch sequence whose signals are all out
+# Every index costs each profile write (about 14 µs a document on the embedded server, a
+# quarter of the write at 15 indexes), so only what a query needs: the review timer, the
+# signals waiting to be published, and the profiles service's sort keys and its two selective
+# filters. Low-cardinality filters (segment, stage, class, tier, level) ride a sort index.
 INDEXES = {
     PROFILES: [
         index("next_review"),
-        index("partition"),
-        index("rfm.segment"),
-        index("lifecycle.stage"),
-        index("value.abc_class"),
-        index("churn.risk"),
-        index("has_pending"),
-        # the profiles service's search: filters and sort keys
-        index("loyalty.tier"),
-        index("churn.level"),
-        index("identity.city"),
-        index("identity.registered_at"),
+        index("pending_seq"),
         index(("rank.clv", -1)),
         index(("rank.risk", -1)),
         index(("rank.spend", -1)),
         index(("rank.last_purchase", -1)),
+        index("identity.city"),
+        index("identity.registered_at"),
     ],
     POPULATION: [],
+    PUBLISHED: [],
 }
 
 
 def encode_facts(facts: F.Facts) -> str:
     """Facts are internal state keyed by arbitrary ids (which MongoDB field names may not
-    hold), so they are stored as one encoded value.
+    hold), so they are stored as one encoded value; orjson writes the times (RFC 3339) and
+    `decode_facts` knows them by their keys (`facts.TIME_KEYS`).
 
     JSON text rather than binary. Embedded-stack gap: nx-27017 stores a binary value on insert
     but fails a replace or update that carries one ("Object of type bytes is not JSON
     serializable"). Signals waiting in a profile are kept as text for the same reason."""
-    return orjson.dumps(facts, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return {"$t": to_rfc3339(value)}
-    raise TypeError(type(value))
+    return orjson.dumps(facts, option=orjson.OPT_UTC_Z).decode()
 
 
 def decode_facts(raw: str | bytes) -> F.Facts:
@@ -65,9 +58,12 @@ def decode_facts(raw: str | bytes) -> F.Facts:
 
 def _revive(node: Any) -> Any:
     if isinstance(node, dict):
-        if len(node) == 1 and "$t" in node:
+        if len(node) == 1 and "$t" in node:  # the earlier tagged form of a time
             return parse_rfc3339(node["$t"])
-        return {k: _revive(v) for k, v in node.items()}
+        return {
+            k: parse_rfc3339(v) if k in F.TIME_KEYS and isinstance(v, str) else _revive(v)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_revive(v) for v in node]
     return node
@@ -77,6 +73,7 @@ class ProfileStore:
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self.profiles = db[PROFILES]
         self.population = db[POPULATION]
+        self.published = db[PUBLISHED]
 
     async def load(self, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
         docs = await self.profiles.find({"_id": {"$in": customer_ids}}).to_list(None)
@@ -89,22 +86,27 @@ class ProfileStore:
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False
             )
 
-    async def clear_pending(self, customer_ids: list[str]) -> None:
-        """The profiles' signals reached the broker. (The scorer serialises its writes, so
-        nothing new was added to them in between.)"""
-        if customer_ids:
-            await self.profiles.bulk_write(
-                [
-                    UpdateOne({"_id": cid}, {"$set": {"pending": [], "has_pending": False}})
-                    for cid in customer_ids
-                ],
+    async def published_marks(self) -> dict[int, int]:
+        """Per partition, the batch sequence up to which every stored signal was published."""
+        return {d["_id"]: d["seq"] async for d in self.published.find({})}
+
+    async def mark_published(self, marks: dict[int, int]) -> None:
+        if marks:
+            await self.published.bulk_write(
+                [UpdateOne({"_id": p}, {"$max": {"seq": seq}}, upsert=True) for p, seq in marks.items()],
                 ordered=False,
             )
 
-    async def with_pending(self, limit: int = 500) -> list[dict[str, Any]]:
-        # A flag, not "pending.0": array-index paths are an embedded-stack gap.
+    async def with_pending(self, marks: dict[int, int], partitions: list[int], limit: int = 2000):
+        """Profiles whose stored signals may not have been published, oldest batch first."""
+        clauses = [{"partition": p, "pending_seq": {"$gt": marks.get(p, 0)}} for p in partitions]
+        if not clauses:
+            return []
         return (
-            await self.profiles.find({"has_pending": True}, projection("pending")).limit(limit).to_list(None)
+            await self.profiles.find({"$or": clauses}, projection("pending", "pending_seq", "partition"))
+            .sort([("pending_seq", 1)])
+            .limit(limit)
+            .to_list(None)
         )
 
     async def due(self, now: datetime, partitions: list[int], limit: int = 2000) -> list[str]:

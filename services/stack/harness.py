@@ -206,7 +206,7 @@ PLATFORM = ("orders", "complaints", "loyalty", "scoring", "profiles")
 
 def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Service]:
     """Every service on one database prefix, each told where the others answer; `env` goes
-    to all of them (topic prefix, clock file)."""
+    to all of them (topic prefix, clock file) and overrides the tests' quick timers."""
     db_prefix = f"t{uuid.uuid4().hex[:8]}_"
     started: dict[str, Service] = {}
     for name in PLATFORM:
@@ -220,5 +220,5 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
             )
         if name == "complaints":
             extra["CRM_SLA_WATCH_SECONDS"] = "0.5"
-        started[name] = start_service(stack, name, db_prefix=db_prefix, **env, **extra)
+        started[name] = start_service(stack, name, db_prefix=db_prefix, **{**extra, **env})
     return started

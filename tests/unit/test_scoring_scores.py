@@ -258,3 +258,33 @@ def test_batch_model_values_equal_one_by_one():
         assert value.clv_12m_cents == alone.clv_12m_cents
         assert value.p_alive == pytest.approx(alone.p_alive)
         assert value.expected_90d == pytest.approx(alone.expected_90d)
+
+
+def test_stored_facts_come_back_exactly_with_their_times():
+    from services.scoring.store import decode_facts, encode_facts
+
+    def raw(name, at, **data):  # what the fold reads of an event
+        return {"type": f"crm.{name}", "time": to_rfc3339(at), "data": data}
+
+    events = [
+        paid("o-1", 100),
+        raw("order.placed", NOW - timedelta(days=101), order_id="o-1"),
+        raw("order.cancelled", NOW - timedelta(days=3), order_id="o-2"),
+        opened_complaint("k-1", 5, "product"),
+        raw(
+            "survey.submitted",
+            NOW - timedelta(days=2),
+            survey_id="s-1",
+            kind="general",
+            scores={"overall": 2},
+            recommend=3,
+        ),
+        raw("interaction.recorded", NOW - timedelta(days=40), interaction_id="i-1", kind="login"),
+        raw("interaction.recorded", NOW - timedelta(hours=1), interaction_id="i-2", kind="search"),
+        raw("loyalty.tier_changed", NOW - timedelta(days=1), to_tier="gold", balance=120),
+    ]
+    facts = F.prune(fold(events), NOW)
+    assert "last_seen_before_window" in facts
+    assert decode_facts(encode_facts(facts)) == facts
+    # profiles written before times were stored untagged still read back
+    assert decode_facts('{"x": {"$t": "2026-11-22T12:00:00Z"}}') == {"x": NOW}

@@ -1,0 +1,136 @@
+"""The scorer's hot path in whole batches, with faust still in charge.
+
+What this works around: faust's `Consumer._drain_messages` hands every fetched record to the
+topic conductor one at a time, awaiting `wait_first(callback(message), suspend_flow.wait())`
+for each (two tasks and an `asyncio.wait` per message), and the agent's stream then wraps,
+tracks and acknowledges each one again. Whatever the iteration style (`take`,
+`take_events`, `noack`), that caps a do-nothing agent at a few thousand events per second
+here and keeps a core busy, the core the scoring itself needs.
+
+`BatchConsumer` replaces only that loop, and only for the topics registered with
+`batch_topics()`: each fetch (faust's own `getmany` on its own aiokafka consumer, with its
+flow control, paused partitions and rebalance checks) goes to an agent as one `Batch` through
+an in-memory channel. When the agent has written the batch it resolves `Batch.done`; only
+then are the batch's offsets marked acknowledged in faust's own bookkeeping, so faust commits
+them on its usual schedule and before a rebalance, never earlier. A batch fetched under a
+consumer generation that has since changed (a rebalance) is not acknowledged: its partitions
+may belong to another worker now, which reads them from the last commit (the fold is
+idempotent). Group membership, assignment, commits, timers, web views and the agent stay
+faust's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+from faust.transport.drivers.aiokafka import Consumer
+
+# Batches handed over but not yet acknowledged: one staged while the one before is written
+# and the one before that publishes its signals; a slow agent holds the fetcher back instead
+# of piling records up in memory.
+IN_FLIGHT = 3
+
+
+@dataclass
+class Batch:
+    records: list[Any]  # aiokafka ConsumerRecords: .topic .partition .offset .key .value
+    generation: int
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    def settle(self, work: asyncio.Future) -> None:
+        """Done callback of the batch's work: acknowledge it, or not when the work failed."""
+        if work.cancelled():
+            self.done.cancel()
+        elif work.exception() is not None:
+            self.done.set_exception(work.exception())
+        else:
+            self.done.set_result(None)
+
+
+class BatchConsumer(Consumer):
+    """faust's aiokafka consumer, draining batch topics in batches (see the module docstring)."""
+
+    batch_channel: faust.ChannelT | None = None
+    batch_topic_names: frozenset[str] = frozenset()
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs inside faust
+        if self.batch_channel is None:
+            return await super()._drain_messages(fetcher)
+        in_flight = self._in_flight = deque()
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                records, active = await self._wait_next_records(1.0)
+                if self.should_stop:
+                    break
+                fetched = [
+                    record
+                    for tp, batch in (records or {}).items()
+                    if active is None or tp in active or tp in self._buffered_partitions
+                    for record in batch
+                ]
+                per_message = [r for r in fetched if r.topic not in self.batch_topic_names]
+                if per_message:  # topics not registered for batches keep faust's own path
+                    raise RuntimeError(
+                        f"records of unexpected topics: {sorted({r.topic for r in per_message})}"
+                    )
+                if fetched:
+                    batch = Batch(fetched, self.app.consumer_generation_id)
+                    await self.batch_channel.send(value=batch)
+                    in_flight.append(batch)
+                while in_flight and (in_flight[0].done.done() or len(in_flight) >= IN_FLIGHT):
+                    await self._acknowledge(in_flight.popleft())
+                if not fetched and in_flight:
+                    await asyncio.wait([in_flight[0].done], timeout=0.2)
+        except self.consumer_stopped_errors:
+            if not self.transport.app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not self.transport.app.should_stop:
+                raise
+
+    async def wait_empty(self) -> None:
+        """Before partitions are revoked, faust waits for the messages it tracks; batches are
+        not tracked message by message, so wait for their writes too."""
+        pending = [b.done for b in getattr(self, "_in_flight", ())]
+        if pending:
+            await asyncio.wait(pending, timeout=30)
+        await super().wait_empty()
+
+    async def _acknowledge(self, batch: Batch) -> None:
+        await batch.done  # raises if the agent failed: faust restarts the fetcher, nothing is acked
+        if batch.generation != self.app.consumer_generation_id:
+            return  # a rebalance happened meanwhile: the new owner reads from the last commit
+        by_tp: dict[Any, list[int]] = {}
+        for record in batch.records:
+            by_tp.setdefault(self._new_topicpartition(record.topic, record.partition), []).append(
+                record.offset
+            )
+        for tp, offsets in by_tp.items():
+            committed = self._committed_offset[tp]
+            fresh = [
+                o for o in offsets if (committed is None or o >= committed) and o not in self._acked_index[tp]
+            ]
+            read = self._read_offset[tp]
+            if read is not None and fresh and min(fresh) > read + 1:
+                await self._add_gap(tp, read + 1, min(fresh))  # offsets the broker skipped
+            self._acked[tp].extend(fresh)
+            self._acked_index[tp].update(fresh)
+            self._n_acked += len(fresh)
+            self._read_offset[tp] = max(offsets if read is None else [read, *offsets])
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
+
+
+def batch_topics(app: faust.App, topic: faust.TopicT, channel: faust.ChannelT) -> None:
+    """Subscribe to `topic` and deliver its records to `channel` in batches."""
+    app.topics.add(topic)  # subscribed like an agent's topic, drained by BatchConsumer
+    app.transport.Consumer = type(
+        "ScorerConsumer",
+        (BatchConsumer,),
+        {"batch_channel": channel, "batch_topic_names": frozenset(topic.topics)},
+    )
