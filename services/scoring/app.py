@@ -23,7 +23,7 @@ from services.common.settings import Settings, get_settings
 
 from . import store
 from .batches import batch_topics
-from .service import PROFILES, Scorer
+from .service import PROFILES, Scorer, collect_less_often
 
 log = structlog.get_logger(__name__)
 
@@ -31,6 +31,7 @@ log = structlog.get_logger(__name__)
 def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or get_settings()
     logs.configure("scoring", settings.log_level, settings.log_json)
+    collect_less_often()
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = faust.App(
         settings.topic_prefix + "crm-scoring",

@@ -8,7 +8,9 @@ exact under redelivery and reordering.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from services.common.clock import parse_rfc3339
@@ -20,6 +22,23 @@ PERSONAL = ("name", "email", "phone", "gender", "birth_date", "city")
 TIME_KEYS = frozenset(
     ("_at", "at", "placed_at", "paid_at", "cancelled_at", "opened_at", "last_seen_before_window")
 )
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """The cut-offs every score measures back from "now": computed once per clock reading,
+    not once per customer and comparison."""
+
+    engagement: datetime  # the start of the engagement window
+    d90: datetime
+    d180: datetime
+    d360: datetime
+    year: datetime
+
+
+@lru_cache(maxsize=16)
+def horizon(now: datetime) -> Horizon:
+    return Horizon(now - ENGAGEMENT_WINDOW, *(now - timedelta(days=d) for d in (90, 180, 360, 365)))
 
 
 def empty(customer_id: str) -> Facts:
@@ -64,11 +83,17 @@ def apply(facts: Facts, event: dict[str, Any]) -> Facts:
 
 
 def _order(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
-    order = facts["orders"].setdefault(data["order_id"], {"returns": {}, "refunds": {}})
+    order = facts["orders"].get(data["order_id"])
+    if order is None:
+        order = facts["orders"][data["order_id"]] = {"returns": {}, "refunds": {}}
     if kind == "crm.order.placed":
         order["placed_at"] = at
     elif kind == "crm.order.paid":
-        order.update(paid_at=at, amount_cents=data["amount_cents"], currency=data["currency"])
+        order["paid_at"], order["amount_cents"], order["currency"] = (
+            at,
+            data["amount_cents"],
+            data["currency"],
+        )
     elif kind == "crm.order.returned":
         order["returns"][data["return_id"]] = data["amount_cents"]
     elif kind == "crm.order.refunded":
@@ -120,21 +145,46 @@ def _customer(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> No
         identity["registered_at"] = {"value": data["registered_at"], "_at": at}
 
 
+def fold(
+    by_customer: dict[str, list[dict[str, Any]]], stored: dict[str, Facts], now: datetime
+) -> dict[str, Facts]:
+    """Each customer's events folded onto their stored facts (fresh ones for a newcomer)."""
+    folded = {}
+    for customer_id, events in by_customer.items():
+        facts = stored.get(customer_id) or empty(customer_id)
+        for event in events:
+            apply(facts, event)
+        folded[customer_id] = prune(facts, now)
+    return folded
+
+
 def value(facts: Facts, section: str, name: str) -> Any:
     return (facts[section].get(name) or {}).get("value")
 
 
-def purchases(facts: Facts) -> list[tuple[datetime, int]]:
-    """(paid time, net cents) of every paid order: returns and non-return refunds come off;
-    a refund for a return repays what the return already took off."""
+def values(facts: Facts, section: str, names: tuple[str, ...]) -> dict[str, Any]:
+    records = facts[section]
+    if not records:
+        return dict.fromkeys(names)
+    return {name: (records.get(name) or {}).get("value") for name in names}
+
+
+def purchases(facts: Facts, until: datetime | None = None) -> list[tuple[datetime, int]]:
+    """(paid time, net cents) of every order paid by `until`, in time order: returns and
+    non-return refunds come off; a refund for a return repays what the return already took off."""
     out = []
     for order in facts["orders"].values():
-        if order.get("paid_at") is None:
+        paid_at = order.get("paid_at")
+        if paid_at is None or (until is not None and paid_at > until):
             continue
-        returned = sum(order["returns"].values())
-        refunded = sum(cents for cents, reason in order["refunds"].values() if reason != "return")
-        out.append((order["paid_at"], order["amount_cents"] - returned - refunded))
-    return sorted(out)
+        net = order["amount_cents"]
+        if order["returns"]:
+            net -= sum(order["returns"].values())
+        if order["refunds"]:
+            net -= sum(cents for cents, reason in order["refunds"].values() if reason != "return")
+        out.append((paid_at, net))
+    out.sort()
+    return out
 
 
 def interactions_since(facts: Facts, since: datetime) -> dict[str, int]:
@@ -147,7 +197,10 @@ def interactions_since(facts: Facts, since: datetime) -> dict[str, int]:
 
 def prune(facts: Facts, now: datetime) -> Facts:
     """Interactions older than the engagement window no longer count; keep the last seen."""
-    old = [k for k, v in facts["interactions"].items() if v["at"] < now - ENGAGEMENT_WINDOW]
+    if not facts["interactions"]:
+        return facts
+    since = horizon(now).engagement
+    old = [k for k, v in facts["interactions"].items() if v["at"] < since]
     if old:
         last = max(facts["interactions"][k]["at"] for k in old)
         facts["last_seen_before_window"] = max(last, facts.get("last_seen_before_window", last))

@@ -33,7 +33,7 @@ class BgNbd:
             ratio = (self.a / (self.b + x - 1)) * ((self.alpha + T) / (self.alpha + t_x)) ** (self.r + x)
         return np.where(x > 0, 1.0 / (1.0 + np.where(x > 0, ratio, 0.0)), 1.0)
 
-    def expected_purchases(self, t: float, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> np.ndarray:
+    def expected_purchases(self, t: ArrayLike, x: ArrayLike, t_x: ArrayLike, T: ArrayLike) -> np.ndarray:
         """E[purchases in (T, T + t]] given the customer's history."""
         x, t_x, T = np.asarray(x, float), np.asarray(t_x, float), np.asarray(T, float)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
@@ -162,10 +162,7 @@ def clv(
     """Discounted value of the next `months`: expected purchases in each month times the
     expected spend per purchase (time unit: weeks)."""
     spend = gg.expected_spend(x, m)
-    total = np.zeros_like(np.asarray(x, float))
-    before = np.zeros_like(total)
-    for month in range(1, months + 1):
-        upto = bg.expected_purchases(month * weeks_per_month, x, t_x, T)
-        total += (upto - before) * spend / (1 + monthly_discount) ** month
-        before = upto
-    return total
+    month = np.arange(1, months + 1)[:, None]  # one row per month: all months in one evaluation
+    upto = bg.expected_purchases(month * weeks_per_month, x, t_x, T)
+    in_month = np.diff(upto, axis=0, prepend=0.0)
+    return (in_month * spend / (1 + monthly_discount) ** month).sum(axis=0)

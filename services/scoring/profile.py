@@ -12,38 +12,54 @@ from services.common.contracts import SATISFACTION_DIMENSIONS
 from . import facts as F
 from . import scores as S
 
-DIMENSIONS = SATISFACTION_DIMENSIONS
-
-
-def _days(a: datetime, b: datetime) -> float:
-    return round((b - a).total_seconds() / 86400, 3)
+SATISFACTION_FIELDS = (*SATISFACTION_DIMENSIONS, "overall")
+IDENTITY = (*F.PERSONAL, "city_tier", "channel", "referred_by")
+# Identity fields the profile reads besides the ones it shows.
+IDENTITY_READ = (*IDENTITY, "registered_at", "marketing_consent")
 
 
 def _service(facts: F.Facts, now: datetime) -> dict[str, Any]:
+    if not facts["complaints"] and not facts["surveys"]:  # most customers: nothing to count
+        return {
+            "complaints_total": 0,
+            "complaints_open": 0,
+            "complaints_90d": 0,
+            "sla_breaches": 0,
+            "csat_average": None,
+            "satisfaction": dict.fromkeys(SATISFACTION_FIELDS),
+            "last_nps": None,
+        }
     complaints = facts["complaints"].values()
     surveys = sorted(facts["surveys"].values(), key=lambda s: s["at"])
     csat = [s["scores"]["overall"] for s in surveys if s["kind"] == "csat" and "overall" in s["scores"]]
     general = [s for s in surveys if s["kind"] == "general"]
     answered = [s for s in surveys if s.get("recommend") is not None]
+    since = F.horizon(now).d90
     return {
-        "complaints_total": len(facts["complaints"]),
+        "complaints_total": len(complaints),
         "complaints_open": sum(1 for c in complaints if c["state"].get("open")),
-        "complaints_90d": sum(
-            1 for c in complaints if c.get("opened_at") and c["opened_at"] > now - timedelta(days=90)
-        ),
+        "complaints_90d": sum(1 for c in complaints if c.get("opened_at") and c["opened_at"] > since),
         "sla_breaches": sum(1 for c in complaints if c.get("breached")),
         "csat_average": round(sum(csat) / len(csat), 3) if csat else None,
-        "satisfaction": {
-            d: general[-1]["scores"].get(d) if general else None for d in (*DIMENSIONS, "overall")
-        },
+        "satisfaction": {d: general[-1]["scores"].get(d) if general else None for d in SATISFACTION_FIELDS},
         "last_nps": answered[-1]["recommend"] if answered else None,
     }
 
 
-def _birthday_due(facts: F.Facts, now: datetime) -> str | None:
+def _engagement(facts: F.Facts, now: datetime) -> dict[str, Any]:
+    earlier = facts.get("last_seen_before_window")  # interactions pruned out of the window
+    if not facts["interactions"]:
+        return {"last_seen": earlier or None, "interactions_30d": {}}
+    seen = max(i["at"] for i in facts["interactions"].values())
+    return {
+        "last_seen": max(seen, earlier) if earlier else seen,
+        "interactions_30d": F.interactions_since(facts, F.horizon(now).engagement),
+    }
+
+
+def _birthday_due(born: str | None, consented: bool, erased: bool, now: datetime) -> str | None:
     """This year's birthday date when it is today (UTC) and the customer consented."""
-    born = F.value(facts, "identity", "birth_date")
-    if not born or not F.value(facts, "identity", "marketing_consent") or facts["erased"]:
+    if not born or not consented or erased:
         return None
     b = date.fromisoformat(born)
     today = now.date()
@@ -64,23 +80,22 @@ def build(
     p, v = scored if scored is not None else (S.summarize(facts, now), None)
     if scored is None:
         v = S.value(p, now, population)
-    identity = {
-        name: F.value(facts, "identity", name)
-        for name in (*F.PERSONAL, "city_tier", "channel", "referred_by")
-    }
-    registered = F.value(facts, "identity", "registered_at")
-    identity["registered_at"] = parse_rfc3339(registered) if isinstance(registered, str) else registered
+    identity = F.values(facts, "identity", IDENTITY_READ)
+    consented = bool(identity.pop("marketing_consent"))
+    registered = identity["registered_at"]
+    if isinstance(registered, str):
+        identity["registered_at"] = parse_rfc3339(registered)
     profile: dict[str, Any] = {
         "customer_id": facts["customer_id"],
         "identity": identity,
-        "consent": {"marketing": bool(F.value(facts, "identity", "marketing_consent"))},
+        "consent": {"marketing": consented},
         "erased": facts["erased"],
         "purchases": {
             "count": p.count,
             "first_at": p.first,
             "last_at": p.last,
             "net_spend_cents": p.net_cents,
-            "average_order_cents": round(p.average_order_cents) if p.count else None,
+            "average_order_cents": round(p.net_cents / p.count) if p.count else None,
             "mean_gap_days": round(p.mean_gap_days, 2) if p.mean_gap_days else None,
             "purchase_days": len(p.days),
             "first_day": p.days[0] if p.days else None,
@@ -88,10 +103,11 @@ def build(
         },
     }
     if p.count:
-        recency = _days(p.last, now)
+        recency = round(p.recency_days, 3)
         r = S.quintile(recency, population.recency_bounds, higher_is_better=False)
         f = S.quintile(p.count, population.frequency_bounds)
         m = S.quintile(p.net_cents, population.monetary_bounds)
+        segment, rule = S.segment_rule(r, f)
         profile["rfm"] = {
             "recency_days": recency,
             "frequency": p.count,
@@ -100,8 +116,9 @@ def build(
             "f": f,
             "m": m,
             "code": f"{r}{f}{m}",
+            "segment": segment,
+            "segment_rule": rule,
         }
-        profile["rfm"]["segment"], profile["rfm"]["segment_rule"] = S.segment_rule(r, f)
     else:
         profile["rfm"] = {
             "recency_days": None,
@@ -129,30 +146,21 @@ def build(
         "since": before.get("since") if before.get("stage") == stage else now,
     }
     churn = S.churn(facts, p, v, now)
-    episode_before = S.Episode(
-        **{
-            k: v
-            for k, v in (previous.get("churn") or {}).get("warning", {}).items()
-            if k in ("open", "episode")
-        }
+    warning = (previous.get("churn") or {}).get("warning")
+    episode_before = (
+        S.Episode(warning.get("open", False), warning.get("episode", 0)) if warning else S.NO_EPISODE
     )
     keep = S.worth_keeping(abc, v.clv_12m_cents if v else 0, population)
     episode, fired = S.warning_step(episode_before, churn, keep)
     profile["churn"] = {
         "risk": churn.risk if churn else None,
         "level": churn.level if churn else None,
-        "reasons": list(churn.reasons) if churn else [],
+        "reasons": churn.reasons if churn else [],
         "recommended_action": churn.action if churn else None,
         "warning": {"open": episode.open, "episode": episode.episode},
     }
     profile["service"] = _service(facts, now)
-    seen = [i["at"] for i in facts["interactions"].values()] + [
-        t for t in (facts.get("last_seen_before_window"),) if t
-    ]
-    profile["engagement"] = {
-        "last_seen": max(seen) if seen else None,
-        "interactions_30d": F.interactions_since(facts, now - F.ENGAGEMENT_WINDOW),
-    }
+    profile["engagement"] = _engagement(facts, now)
     profile["loyalty"] = {
         "tier": F.value(facts, "loyalty", "tier") or "member",
         "points": F.value(facts, "loyalty", "balance") or 0,
@@ -179,7 +187,7 @@ def build(
                 {"from_stage": before["stage"], "to_stage": stage, "changed_at": now},
             )
         )
-    episode_id = f"cw-{facts['customer_id']}-{episode.episode}"
+    episode_id = f"cw-{facts['customer_id']}-{episode.episode}" if fired else ""
     if fired == "crm.profile.churn_warning":
         signals.append(
             (
@@ -188,14 +196,7 @@ def build(
                     "episode_id": episode_id,
                     "risk": churn.risk,
                     "level": churn.level,
-                    "reasons": [
-                        {
-                            k: r.get(k)
-                            for k in ("code", "value", "threshold", "detail")
-                            if r.get(k) is not None
-                        }
-                        for r in churn.reasons
-                    ],
+                    "reasons": [{k: x for k, x in r.items() if x is not None} for r in churn.reasons],
                     "recommended_action": churn.action,
                     "abc_class": abc,
                     "clv_cents": max(0, v.clv_12m_cents if v else 0),
@@ -205,7 +206,8 @@ def build(
         )
     elif fired == "crm.profile.churn_recovered":
         signals.append((fired, {"episode_id": episode_id, "risk": churn.risk, "recovered_at": now}))
-    birthday = _birthday_due(facts, now)
+    born = identity["birth_date"]
+    birthday = _birthday_due(born, consented, facts["erased"], now) if born else None
     if birthday and (previous.get("care") or {}).get("birthday") != birthday:
         signals.append(("crm.profile.care_due", {"kind": "birthday", "date": birthday}))
     profile["care"] = {"birthday": birthday or (previous.get("care") or {}).get("birthday")}

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,8 +40,7 @@ class Population:
 def quintile(value: float, bounds: tuple[float, ...], higher_is_better: bool = True) -> int:
     """1 to 5 against four ascending cut points (a value on a cut counts as the better side
     when lower is better: 10 days with a cut at 10 is a 5)."""
-    rank = bisect_right(bounds, value) + 1 if higher_is_better else 5 - bisect_left(bounds, value)
-    return max(1, min(5, rank))
+    return bisect_right(bounds, value) + 1 if higher_is_better else 5 - bisect_left(bounds, value)
 
 
 # DESIGN.md's RFM map, first match wins: (R from, R to, F from, F to, segment).
@@ -62,6 +62,7 @@ def _span(low: int, high: int) -> str:
     return str(low) if low == high else f"{low}-{high}"
 
 
+@lru_cache(maxsize=64)
 def segment_rule(r: int | None, f: int | None) -> tuple[str, str]:
     """(segment, the rule that placed the customer there, e.g. "R 1-2 & F 3-4")."""
     if r is None or f is None:
@@ -84,8 +85,9 @@ def abc_class(trailing_cents: int, population: Population) -> str:
     return "C"
 
 
-@dataclass(frozen=True)
-class Purchases:
+# The per-customer results are named tuples: built for every customer of every batch, where a
+# frozen dataclass's construction (object.__setattr__ per field) is a measurable share.
+class Purchases(NamedTuple):
     count: int
     first: datetime | None
     last: datetime | None
@@ -93,39 +95,51 @@ class Purchases:
     trailing_cents: int
     days: tuple[datetime, ...]  # distinct purchase days (first purchase time of each day)
     mean_gap_days: float | None
+    recency_days: float | None = None  # now since the last purchase
+    tenure_days: float | None = None  # now since the first purchase
 
     @property
     def average_order_cents(self) -> float | None:
         return self.net_cents / self.count if self.count else None
 
 
+NOTHING_BOUGHT = Purchases(0, None, None, 0, 0, (), None)
+
+
 def summarize(facts: F.Facts, now: datetime) -> Purchases:
-    paid = [(at, cents) for at, cents in F.purchases(facts) if at <= now]
-    by_day: dict[Any, datetime] = {}
-    for at, _ in paid:
-        by_day.setdefault(at.date(), at)
-    days = tuple(sorted(by_day.values()))
-    gaps = [(b - a).total_seconds() / 86400 for a, b in zip(days, days[1:], strict=False)]
-    year_ago = now - timedelta(days=365)
+    paid = F.purchases(facts, until=now)
+    if not paid:
+        return NOTHING_BOUGHT
+    year_ago = F.horizon(now).year
+    if len(paid) == 1:  # most customers of a batch
+        at, cents = paid[0]
+        since = (now - at).total_seconds() / 86400
+        return Purchases(1, at, at, cents, cents if at > year_ago else 0, (at,), None, since, since)
+    days: list[datetime] = []  # paid is in time order, so each day's first purchase comes first
+    day = None
+    net = trailing = 0
+    for at, cents in paid:
+        if (this_day := at.date()) != day:
+            day = this_day
+            days.append(at)
+        net += cents
+        if at > year_ago:
+            trailing += cents
+    span_days = (days[-1] - days[0]).total_seconds() / 86400  # the sum of the gaps between days
     return Purchases(
         len(paid),
-        paid[0][0] if paid else None,
-        paid[-1][0] if paid else None,
-        sum(c for _, c in paid),
-        sum(c for at, c in paid if at > year_ago),
-        days,
-        sum(gaps) / len(gaps) if gaps else None,
+        paid[0][0],
+        paid[-1][0],
+        net,
+        trailing,
+        tuple(days),
+        span_days / (len(days) - 1) if len(days) > 1 else None,
+        (now - paid[-1][0]).total_seconds() / 86400,
+        (now - paid[0][0]).total_seconds() / 86400,
     )
 
 
-def model_inputs(p: Purchases, now: datetime) -> tuple[float, float, float]:
-    """(x, t_x, T) in weeks, one purchase per customer-day."""
-    x = len(p.days) - 1
-    return float(x), (p.days[-1] - p.days[0]).total_seconds() / WEEK, (now - p.days[0]).total_seconds() / WEEK
-
-
-@dataclass(frozen=True)
-class Value:
+class Value(NamedTuple):
     p_alive: float
     expected_90d: float
     p_no_purchase_90d: float
@@ -139,23 +153,25 @@ def value(p: Purchases, now: datetime, population: Population) -> Value | None:
 def values(batch: list[Purchases], now: datetime, population: Population) -> list[Value | None]:
     """The model's view of many customers at once: one array evaluation per quantity instead
     of a dozen scalar scipy calls per customer."""
-    buyers = [k for k, p in enumerate(batch) if p.days]
-    out: list[Value | None] = [None] * len(batch)
+    buyers = [p for p in batch if p.days]
     if not buyers:
-        return out
-    inputs = np.array([model_inputs(batch[k], now) for k in buyers])
-    x, t_x, T = inputs[:, 0], inputs[:, 1], inputs[:, 2]
-    spend = np.array([max(batch[k].net_cents, 0) / batch[k].count for k in buyers], float)
+        return [None] * len(batch)
+    # The model's inputs in weeks, one purchase per customer-day: x repeat purchase days, t_x
+    # the last purchase day since the first, T now since the first.
+    first = np.array([p.days[0].timestamp() for p in buyers])
+    x = np.array([len(p.days) - 1 for p in buyers], float)
+    t_x = (np.array([p.days[-1].timestamp() for p in buyers]) - first) / WEEK
+    T = (now.timestamp() - first) / WEEK
+    spend = np.array([max(p.net_cents, 0) / p.count for p in buyers], float)
     bg, gg = population.bgnbd, population.gamma_gamma
-    expected = bg.expected_purchases(90 / 7, x, t_x, T)
-    alive = bg.p_alive(x, t_x, T)
-    worth = np.nan_to_num(clv(bg, gg, x, t_x, T, spend))
-    for j, k in enumerate(buyers):
-        # P(no purchase in 90 days) as a Poisson count with the model's expected number. Measured
-        # on CDNOW it ranks future non-buyers better (AUC 0.763) than the exact BG/NBD mixture
-        # probability (0.758), under which every one-time buyer sits near the top.
-        out[k] = Value(float(alive[j]), float(expected[j]), math.exp(-float(expected[j])), int(worth[j]))
-    return out
+    expected = bg.expected_purchases(90 / 7, x, t_x, T).tolist()
+    alive = bg.p_alive(x, t_x, T).tolist()
+    worth = np.nan_to_num(clv(bg, gg, x, t_x, T, spend)).astype(np.int64).tolist()
+    # P(no purchase in 90 days) as a Poisson count with the model's expected number. Measured on
+    # CDNOW it ranks future non-buyers better (AUC 0.763) than the exact BG/NBD mixture
+    # probability (0.758), under which every one-time buyer sits near the top.
+    modelled = iter(map(Value, alive, expected, [math.exp(-e) for e in expected], worth))
+    return [next(modelled) if p.days else None for p in batch]
 
 
 OVERDUE_FACTOR = 2.0
@@ -165,7 +181,7 @@ def overdue(p: Purchases, now: datetime, population: Population) -> tuple[bool, 
     """(overdue, days since last purchase, the cadence it is measured against): the customer's
     own mean gap, or the population's median gap for one-time buyers."""
     cadence = p.mean_gap_days if p.mean_gap_days else population.median_gap_days
-    silent = (now - p.last).total_seconds() / 86400
+    silent = p.recency_days
     return silent > OVERDUE_FACTOR * cadence, silent, cadence
 
 
@@ -204,12 +220,15 @@ SILENCE_WEIGHT = 2.0
 SILENCE_REASON = 0.5  # listed as a reason from half the tenure on
 
 
-@dataclass(frozen=True)
-class Churn:
+class Churn(NamedTuple):
     risk: float
     level: str
-    reasons: tuple[dict[str, Any], ...]
+    reasons: list[dict[str, Any]]
     action: str
+
+
+def _reason(code: str, value: Any, threshold: float | None, detail: str) -> dict[str, Any]:
+    return {"code": code, "value": value, "threshold": threshold, "detail": detail}
 
 
 def churn(facts: F.Facts, p: Purchases, v: Value | None, now: datetime) -> Churn | None:
@@ -217,84 +236,96 @@ def churn(facts: F.Facts, p: Purchases, v: Value | None, now: datetime) -> Churn
     that moved it is a reason, with the numbers behind it."""
     if v is None:
         return None
-    base = min(max(v.p_no_purchase_90d, 1e-6), 1 - 1e-6)
+    h = F.horizon(now)
+    base = v.p_no_purchase_90d
+    base = 1e-6 if base < 1e-6 else 1 - 1e-6 if base > 1 - 1e-6 else base
     reasons: list[dict[str, Any]] = [{"code": "model_no_purchase_90d", "value": round(base, 4)}]
-    signals: list[tuple[str, Any, float | None, str]] = []
-    open_complaints = [c for c in facts["complaints"].values() if c["state"].get("open")]
-    if open_complaints:
-        signals.append(("open_complaint", len(open_complaints), None, "unresolved complaints"))
-    if any(
-        c.get("breached")
-        for c in facts["complaints"].values()
-        if c.get("opened_at", now) > now - timedelta(days=90)
-    ):
-        signals.append(("sla_breached", True, None, "a complaint breached its SLA in the last 90 days"))
-    csat = [
-        s["scores"]["overall"]
-        for s in facts["surveys"].values()
-        if s["kind"] == "csat" and "overall" in s["scores"]
-    ]
-    if csat and sum(csat) / len(csat) <= 2.5:
-        signals.append(("low_csat", round(sum(csat) / len(csat), 2), 2.5, "average CSAT"))
-    answered = sorted(
-        (s for s in facts["surveys"].values() if s.get("recommend") is not None), key=lambda s: s["at"]
-    )
-    if answered and answered[-1]["recommend"] <= 6:
-        signals.append(("detractor", answered[-1]["recommend"], 6, "last would-you-recommend answer"))
-    paid = sum(o.get("amount_cents", 0) for o in facts["orders"].values() if o.get("paid_at"))
-    returned = sum(sum(o["returns"].values()) for o in facts["orders"].values())
-    if paid and returned / paid >= 0.3:
-        signals.append(("high_returns", round(returned / paid, 3), 0.3, "share of spend returned"))
-    recent = sum(1 for d in p.days if d > now - timedelta(days=180))
-    before = sum(1 for d in p.days if now - timedelta(days=360) < d <= now - timedelta(days=180))
-    if before >= 2 and recent < before / 2:
-        signals.append(
-            ("falling_frequency", recent, before / 2, "purchase days in the last 180 vs the 180 before")
-        )
-    late = [
-        o
-        for o in facts["orders"].values()
-        if o.get("late") and o.get("paid_at", now) > now - timedelta(days=90)
-    ]
+    weight = 0.0
+    service_issue = unhappy = falling = False
+    complaints = facts["complaints"].values()
+    if complaints:
+        still_open = sum(1 for c in complaints if c["state"].get("open"))
+        if still_open:
+            reasons.append(_reason("open_complaint", still_open, None, "unresolved complaints"))
+            weight += WEIGHTS["open_complaint"]
+            service_issue = True
+        if any(c.get("breached") for c in complaints if c.get("opened_at", now) > h.d90):
+            reasons.append(
+                _reason("sla_breached", True, None, "a complaint breached its SLA in the last 90 days")
+            )
+            weight += WEIGHTS["sla_breached"]
+            service_issue = True
+    surveys = facts["surveys"].values()
+    if surveys:
+        csat = [s["scores"]["overall"] for s in surveys if s["kind"] == "csat" and "overall" in s["scores"]]
+        if csat and sum(csat) / len(csat) <= 2.5:
+            reasons.append(_reason("low_csat", round(sum(csat) / len(csat), 2), 2.5, "average CSAT"))
+            weight += WEIGHTS["low_csat"]
+            unhappy = True
+        answered = sorted((s for s in surveys if s.get("recommend") is not None), key=lambda s: s["at"])
+        if answered and answered[-1]["recommend"] <= 6:
+            reasons.append(
+                _reason("detractor", answered[-1]["recommend"], 6, "last would-you-recommend answer")
+            )
+            weight += WEIGHTS["detractor"]
+            unhappy = True
+    returned = late = 0
+    for o in facts["orders"].values():
+        if o["returns"]:
+            returned += sum(o["returns"].values())
+        if o.get("late") and o.get("paid_at", now) > h.d90:
+            late += 1
+    if returned:
+        paid = sum(o.get("amount_cents", 0) for o in facts["orders"].values() if o.get("paid_at"))
+        if paid and returned / paid >= 0.3:
+            reasons.append(_reason("high_returns", round(returned / paid, 3), 0.3, "share of spend returned"))
+            weight += WEIGHTS["high_returns"]
+    if len(p.days) >= 2:
+        recent = sum(1 for d in p.days if d > h.d180)
+        before = sum(1 for d in p.days if h.d360 < d <= h.d180)
+        if before >= 2 and recent < before / 2:
+            reasons.append(
+                _reason(
+                    "falling_frequency", recent, before / 2, "purchase days in the last 180 vs the 180 before"
+                )
+            )
+            weight += WEIGHTS["falling_frequency"]
+            falling = True
     if late:
-        signals.append(("late_delivery", len(late), None, "late deliveries in the last 90 days"))
-    tenure = (now - p.first).total_seconds() if p.first else 0.0
-    silence = (now - p.last).total_seconds() / tenure if tenure > 0 else 0.0
-    logit = (
-        math.log(base / (1 - base)) + sum(WEIGHTS[code] for code, *_ in signals) + SILENCE_WEIGHT * silence
-    )
+        reasons.append(_reason("late_delivery", late, None, "late deliveries in the last 90 days"))
+        weight += WEIGHTS["late_delivery"]
+    silence = p.recency_days / p.tenure_days if p.tenure_days else 0.0
     if silence >= SILENCE_REASON:
-        signals.append(
-            ("silence", round(silence, 3), SILENCE_REASON, "share of the tenure since the last purchase")
+        reasons.append(
+            _reason(
+                "silence", round(silence, 3), SILENCE_REASON, "share of the tenure since the last purchase"
+            )
         )
-    risk = 1 / (1 + math.exp(-logit))
-    reasons += [
-        {"code": code, "value": val, "threshold": threshold, "detail": detail}
-        for code, val, threshold, detail in signals
-    ]
+    risk = 1 / (1 + math.exp(-(math.log(base / (1 - base)) + weight + SILENCE_WEIGHT * silence)))
     level = "high" if risk >= HIGH else "medium" if risk >= MEDIUM else "low"
-    codes = {code for code, *_ in signals}
-    if codes & {"open_complaint", "sla_breached"}:
+    if service_issue:
         action = "service_recovery"
-    elif codes & {"low_csat", "detractor"}:
+    elif unhappy:
         action = "satisfaction_follow_up"
-    elif v.clv_12m_cents > 0 and "falling_frequency" in codes:
+    elif v.clv_12m_cents > 0 and falling:
         action = "personal_call"
     else:
         action = "win_back_offer"
-    return Churn(round(risk, 4), level, tuple(reasons), action)
+    return Churn(round(risk, 4), level, reasons, action)
 
 
 def worth_keeping(abc: str, clv_cents: int, population: Population) -> bool:
     return abc in ("A", "B") or clv_cents > population.median_clv_cents
 
 
-@dataclass(frozen=True)
-class Episode:
+class Episode(NamedTuple):
     """The churn-warning state: an open episode has fired its one warning."""
 
     open: bool = False
     episode: int = 0
+
+
+NO_EPISODE = Episode()
 
 
 def warning_step(state: Episode, c: Churn | None, keep: bool) -> tuple[Episode, str | None]:

@@ -4,6 +4,7 @@ unordered bulk write, re-score silent customers, refresh the population, publish
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections import OrderedDict, defaultdict, deque
 from collections.abc import Awaitable
@@ -47,6 +48,9 @@ FRESHNESS = Histogram(
     "Event time to profile written, for live events.",
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+PROFILE_WRITES = Counter(
+    "crm_scoring_profile_writes_total", "Profiles written; events processed over this is the fold's gain."
+)
 SIGNALS = Counter("crm_scoring_signals_total", "Outbound signals published.", ["type"])
 PROFILES = Gauge(
     "crm_profiles", "Profiles by segment, lifecycle stage and ABC class.", ["dimension", "value"]
@@ -60,6 +64,12 @@ POPULATION_LAST_SUCCESS = Gauge(
     "Unix time of the last successful population refresh.",
 )
 POPULATION_FAILURES = Counter("crm_population_job_failures_total", "Population refreshes that failed.")
+# The fold allocates a dozen small dicts per customer while the profile cache keeps hundreds of
+# thousands of facts alive. At CPython's default (a young collection every 700 allocations,
+# escalating to full ones that walk the whole cache) the cycle collector took a fifth of the
+# fold's time (`make bench`, fold alone). Facts and profiles hold no reference cycles, so
+# reference counting frees them; the collector only needs to run less often.
+GC_THRESHOLD = (10_000, 10, 10)
 LIVE_WINDOW = 300.0  # events older than this are history (a replay), not live freshness
 HISTORY_LAG = timedelta(days=1)  # a stream this far behind the wall clock is a replay
 
@@ -67,6 +77,13 @@ HISTORY_LAG = timedelta(days=1)  # a stream this far behind the wall clock is a 
 def partition_of(customer_id: str, partitions: int) -> int:
     """Kafka's default partitioner: the partition that carries this customer's events."""
     return (murmur2(customer_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def collect_less_often() -> tuple[int, int, int]:
+    """Apply GC_THRESHOLD to this process; returns the previous thresholds."""
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)
+    return before
 
 
 class Scorer:
@@ -225,12 +242,7 @@ class Scorer:
             generation = self.cache.generation
             seq = self._seq = max(self._seq + 1, time.time_ns() // 1000)  # rises across restarts
             stored = await self._previous(list(by_customer))
-            folded = {}
-            for customer_id, customer_events in by_customer.items():
-                facts = stored[customer_id][0] if customer_id in stored else F.empty(customer_id)
-                for event in customer_events:
-                    F.apply(facts, event)
-                folded[customer_id] = F.prune(facts, now)
+            folded = F.fold(by_customer, {cid: facts for cid, (facts, _) in stored.items()}, now)
             summaries = [S.summarize(facts, now) for facts in folded.values()]
             model_values = S.values(summaries, now, self.population)  # the whole batch at once
             docs = [
@@ -255,6 +267,7 @@ class Scorer:
         signals of one batch go out while the next batch is written (still in order)."""
         async with self._write_lock:
             await self.store.write(staged.docs)
+            PROFILE_WRITES.inc(len(staged.docs))
             for doc in staged.docs:
                 cid = doc["_id"]
                 entry = self._unwritten.get(cid)

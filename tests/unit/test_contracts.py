@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import fastjsonschema
 import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
 from services.common import topics
+from services.common.clock import parse_rfc3339, to_rfc3339
 from services.common.contracts import (
     SCHEMAS_DIR,
     EventValidationError,
@@ -131,3 +134,22 @@ def test_satisfaction_dimensions_are_the_survey_schemas():
 
     scores = registry().documents[schema_url("crm.survey.submitted")]["properties"]["scores"]["properties"]
     assert set(scores) == {*SATISFACTION_DIMENSIONS, "overall"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-22T08:30:00Z", datetime(2026, 11, 22, 8, 30, tzinfo=UTC)),
+        ("2026-11-22T08:30:00.250000Z", datetime(2026, 11, 22, 8, 30, 0, 250000, tzinfo=UTC)),
+        ("2026-11-22T10:30:00+02:00", datetime(2026, 11, 22, 8, 30, tzinfo=UTC)),
+    ],
+)
+def test_event_times_are_read_as_utc_whatever_their_offset(text, expected):
+    when = parse_rfc3339(text)
+    assert when == expected and when.tzinfo is UTC
+    assert to_rfc3339(when) == to_rfc3339(expected)
+
+
+def test_a_time_without_a_timezone_is_refused():
+    with pytest.raises(ValueError, match="without a timezone"):
+        parse_rfc3339("2026-11-22T08:30:00")

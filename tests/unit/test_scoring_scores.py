@@ -139,6 +139,33 @@ def test_net_spend_takes_off_returns_and_non_return_refunds_once():
     assert (p.count, p.net_cents) == (2, 10_000 - 3_000 + 4_000 - 500)
 
 
+def test_purchase_summary_counts_days_gaps_and_the_trailing_year():
+    same_day = NOW - timedelta(days=400, hours=1)
+    events = [
+        paid("o-1", 400),
+        ev(
+            "order.paid",
+            same_day,
+            order_id="o-2",
+            amount_cents=2_000,
+            currency="CNY",
+            paid_at=to_rfc3339(same_day),
+        ),
+        paid("o-3", 100, 5_000),
+        paid("o-4", 10, 1_000),
+        paid("o-5", -3, 7_000),  # paid "in the future" of this clock: not yet counted
+    ]
+    p = S.summarize(fold(events), NOW)
+    assert (p.count, p.net_cents, p.trailing_cents) == (4, 18_000, 6_000)
+    assert p.days == (same_day, NOW - timedelta(days=100), NOW - timedelta(days=10))
+    assert p.mean_gap_days == pytest.approx((400 + 1 / 24 - 10) / 2)
+    assert (p.recency_days, p.tenure_days) == (pytest.approx(10), pytest.approx(400 + 1 / 24))
+
+    one = S.summarize(fold([paid("o-1", 400)]), NOW)
+    assert (one.count, one.trailing_cents, one.mean_gap_days, one.recency_days) == (1, 0, None, 400)
+    assert S.summarize(fold([]), NOW).count == 0
+
+
 def test_duplicates_and_reordering_give_the_same_facts():
     events = [
         paid("o-1", 100),
