@@ -198,6 +198,17 @@ def fitted_population(records: list[tuple[bytes, bytes]], now: datetime) -> S.Po
     return population_math.compute(rows, now, S.Population())
 
 
+async def store_population(mongo_url: str, db_name: str, population: S.Population) -> None:
+    """What the population job keeps in the database: the scorer starts with it, as a
+    running platform does, instead of the cold-start defaults (under which every customer's
+    first purchase is worth keeping and most of them would warn)."""
+    client = AsyncIOMotorClient(mongo_url)
+    try:
+        await ST.ProfileStore(client[db_name]).save_population(population, 0.0)
+    finally:
+        client.close()
+
+
 def fold_alone(
     records: list[tuple[bytes, bytes]], now: datetime, population: S.Population, sample: int = 100_000
 ) -> float:
@@ -270,7 +281,9 @@ def main() -> None:
         profile_docs, flat_docs = ceiling_documents()
         ceiling_docs = asyncio.run(database_ceiling(stack.mongo_url, profile_docs, indexes=True))
         ceiling_flat = asyncio.run(database_ceiling(stack.mongo_url, flat_docs, indexes=False))
-        fold = fold_alone(records, now, fitted_population(records, now))
+        population = fitted_population(records, now)
+        fold = fold_alone(records, now, population)
+        asyncio.run(store_population(stack.mongo_url, settings.db_name("profiles"), population))
 
         scoring = start_service(
             stack,

@@ -70,6 +70,7 @@ POPULATION_FAILURES = Counter("crm_population_job_failures_total", "Population r
 # fold's time (`make bench`, fold alone). Facts and profiles hold no reference cycles, so
 # reference counting frees them; the collector only needs to run less often.
 GC_THRESHOLD = (10_000, 10, 10)
+NEXT_READ_WAIT = 0.1  # seconds a write waits for the next batch's read (see _next_read)
 LIVE_WINDOW = 300.0  # events older than this are history (a replay), not live freshness
 HISTORY_LAG = timedelta(days=1)  # a stream this far behind the wall clock is a replay
 
@@ -98,6 +99,7 @@ class Scorer:
         self._producer: EventProducer | None = None
         self.cache = ProfileCache(settings.scoring_cache_profiles)
         self._write_lock = asyncio.Lock()  # writes land in the order batches were staged
+        self._read_done = asyncio.Event()  # set when a batch has read its stored profiles
         self._publish_lock = asyncio.Lock()  # and their signals go out in that order too
         # Signals sent by the last batches: a profile written before they were marked still
         # lists them as pending, and they are not sent twice.
@@ -242,30 +244,47 @@ class Scorer:
             generation = self.cache.generation
             seq = self._seq = max(self._seq + 1, time.time_ns() // 1000)  # rises across restarts
             stored = await self._previous(list(by_customer))
-            folded = F.fold(by_customer, {cid: facts for cid, (facts, _) in stored.items()}, now)
-            summaries = [S.summarize(facts, now) for facts in folded.values()]
-            model_values = S.values(summaries, now, self.population)  # the whole batch at once
-            docs = [
-                self._document(
-                    cid,
-                    folded[cid],
-                    by_customer[cid],
-                    stored.get(cid, (None, None))[1],
-                    now,
-                    (summary, value),
-                    seq,
-                )
-                for cid, summary, value in zip(folded, summaries, model_values, strict=True)
-            ]
+            self._read_done.set()
+            # In a worker thread: the event loop stays free to start the previous batch's write
+            # (queued behind this batch's read) and finish its bookkeeping meanwhile, so the
+            # database writes while this batch is scored instead of idling through it.
+            folded, docs = await asyncio.to_thread(self._score, by_customer, stored, now, seq)
             staged = Staged(docs, folded, events, generation, seq)
             for doc in docs:  # what the next batch folds onto, before this one is written
                 self._unwritten[doc["_id"]] = (folded[doc["_id"]], ProfileCache.slim(doc))
+            self._read_done.clear()  # this batch's write waits for the next batch's read
             return staged
+
+    def _score(
+        self,
+        by_customer: dict[str, list[dict[str, Any]]],
+        stored: dict[str, tuple[F.Facts, dict[str, Any]]],
+        now: datetime,
+        seq: int,
+    ) -> tuple[dict[str, F.Facts], list[dict[str, Any]]]:
+        """The pure part of staging: facts folded, the batch's model values, the documents."""
+        folded = F.fold(by_customer, {cid: facts for cid, (facts, _) in stored.items()}, now)
+        summaries = [S.summarize(facts, now) for facts in folded.values()]
+        model_values = S.values(summaries, now, self.population)  # the whole batch at once
+        docs = [
+            self._document(
+                cid,
+                folded[cid],
+                by_customer[cid],
+                stored.get(cid, (None, None))[1],
+                now,
+                (summary, value),
+                seq,
+            )
+            for cid, summary, value in zip(folded, summaries, model_values, strict=True)
+        ]
+        return folded, docs
 
     async def _commit(self, staged: Staged) -> None:
         """The I/O half, in staging order: one unordered bulk write, then the signals. The
         signals of one batch go out while the next batch is written (still in order)."""
         async with self._write_lock:
+            await self._next_read()
             await self.store.write(staged.docs)
             PROFILE_WRITES.inc(len(staged.docs))
             for doc in staged.docs:
@@ -289,6 +308,17 @@ class Scorer:
                 await self._publish([d for d in staged.docs if d["pending"]], staged.seq)
         finally:
             self._publish_lock.release()
+
+    async def _next_read(self) -> None:
+        """Let the next batch read its stored profiles before this batch's write goes out. The
+        database serves one request at a time (the embedded one entirely; a real one per
+        document lock), so a read queued behind a bulk write waits for all of it, and the next
+        batch would be scored with the database idle. Read first, and the next batch is scored
+        (in a worker thread) while this one is written. When no batch follows soon, write."""
+        try:
+            await asyncio.wait_for(self._read_done.wait(), NEXT_READ_WAIT)
+        except TimeoutError:
+            pass
 
     async def _settle(self) -> None:
         """Wait for the writes and publishes in flight to land."""
