@@ -99,8 +99,8 @@ class Scorer:
         self._producer: EventProducer | None = None
         self.cache = ProfileCache(settings.scoring_cache_profiles)
         self._write_lock = asyncio.Lock()  # writes land in the order batches were staged
-        self._read_done = asyncio.Event()  # set when a batch has read its stored profiles
         self._publish_lock = asyncio.Lock()  # and their signals go out in that order too
+        self._read_done = asyncio.Event()  # set when a batch has read its stored profiles
         # Signals sent by the last batches: a profile written before they were marked still
         # lists them as pending, and they are not sent twice.
         self._recently_sent: deque[set[bytes]] = deque(maxlen=4)
@@ -225,7 +225,7 @@ class Scorer:
     async def fold(self, events: list[dict[str, Any]], rescore: list[str] | None = None) -> int:
         """Fold events (and re-score `rescore` customers) and write them, one bulk write."""
         staged = await self._stage(events, rescore)
-        await self._commit(staged)
+        await self._commit(staged, next_batch=False)
         return len(staged.docs)
 
     async def _stage(self, events: list[dict[str, Any]], rescore: list[str] | None = None) -> Staged:
@@ -262,7 +262,9 @@ class Scorer:
         now: datetime,
         seq: int,
     ) -> tuple[dict[str, F.Facts], list[dict[str, Any]]]:
-        """The pure part of staging: facts folded, the batch's model values, the documents."""
+        """The CPU part of staging, run in a worker thread: facts folded, the batch's model
+        values, the documents. It reads `self.marks`, which the loop may raise meanwhile; a
+        stale mark only keeps signals pending one batch longer (consumers deduplicate)."""
         folded = F.fold(by_customer, {cid: facts for cid, (facts, _) in stored.items()}, now)
         summaries = [S.summarize(facts, now) for facts in folded.values()]
         model_values = S.values(summaries, now, self.population)  # the whole batch at once
@@ -280,11 +282,13 @@ class Scorer:
         ]
         return folded, docs
 
-    async def _commit(self, staged: Staged) -> None:
+    async def _commit(self, staged: Staged, next_batch: bool = True) -> None:
         """The I/O half, in staging order: one unordered bulk write, then the signals. The
-        signals of one batch go out while the next batch is written (still in order)."""
+        signals of one batch go out while the next batch is written (still in order).
+        `next_batch`: a batch of a stream, whose next batch may read first (_next_read)."""
         async with self._write_lock:
-            await self._next_read()
+            if next_batch:
+                await self._next_read()
             await self.store.write(staged.docs)
             PROFILE_WRITES.inc(len(staged.docs))
             for doc in staged.docs:
