@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -70,6 +70,7 @@ POPULATION_FAILURES = Counter("crm_population_job_failures_total", "Population r
 # fold's time (`make bench`, fold alone). Facts and profiles hold no reference cycles, so
 # reference counting frees them; the collector only needs to run less often.
 GC_THRESHOLD = (10_000, 10, 10)
+SWEEP_PAGE = 2000  # profiles read at a time by the backlog sweep
 NEXT_READ_WAIT = 0.1  # seconds a write waits for the next batch's read (see _next_read)
 LIVE_WINDOW = 300.0  # events older than this are history (a replay), not live freshness
 HISTORY_LAG = timedelta(days=1)  # a stream this far behind the wall clock is a replay
@@ -99,17 +100,20 @@ class Scorer:
         self._producer: EventProducer | None = None
         self.cache = ProfileCache(settings.scoring_cache_profiles)
         self._write_lock = asyncio.Lock()  # writes land in the order batches were staged
-        self._publish_lock = asyncio.Lock()  # and their signals go out in that order too
+        # Resolved when the signals of the last batch written are out (or left to the backlog
+        # sweep): each batch publishes after the one written before it (see _commit).
+        self._published: asyncio.Future | None = None
         self._read_done = asyncio.Event()  # set when a batch has read its stored profiles
-        # Signals sent by the last batches: a profile written before they were marked still
-        # lists them as pending, and they are not sent twice.
-        self._recently_sent: deque[set[bytes]] = deque(maxlen=4)
-        self._unwritten: dict[str, tuple[F.Facts, dict[str, Any]]] = {}  # staged, not yet written
-        # Signals are stored with their profile (outbox) and published after the write. Instead
-        # of clearing each profile's pending list afterwards (a second write per profile), the
-        # batch's sequence number is recorded per partition once they are out: stored signals
-        # of a batch at or below the mark are published. After a failed publish no mark moves
-        # until the backlog is swept (publish_pending), so order is kept.
+        # Staged but not yet written, by customer: the batch that staged it last, and what the next
+        # fold builds on (facts, profile). A fold updates the facts in place, so two batches in
+        # flight for one customer share them; the batch number tells whose profile is newest.
+        self._unwritten: dict[str, tuple[int, tuple[F.Facts, dict[str, Any]]]] = {}
+        # Signals are stored with their profile (outbox), each with the number of the batch that
+        # made it, and published after the write. Instead of clearing each profile's pending
+        # list afterwards (a second write per profile), the batch's number is recorded per
+        # partition once they are out: stored signals of a batch at or below the mark are
+        # published, and the next fold of the profile drops them. After a failed publish no mark
+        # moves until the backlog is swept (publish_pending), so order is kept.
         self.marks: dict[int, int] = {}
         self._seq = 0
         self._backlog = True  # until the first sweep has looked for leftovers of a crash
@@ -251,7 +255,7 @@ class Scorer:
             folded, docs = await asyncio.to_thread(self._score, by_customer, stored, now, seq)
             staged = Staged(docs, folded, events, generation, seq)
             for doc in docs:  # what the next batch folds onto, before this one is written
-                self._unwritten[doc["_id"]] = (folded[doc["_id"]], ProfileCache.slim(doc))
+                self._unwritten[doc["_id"]] = (seq, (folded[doc["_id"]], ProfileCache.slim(doc)))
             self._read_done.clear()  # this batch's write waits for the next batch's read
             return staged
 
@@ -264,7 +268,8 @@ class Scorer:
     ) -> tuple[dict[str, F.Facts], list[dict[str, Any]]]:
         """The CPU part of staging, run in a worker thread: facts folded, the batch's model
         values, the documents. It reads `self.marks`, which the loop may raise meanwhile; a
-        stale mark only keeps signals pending one batch longer (consumers deduplicate)."""
+        stale mark only keeps a published signal in the profile a while longer (publishing
+        skips it by its batch number)."""
         folded = F.fold(by_customer, {cid: facts for cid, (facts, _) in stored.items()}, now)
         summaries = [S.summarize(facts, now) for facts in folded.values()]
         model_values = S.values(summaries, now, self.population)  # the whole batch at once
@@ -284,34 +289,48 @@ class Scorer:
 
     async def _commit(self, staged: Staged, next_batch: bool = True) -> None:
         """The I/O half, in staging order: one unordered bulk write, then the signals. The
-        signals of one batch go out while the next batch is written (still in order).
-        `next_batch`: a batch of a stream, whose next batch may read first (_next_read)."""
+        write lock is held for the write alone, so the next batch's write goes out while this
+        one's signals are published; signals still go out in write order (a chain of futures,
+        not a second lock held across the write lock, which kept the database idle until the
+        previous batch's publish ended). `next_batch`: a batch of a stream, whose next batch
+        may read first (_next_read)."""
         async with self._write_lock:
             if next_batch:
                 await self._next_read()
             await self.store.write(staged.docs)
-            PROFILE_WRITES.inc(len(staged.docs))
-            for doc in staged.docs:
-                cid = doc["_id"]
-                entry = self._unwritten.get(cid)
-                if entry is not None and entry[0] is staged.folded[cid]:
-                    del self._unwritten[cid]
-                if staged.generation == self.cache.generation:  # no rebalance while it was staged
-                    self.cache.put(cid, staged.folded[cid], doc)
-            written = time.time()
-            for event in staged.events:
-                PROCESSED.labels(event["type"]).inc()
-                lag = written - parse_rfc3339(event["time"]).timestamp()
-                if 0 <= lag < LIVE_WINDOW:
-                    FRESHNESS.observe(lag)
-            if staged.events:
-                BATCH.observe(len(staged.events))
-            await self._publish_lock.acquire()  # taken in write order, before the next write starts
+            self._written(staged)  # before anything else can stage or write
+            previous, self._published = self._published, asyncio.get_running_loop().create_future()
+            published = self._published
+        done = False
         try:
+            if previous is not None:
+                await asyncio.shield(previous)
             if not self._backlog:
                 await self._publish([d for d in staged.docs if d["pending"]], staged.seq)
+            done = True
         finally:
-            self._publish_lock.release()
+            if not done:  # interrupted: marks stay put until the sweep sends what is stored
+                self._backlog = True
+            published.set_result(None)
+
+    def _written(self, staged: Staged) -> None:
+        """A batch's profiles are stored: what the next folds build on, and the metrics."""
+        PROFILE_WRITES.inc(len(staged.docs))
+        for doc in staged.docs:
+            cid = doc["_id"]
+            if self._unwritten.get(cid, (staged.seq,))[0] != staged.seq:
+                continue  # a later batch folded this customer again: its write updates the cache
+            self._unwritten.pop(cid, None)
+            if staged.generation == self.cache.generation:  # no rebalance while it was staged
+                self.cache.put(cid, staged.folded[cid], doc)
+        written = time.time()
+        for event in staged.events:
+            PROCESSED.labels(event["type"]).inc()
+            lag = written - parse_rfc3339(event["time"]).timestamp()
+            if 0 <= lag < LIVE_WINDOW:
+                FRESHNESS.observe(lag)
+        if staged.events:
+            BATCH.observe(len(staged.events))
 
     async def _next_read(self) -> None:
         """Let the next batch read its stored profiles before this batch's write goes out. The
@@ -326,8 +345,14 @@ class Scorer:
 
     async def _settle(self) -> None:
         """Wait for the writes and publishes in flight to land."""
-        async with self._write_lock, self._publish_lock:
-            pass
+        async with self._write_lock:
+            await self._signals_out()
+
+    async def _signals_out(self) -> None:
+        """Wait until the signals of every batch written so far are published (or left to
+        the backlog sweep). Call with the write lock held, so that no batch writes meanwhile."""
+        if self._published is not None:
+            await asyncio.shield(self._published)
 
     def _forget(self, customer_ids: set[str]) -> None:
         """In-memory state of these customers may be ahead of the database: read it again."""
@@ -338,11 +363,12 @@ class Scorer:
     async def _previous(self, customer_ids: list[str]) -> dict[str, tuple[F.Facts, dict[str, Any]]]:
         """Facts and the previous profile of each customer: from the cache, the misses from
         the database in one read."""
-        found = {
-            cid: hit
-            for cid in customer_ids
-            if (hit := self._unwritten.get(cid) or self.cache.get(cid)) is not None
-        }
+        found = {}
+        for cid in customer_ids:
+            staged = self._unwritten.get(cid)
+            hit = staged[1] if staged is not None else self.cache.get(cid)
+            if hit is not None:
+                found[cid] = hit
         missing = [cid for cid in customer_ids if cid not in found]
         if missing:
             for cid, doc in (await self.store.load(missing)).items():
@@ -369,8 +395,7 @@ class Scorer:
             fresh.append(encode(event).decode())  # text: see store
         partition = partition_of(customer_id, self.settings.topic_partitions)
         previous = previous or {}
-        unpublished = previous.get("pending_seq", 0) > self.marks.get(partition, 0)
-        pending = (list(previous.get("pending") or []) if unpublished else []) + fresh
+        pending = self._unpublished(previous or {}, partition) + [{"seq": seq, "event": e} for e in fresh]
         event_times = [parse_rfc3339(e["time"]) for e in events]
         return {
             "_id": customer_id,
@@ -391,12 +416,23 @@ class Scorer:
             ),
         }
 
+    def _unpublished(self, doc: dict[str, Any], partition: int) -> list[dict[str, Any]]:
+        """The signals stored with a profile whose batch is above its partition's mark."""
+        mark = self.marks.get(partition, 0)
+        return [
+            entry
+            for raw in doc.get("pending") or []
+            # a bare text is the earlier form: a signal of the batch that wrote the profile
+            if (entry := raw if isinstance(raw, dict) else {"seq": doc["pending_seq"], "event": raw})["seq"]
+            > mark
+        ]
+
     async def _publish(self, docs: list[dict[str, Any]], seq: int) -> bool:
-        """Publish the signals stored with these profiles (all at or below batch `seq`), then
-        move the partitions' marks. On failure they stay stored and the backlog sweep
-        (publish_pending, on the review timer) sends them; consumers deduplicate on event id."""
-        sent = set().union(*self._recently_sent)
-        records = [raw for d in docs for p in d["pending"] if (raw := p.encode()) not in sent]
+        """Publish the signals stored with these profiles (all at or below batch `seq`) that
+        no earlier batch published, then move the partitions' marks. On failure they stay
+        stored and the backlog sweep (publish_pending, on the review timer) sends them;
+        consumers deduplicate on event id."""
+        records = [entry["event"].encode() for d in docs for entry in self._unpublished(d, d["partition"])]
         if records:
             try:
                 producer = await self.producer()
@@ -407,7 +443,6 @@ class Scorer:
                 return False
             for raw in records:
                 SIGNALS.labels(orjson.loads(raw)["type"]).inc()
-            self._recently_sent.append(set(records))
         marks = {d["partition"]: seq for d in docs}
         await self.store.mark_published(marks)
         for partition, mark in marks.items():
@@ -416,15 +451,22 @@ class Scorer:
 
     async def publish_pending(self, partitions: list[int]) -> None:
         """The backlog sweep: signals stored but not known to be published, oldest batch first."""
-        async with self._write_lock, self._publish_lock:
+        async with self._write_lock:
+            await self._signals_out()
             self.marks = await self.store.published_marks()
             self._seq = max([self._seq, *self.marks.values()])
             while True:
-                docs = await self.store.with_pending(self.marks, partitions)
+                docs = await self.store.with_pending(self.marks, partitions, SWEEP_PAGE)
                 if not docs:
                     self._backlog = False
                     return
-                for seq in sorted({d["pending_seq"] for d in docs}):
+                batches = sorted({d["pending_seq"] for d in docs})
+                if len(docs) >= SWEEP_PAGE:  # the page may end inside its last batch
+                    if len(batches) > 1:
+                        batches.pop()
+                    else:
+                        docs = await self.store.batch_pending(batches[0], partitions)
+                for seq in batches:
                     if not await self._publish([d for d in docs if d["pending_seq"] == seq], seq):
                         return
 

@@ -109,6 +109,13 @@ class ProfileStore:
             .to_list(None)
         )
 
+    async def batch_pending(self, seq: int, partitions: list[int]) -> list[dict[str, Any]]:
+        """Every profile on these partitions whose stored signals are of batch `seq`."""
+        query = {"pending_seq": seq, "partition": {"$in": partitions}}
+        return await self.profiles.find(query, projection("pending", "pending_seq", "partition")).to_list(
+            None
+        )
+
     async def due(self, now: datetime, partitions: list[int], limit: int = 2000) -> list[str]:
         query: dict[str, Any] = {"next_review": {"$lte": now}}
         if partitions:

@@ -3,6 +3,7 @@ its own, churn warnings, crashes and duplicates."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import time
@@ -276,3 +277,52 @@ def test_sigkill_mid_stream_and_restart_ends_exactly_as_if_nothing_happened(stac
         assert partial < len(customers)
     finally:
         second.stop()
+
+
+def test_each_customers_signals_reach_the_topic_in_the_order_the_profile_changed(stack, tmp_path):
+    """Signals are published while the next batches are written: a consumer must still see
+    each customer's transitions as a chain (every change starts where the last one ended)."""
+    prefix = f"ord{uuid.uuid4().hex[:6]}."
+    settings = stack.settings(topic_prefix=prefix)
+    ensure_topics(settings)
+    customers = [f"q-{n:03d}" for n in range(300)]
+    rounds = 6  # round k carries every customer's k-th order: each customer spans many batches
+    events = [
+        paid(c, f"{c}-o{k}", NOW - timedelta(days=400 - 60 * k + n % 7), 5_000 + 3_000 * k + n)
+        for k in range(rounds)
+        for n, c in enumerate(customers)
+    ]
+    producer = EventProducer(settings, "test-shop")
+    producer.publish(events)
+    producer.close()
+    db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+    service = start_service(
+        stack,
+        "scoring",
+        db_prefix=db_prefix,
+        CRM_TOPIC_PREFIX=prefix,
+        CRM_SCORING_BATCH="25",
+        CRM_DATA_DIR=str(tmp_path / "faust"),
+    )
+    profiles = MongoClient(stack.mongo_url)[db_prefix + "profiles"]["profiles"]
+    reader = TopicReader(stack, prefix + "crm.signals.v1")
+    try:
+        deadline = time.monotonic() + 120
+        while profiles.count_documents({"purchases.count": rounds}) < len(customers):
+            assert time.monotonic() < deadline, "the stream was not folded in time"
+            time.sleep(0.5)
+        stored = {d["_id"]: d for d in profiles.find({}, {"lifecycle": 1, "rfm": 1})}
+        signals = reader.collect(lambda e: e["subject"] in stored, 2 * len(customers), timeout=60, settle=3)
+    finally:
+        reader.close()
+        service.stop()
+    chains = {
+        "crm.profile.lifecycle_changed": ("from_stage", "to_stage", lambda d: d["lifecycle"]["stage"]),
+        "crm.profile.segment_changed": ("from_segment", "to_segment", lambda d: d["rfm"]["segment"]),
+    }
+    for kind, (start, end, now_in) in chains.items():
+        for customer, doc in stored.items():
+            steps = [e["data"] for e in signals if e["subject"] == customer and e["type"] == kind]
+            assert steps, (kind, customer)
+            assert all(a[end] == b[start] for a, b in itertools.pairwise(steps)), (kind, customer, steps)
+            assert steps[-1][end] == now_in(doc), (kind, customer, steps)
