@@ -395,7 +395,7 @@ class Scorer:
             fresh.append(encode(event).decode())  # text: see store
         partition = partition_of(customer_id, self.settings.topic_partitions)
         previous = previous or {}
-        pending = self._unpublished(previous or {}, partition) + [{"seq": seq, "event": e} for e in fresh]
+        pending = self._unpublished(previous, partition) + [{"seq": seq, "event": e} for e in fresh]
         event_times = [parse_rfc3339(e["time"]) for e in events]
         return {
             "_id": customer_id,
@@ -419,13 +419,12 @@ class Scorer:
     def _unpublished(self, doc: dict[str, Any], partition: int) -> list[dict[str, Any]]:
         """The signals stored with a profile whose batch is above its partition's mark."""
         mark = self.marks.get(partition, 0)
-        return [
-            entry
-            for raw in doc.get("pending") or []
+        entries = [
             # a bare text is the earlier form: a signal of the batch that wrote the profile
-            if (entry := raw if isinstance(raw, dict) else {"seq": doc["pending_seq"], "event": raw})["seq"]
-            > mark
+            raw if isinstance(raw, dict) else {"seq": doc["pending_seq"], "event": raw}
+            for raw in doc.get("pending") or []
         ]
+        return [entry for entry in entries if entry["seq"] > mark]
 
     async def _publish(self, docs: list[dict[str, Any]], seq: int) -> bool:
         """Publish the signals stored with these profiles (all at or below batch `seq`) that
