@@ -69,6 +69,9 @@ def _revive(node: Any) -> Any:
     return node
 
 
+SIGNALS_STORED = projection("pending", "pending_seq", "partition")  # what the backlog sweep reads
+
+
 class ProfileStore:
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self.profiles = db[PROFILES]
@@ -97,13 +100,13 @@ class ProfileStore:
                 ordered=False,
             )
 
-    async def with_pending(self, marks: dict[int, int], partitions: list[int], limit: int = 2000):
+    async def with_pending(self, marks: dict[int, int], partitions: list[int], limit: int):
         """Profiles whose stored signals may not have been published, oldest batch first."""
         clauses = [{"partition": p, "pending_seq": {"$gt": marks.get(p, 0)}} for p in partitions]
         if not clauses:
             return []
         return (
-            await self.profiles.find({"$or": clauses}, projection("pending", "pending_seq", "partition"))
+            await self.profiles.find({"$or": clauses}, SIGNALS_STORED)
             .sort([("pending_seq", 1)])
             .limit(limit)
             .to_list(None)
@@ -112,9 +115,7 @@ class ProfileStore:
     async def batch_pending(self, seq: int, partitions: list[int]) -> list[dict[str, Any]]:
         """Every profile on these partitions whose stored signals are of batch `seq`."""
         query = {"pending_seq": seq, "partition": {"$in": partitions}}
-        return await self.profiles.find(query, projection("pending", "pending_seq", "partition")).to_list(
-            None
-        )
+        return await self.profiles.find(query, SIGNALS_STORED).to_list(None)
 
     async def due(self, now: datetime, partitions: list[int], limit: int = 2000) -> list[str]:
         query: dict[str, Any] = {"next_review": {"$lte": now}}
