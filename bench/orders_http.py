@@ -10,9 +10,10 @@ import time
 import httpx
 
 from services.stack.embedded import Child, free_port
-from services.stack.harness import start_service, start_stack
+from services.stack.harness import start_service
 
 from .report import Row, percentile, show
+from .stack import start_bench_stack
 
 REQUESTS = 2000
 CONCURRENCY = 16
@@ -60,7 +61,7 @@ async def load(url: str, headers: dict[str, str]) -> tuple[float, list[float]]:
 
 
 def main() -> None:
-    stack = start_stack()
+    stack = start_bench_stack()
     orders = start_service(stack, "orders")
     port = free_port()
     baseline = Child(

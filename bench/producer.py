@@ -10,15 +10,15 @@ from kafka import KafkaProducer
 
 from services.common.contracts import build_event, encode
 from services.common.kafka import EventProducer, ensure_topics
-from services.stack.harness import start_stack
 
 from .report import Row, show
+from .stack import start_bench_stack
 
 N = 50_000
 
 
 def main() -> None:
-    stack = start_stack()
+    stack = start_bench_stack()
     try:
         settings = stack.settings(topic_prefix=f"bench{uuid.uuid4().hex[:6]}.")
         ensure_topics(settings)

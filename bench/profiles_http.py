@@ -22,9 +22,10 @@ from services.scoring.profile import build
 from services.scoring.scores import Population
 from services.scoring.service import partition_of
 from services.scoring.store import encode_facts
-from services.stack.harness import start_platform, start_stack
+from services.stack.harness import start_platform
 
 from .report import Row, percentile, show
+from .stack import start_bench_stack
 
 PROFILES = int(os.environ.get("BENCH_PROFILES", 100_000))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 2000))
@@ -122,7 +123,7 @@ async def load(url: str, paths: list[str], headers: dict[str, str]) -> tuple[flo
 
 
 def main() -> None:
-    stack = start_stack()
+    stack = start_bench_stack()
     # The scorer's timers at their production pace: its population job reads every profile.
     platform = start_platform(
         stack, stack.workdir / "faust", CRM_POPULATION_SECONDS="60", CRM_SCORING_REVIEW_SECONDS="60"

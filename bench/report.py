@@ -11,6 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .stack import STORAGE, STORAGE_NOTE
+
 RESULTS = Path(__file__).resolve().parent / "results"
 console = Console(width=150)
 
@@ -31,6 +33,7 @@ class Row:
 
 
 def show(title: str, rows: list[Row]) -> None:
+    title = f"{title} ({STORAGE_NOTE})"
     table = Table(title=title)
     for column in ("measured", "value", "baseline (same run)", "ratio"):
         table.add_column(column, justify="right" if column != "measured" else "left")
@@ -47,6 +50,7 @@ def show(title: str, rows: list[Row]) -> None:
     payload = {
         "title": title,
         "machine": platform.platform(),
+        "database_storage": STORAGE,
         "rows": [asdict(r) | {"ratio": r.ratio} for r in rows],
     }
     (RESULTS / f"{rows[0].bench}-{stamp}.json").write_text(json.dumps(payload, indent=2))

@@ -37,10 +37,11 @@ from services.scoring import scores as S
 from services.scoring import store as ST
 from services.scoring.profile import build
 from services.scoring.service import collect_less_often
-from services.stack.harness import ROOT, start_service, start_stack
+from services.stack.harness import ROOT, start_service
 
 from .profiles_http import profile_document
 from .report import Row, show
+from .stack import start_bench_stack
 
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", 100_000))
 EVENTS = int(os.environ.get("BENCH_EVENTS", 1_000_000))
@@ -263,7 +264,7 @@ def freshness_quantiles(scoring_url: str) -> tuple[float, float]:
 
 def main() -> None:
     now = datetime.now(UTC)
-    stack = start_stack()
+    stack = start_bench_stack()
     prefix = f"bsc{uuid.uuid4().hex[:6]}."
     settings = stack.settings(topic_prefix=prefix)
     ensure_topics(settings)

@@ -64,11 +64,12 @@ class Stack:
         self.broker.stop()
 
 
-def start_stack(workdir: Path | None = None) -> Stack:
+def start_stack(workdir: Path | None = None, database_dir: Path | None = None) -> Stack:
+    """database_dir: where the database keeps its files (default `workdir/mongo`)."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="crm-test-"))
     logs = workdir / "logs"
     broker = broker_child(free_port(), logs)
-    mongo = mongo_child(free_port(), workdir / "mongo", logs)
+    mongo = mongo_child(free_port(), database_dir or workdir / "mongo", logs)
     broker.start()
     mongo.start()
     broker.wait_ready(30)
