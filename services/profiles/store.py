@@ -32,7 +32,7 @@ INDEXES = {
 }
 WARNING_SORT: Sort = [("open_rank", -1), ("value_at_risk_cents", -1), ("_id", -1)]
 # What the scorer keeps for itself in a profile; not part of any answer.
-INTERNAL = ("facts", "pending", "pending_seq", "next_review", "partition", "rank")
+INTERNAL = ("facts", "pending", "pending_seq", "next_review_ts", "partition", "rank")
 
 
 def customer_document(c: Customer) -> dict[str, Any]:

@@ -315,3 +315,17 @@ def test_stored_facts_come_back_exactly_with_their_times():
     assert decode_facts(encode_facts(facts)) == facts
     # profiles written before times were stored untagged still read back
     assert decode_facts('{"x": {"$t": "2026-11-22T12:00:00Z"}}') == {"x": NOW}
+
+
+def test_the_backlog_sweep_publishes_only_batches_it_has_read_whole():
+    from services.scoring.store import complete_below
+
+    def page(*seqs):
+        return [{"pending_seq": s} for s in seqs]
+
+    # every partition's page ended early: nothing is left unread
+    assert complete_below([page(3, 4), page(4), []], limit=3) is None
+    # partition 0 filled its page in batch 5: batch 5 may have more there, and so may later ones
+    assert complete_below([page(3, 4, 5), page(4, 6)], limit=3) == 5
+    # the earliest cut among full pages bounds what is complete
+    assert complete_below([page(3, 7, 9), page(2, 4, 6), page(8)], limit=3) == 6
