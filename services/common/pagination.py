@@ -33,14 +33,37 @@ def decode_cursor(cursor: str, expected: int) -> list[Any]:
         ) from None
 
 
-def after(sort: Sort, values: list[Any]) -> dict[str, Any]:
-    """The filter for documents strictly after `values` in `sort` order."""
-    clauses = []
-    for depth, (field, direction) in enumerate(sort):
-        clause = {f: values[k] for k, (f, _) in enumerate(sort[:depth])}
-        clause[field] = {"$lt" if direction < 0 else "$gt": values[depth]}
-        clauses.append(clause)
-    return {"$or": clauses}
+def after(sort: Sort, values: list[Any]) -> list[dict[str, Any]]:
+    """The filters for documents strictly after `values` in `sort` order, nearest first. Each
+    selects one contiguous run of the order (the last key past its value, the keys before it
+    equal), so reading them in turn reads the order onward.
+
+    Runs read one after another rather than one `$or`. Embedded-stack gap: nx-27017 answers
+    `$or` and `$and` by reading every document in Python under its database lock (1.9 s for a
+    second page over 30,000 profiles, against 0.03 s for the first); plain conditions are SQL
+    over the sort index. A real server serves both through the index."""
+    runs = []
+    for depth in reversed(range(len(sort))):
+        field, direction = sort[depth]
+        run = {f: values[k] for k, (f, _) in enumerate(sort[:depth])}
+        run[field] = {"$lt" if direction < 0 else "$gt": values[depth]}
+        runs.append(run)
+    return runs
+
+
+def both(query: dict[str, Any], condition: dict[str, Any]) -> dict[str, Any]:
+    """`query` and `condition` as one flat filter; `$and` only where they constrain a field in
+    ways that do not merge (the same operator twice, or a value beside operators)."""
+    merged = dict(query)
+    for field, wanted in condition.items():
+        held = merged.get(field)
+        if field not in merged:
+            merged[field] = wanted
+        elif isinstance(held, dict) and isinstance(wanted, dict) and not held.keys() & wanted.keys():
+            merged[field] = {**held, **wanted}
+        else:
+            return {"$and": [query, condition]}
+    return merged
 
 
 def cursor_of(doc: dict[str, Any], sort: Sort) -> str:
@@ -62,13 +85,15 @@ async def page(
     projection: dict[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page and the cursor of the next (None on the last page)."""
-    if cursor:
-        query = (
-            {"$and": [query, after(sort, decode_cursor(cursor, len(sort)))]}
-            if query
-            else after(sort, decode_cursor(cursor, len(sort)))
-        )
-    docs = await collection.find(query, projection).sort(sort).limit(limit + 1).to_list(None)
+    if not cursor:
+        docs = await collection.find(query, projection).sort(sort).limit(limit + 1).to_list(None)
+    else:
+        docs = []
+        for run in after(sort, decode_cursor(cursor, len(sort))):
+            wanted = limit + 1 - len(docs)
+            docs += await collection.find(both(query, run), projection).sort(sort).limit(wanted).to_list(None)
+            if len(docs) > limit:
+                break
     more = len(docs) > limit
     docs = docs[:limit]
     return docs, (cursor_of(docs[-1], sort) if more and docs else None)

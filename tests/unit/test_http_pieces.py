@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.common.auth import ApiKeys, new_key, write_keys_file
-from services.common.pagination import after, decode_cursor, encode_cursor
+from services.common.pagination import after, both, decode_cursor, encode_cursor
 from services.common.problems import Problem
 
 
@@ -23,10 +23,22 @@ def test_malformed_cursor_is_a_400(bad):
     assert caught.value.status == 400
 
 
-def test_keyset_filter_continues_after_the_last_row():
-    assert after([("placed_at", -1), ("_id", -1)], [5, "b"]) == {
-        "$or": [{"placed_at": {"$lt": 5}}, {"placed_at": 5, "_id": {"$lt": "b"}}]
+def test_keyset_filters_continue_after_the_last_row_nearest_first():
+    assert after([("placed_at", -1), ("_id", -1)], [5, "b"]) == [
+        {"placed_at": 5, "_id": {"$lt": "b"}},
+        {"placed_at": {"$lt": 5}},
+    ]
+
+
+def test_a_page_filter_keeps_the_clients_conditions():
+    assert both({"status": "paid", "total": {"$gte": 10}}, {"total": {"$lt": 50}}) == {
+        "status": "paid",
+        "total": {"$gte": 10, "$lt": 50},
     }
+    # conditions that do not merge keep both, whole
+    query, run = {"total": {"$lt": 20}}, {"total": {"$lt": 50}}
+    assert both(query, run) == {"$and": [query, run]}
+    assert both({"total": 7}, run) == {"$and": [{"total": 7}, run]}
 
 
 def test_keys_file_holds_hashes_and_roles_rank(tmp_path):
