@@ -457,20 +457,12 @@ class Scorer:
             self.marks = await self.store.published_marks()
             self._seq = max([self._seq, *self.marks.values()])
             while True:
-                docs, horizon = await self.store.with_pending(self.marks, partitions, SWEEP_PAGE)
-                if not docs:
+                batches = await self.store.pending_batches(self.marks, partitions, SWEEP_PAGE)
+                if not batches:
                     self._backlog = False
                     return
-                batches = sorted({d["pending_seq"] for d in docs})
-                if horizon is not None:  # batches from the horizon on may be partly read
-                    complete = [seq for seq in batches if seq < horizon]
-                    if complete:
-                        batches = complete
-                    else:
-                        batches = batches[:1]
-                        docs = await self.store.batch_pending(batches[0], partitions)
-                for seq in batches:
-                    if not await self._publish([d for d in docs if d["pending_seq"] == seq], seq):
+                for seq, docs in batches:
+                    if not await self._publish(docs, seq):
                         return
 
     async def review(self, partitions: list[int]) -> int:

@@ -100,16 +100,17 @@ class ProfileStore:
                 ordered=False,
             )
 
-    async def with_pending(
+    async def pending_batches(
         self, marks: dict[int, int], partitions: list[int], limit: int
-    ) -> tuple[list[dict[str, Any]], int | None]:
-        """Profiles whose stored signals may not have been published, oldest batch first, and
-        the batch from which on they may be incomplete (None: all were read).
+    ) -> list[tuple[int, list[dict[str, Any]]]]:
+        """Profiles whose stored signals may not have been published, by batch, oldest first,
+        and only batches read whole: a batch spans partitions, and a partition's page of
+        `limit` may end inside one. A first batch larger than a page is read on its own.
 
-        One query a partition, at most `limit` profiles each. Embedded-stack gap: nx-27017
-        answers an `$or` by reading every document in Python under its database lock (2 s at
-        30,000 profiles, every profile read waiting); each partition's query is SQL over the
-        `pending_seq` index (0.07 s for all twelve)."""
+        One query a partition. Embedded-stack gap: nx-27017 answers an `$or` by reading every
+        document in Python under its database lock (2 s at 30,000 profiles, every profile
+        read waiting); each partition's query is SQL over the `pending_seq` index (0.07 s for
+        all twelve)."""
         pages = [
             await self.profiles.find(
                 {"partition": p, "pending_seq": {"$gt": marks.get(p, 0)}}, SIGNALS_STORED
@@ -119,8 +120,15 @@ class ProfileStore:
             .to_list(None)
             for p in partitions
         ]
-        docs = sorted((d for page in pages for d in page), key=lambda d: d["pending_seq"])
-        return docs, complete_below(pages, limit)
+        docs = [d for page in pages for d in page]
+        if not docs:
+            return []
+        horizon = complete_below(pages, limit)
+        batches = sorted({d["pending_seq"] for d in docs})
+        whole = [seq for seq in batches if horizon is None or seq < horizon]
+        if not whole:
+            return [(batches[0], await self.batch_pending(batches[0], partitions))]
+        return [(seq, [d for d in docs if d["pending_seq"] == seq]) for seq in whole]
 
     async def batch_pending(self, seq: int, partitions: list[int]) -> list[dict[str, Any]]:
         """Every profile on these partitions whose stored signals are of batch `seq`."""

@@ -191,7 +191,8 @@ def test_the_360_view_answers_partially_when_a_service_is_down(platform, profile
 
 def test_search_filters_sorts_and_pages_and_exports_csv(platform, profiles):
     city = f"city-{uuid.uuid4().hex[:6]}"
-    spends = [5_000 * (k + 1) for k in range(7)]
+    # two equal spends straddle the first page's end: the next page must go on inside the tie
+    spends = [5_000, 10_000, 15_000, 20_000, 20_000, 30_000, 35_000]
     customers = []
     for cents in spends:
         customer = register(profiles, city=city, name=f"Buyer {cents}")["customer_id"]

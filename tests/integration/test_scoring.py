@@ -326,3 +326,41 @@ def test_each_customers_signals_reach_the_topic_in_the_order_the_profile_changed
             assert steps, (kind, customer)
             assert all(a[end] == b[start] for a, b in itertools.pairwise(steps)), (kind, customer, steps)
             assert steps[-1][end] == now_in(doc), (kind, customer, steps)
+
+
+def test_the_backlog_sweep_hands_over_only_whole_batches(stack):
+    """Signals left unpublished (the broker was away) go out batch by batch; a batch spread
+    over partitions and cut by a page is read whole, or its signals would be marked sent
+    while some still wait."""
+    import asyncio
+
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    from services.common.mongo import ensure_indexes
+    from services.scoring.store import INDEXES, ProfileStore
+
+    # batch 1: three profiles on partition 0, one on 1; batch 2: one on 0, two on 1; batch 3: one on 2
+    layout = [(1, 0), (1, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 1), (3, 2)]
+    docs = [
+        {"_id": f"c-{k}", "partition": p, "pending_seq": seq, "pending": [{"seq": seq, "event": "{}"}]}
+        for k, (seq, p) in enumerate(layout)
+    ]
+
+    def shape(batches):
+        return [(seq, sorted(d["_id"] for d in batch)) for seq, batch in batches]
+
+    async def sweep():
+        db = AsyncIOMotorClient(stack.mongo_url)[f"t{uuid.uuid4().hex[:8]}_profiles"]
+        await ensure_indexes(db, INDEXES)
+        await db.profiles.insert_many(docs)
+        store = ProfileStore(db)
+        return (
+            shape(await store.pending_batches({}, [0, 1, 2], limit=2)),
+            shape(await store.pending_batches({0: 1, 1: 1, 2: 1}, [0, 1, 2], limit=2)),
+            shape(await store.pending_batches({}, [0, 1, 2], limit=10)),
+        )
+
+    first_page, after_batch_one, roomy_pages = asyncio.run(sweep())
+    assert first_page == [(1, ["c-0", "c-1", "c-2", "c-3"])]
+    assert after_batch_one == [(2, ["c-4", "c-5", "c-6"])]
+    assert roomy_pages == [(1, ["c-0", "c-1", "c-2", "c-3"]), (2, ["c-4", "c-5", "c-6"]), (3, ["c-7"])]
