@@ -42,9 +42,9 @@ async def consume(stream):
             state["t0"] = state["t0"] or time.perf_counter()
             done(len(events))
     else:
-        from motor.motor_asyncio import AsyncIOMotorClient
+        from services.common.mongo import async_client
 
-        profiles = AsyncIOMotorClient(os.environ["MONGO"])[os.environ["DB"]]["profiles"]
+        profiles = async_client(os.environ["MONGO"])[os.environ["DB"]]["profiles"]
         async for value in stream:
             state["t0"] = state["t0"] or time.perf_counter()
             event = orjson.loads(value)

@@ -15,8 +15,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from pymongo import InsertOne, MongoClient
+from pymongo import InsertOne
 
+from services.common.mongo import blocking_client
 from services.scoring import facts as F
 from services.scoring.profile import build
 from services.scoring.scores import Population
@@ -86,7 +87,7 @@ def profile_document(k: int, population: Population) -> dict:
 
 def load_profiles(mongo_url: str, db_name: str) -> float:
     population = Population()
-    collection = MongoClient(mongo_url)[db_name]["profiles"]
+    collection = blocking_client(mongo_url)[db_name]["profiles"]
     started = time.perf_counter()
     batch = []
     for k in range(PROFILES):

@@ -24,13 +24,12 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from kafka import KafkaProducer
-from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import ReplaceOne
 
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.kafka import ensure_topics
-from services.common.mongo import ensure_indexes
+from services.common.mongo import async_client, ensure_indexes
 from services.scoring import facts as F
 from services.scoring import population as population_math
 from services.scoring import scores as S
@@ -148,7 +147,7 @@ def faust_baseline(mode: str, stack, topic: str, n: int, workdir) -> float:
 async def database_ceiling(mongo_url: str, docs: list[dict], indexes: bool) -> float:
     """Unordered bulk upserts, 1,000 a round trip, no scoring: `docs` written as they are (with
     the scorer's profile indexes when `indexes`), docs/s."""
-    db = AsyncIOMotorClient(mongo_url)[f"bench_ceiling_{uuid.uuid4().hex[:6]}"]
+    db = async_client(mongo_url)[f"bench_ceiling_{uuid.uuid4().hex[:6]}"]
     if indexes:
         await ensure_indexes(db, {"profiles": ST.INDEXES["profiles"]})
     started = time.perf_counter()
@@ -203,7 +202,7 @@ async def store_population(mongo_url: str, db_name: str, population: S.Populatio
     """What the population job keeps in the database: the scorer starts with it, as a
     running platform does, instead of the cold-start defaults (under which every customer's
     first purchase is worth keeping and most of them would warn)."""
-    client = AsyncIOMotorClient(mongo_url)
+    client = async_client(mongo_url)
     try:
         await ST.ProfileStore(client[db_name]).save_population(population, 0.0)
     finally:

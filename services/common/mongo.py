@@ -1,19 +1,21 @@
-"""The one place a MongoDB client is created, plus transactions and index bootstrap.
+"""The one place a MongoDB client is created, the one place the embedded database's gaps
+are described (`DatabaseCapabilities`), plus transactions and index bootstrap.
 
 motor is the driver the platform was specified with; upstream deprecated it for PyMongo's
 own async API (`pymongo.AsyncMongoClient`). Only calls both share are used, and the client
-is built here alone, so the move is a change to `connect()`.
+is built here alone (services, tests and benchmarks call `connect`, `async_client` or
+`blocking_client`), so the move is a change to this file.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, MongoClient
 
 from .settings import Settings
 
@@ -21,8 +23,13 @@ T = TypeVar("T")
 
 
 def connect(settings: Settings) -> AsyncIOMotorClient:
+    return async_client(settings.mongo_url)
+
+
+def async_client(url: str) -> AsyncIOMotorClient:
+    """The services' client (motor), also for tests and benchmarks that write directly."""
     return AsyncIOMotorClient(
-        settings.mongo_url,
+        url,
         serverSelectionTimeoutMS=5000,
         # Also the heartbeat's socket timeout. A server that answers one request at a time (the
         # embedded nx-27017) can take seconds behind a long scan; a heartbeat timing out clears
@@ -34,13 +41,105 @@ def connect(settings: Settings) -> AsyncIOMotorClient:
     )
 
 
+def blocking_client(url: str, **options: Any) -> MongoClient:
+    """A synchronous client (PyMongo) for command-line checks, tests and benchmarks that read
+    outside an event loop; `options` are PyMongo's (e.g. serverSelectionTimeoutMS)."""
+    return MongoClient(url, **options)
+
+
+@dataclass(frozen=True)
+class DatabaseCapabilities:
+    """What the MongoDB-protocol server behind a handle serves the way a real MongoDB does.
+
+    Detected once from `buildInfo` when a handle opens (`Mongo.capabilities`). A real MongoDB
+    serves all of it; the embedded nx-27017 (the wire protocol over SQLite) misses each field
+    set False in `EMBEDDED`. Every workaround for a gap is here by name: where the workaround is
+    also right on a real server the code keeps it everywhere and its use site cites the field;
+    where it only costs on a real server the code consults the handle's capabilities.
+    docs/architecture.md ("The embedded stack and production") lists the same gaps.
+    """
+
+    server: str
+    # nx-27017 runs every session's transaction as a savepoint on one SQLite connection, so two
+    # interleaved transactions corrupt each other ("no such savepoint"). Consulted by
+    # `Mongo.transaction`: without it a process runs its transactions one at a time.
+    concurrent_transactions: bool = True
+    # nx-27017 answers `$or` and `$and` by reading every document in Python under its database
+    # lock (2 s at 30,000 profiles, every other request waiting); plain conditions are SQL over
+    # an index. So reads that would be one `$or` are several plain ones, which a real server
+    # also serves through its indexes: pagination's runs after a cursor
+    # (services/common/pagination.py `after`), the scorer's backlog sweep, one query a
+    # partition (services/scoring/store.py `pending_batches`).
+    indexed_or: bool = True
+    # nx-27017 compares `_id` ranges in Python, so a page's run among ties of the sort value
+    # still scans (a second page over 30,000 profiles 0.9 s, the first 0.03 s). Nothing works
+    # around it: sorts end on `_id` to be total, as they must on any server.
+    indexed_id_ranges: bool = True
+    # nx-27017 compares dates in Python over every matching document (2.3 s at 30,000 profiles,
+    # the database held); numbers go through the index. The scorer keeps its review time as
+    # epoch seconds (`next_review_ts`, written in services/scoring/service.py, read by
+    # services/scoring/store.py `due`), as right on a real server.
+    indexed_date_ranges: bool = True
+    # nx-27017 projects a find in Python over whole documents under its lock (3.5 s for 30,000
+    # profiles with their facts); the same read as an aggregation pipeline is served in SQL
+    # (1 s). The population job reads its rows as a pipeline (services/scoring/store.py
+    # `population_rows`), as cheap on a real server.
+    find_projection_in_sql: bool = True
+    # nx-27017 answers a dotted projection such as {"value.abc_class": 1} with a flat key
+    # "value.abc_class" instead of the nested document. `projection` names whole top-level
+    # fields and callers read the nested value, which every server answers alike.
+    nested_projection: bool = True
+    # nx-27017 fails every insert ("JSON path error near '_id'") into a collection with a
+    # compound index that names `_id`. `index` refuses such an index on every server; sorts may
+    # still end on `_id` as a tie breaker, the index just stops one field earlier.
+    compound_index_with_id: bool = True
+    # nx-27017 stores a binary value on insert but fails a replace or update that carries one
+    # ("Object of type bytes is not JSON serializable"). The scorer stores facts and the
+    # signals waiting in a profile as JSON text (services/scoring/store.py `encode_facts`);
+    # outbox rows, only ever inserted, hold binary records (services/common/outbox.py).
+    binary_in_updates: bool = True
+    # nx-27017 fails counting or aggregating a collection that does not exist yet instead of
+    # answering zero. `ensure_indexes` creates every collection a service names at start.
+    empty_missing_collection: bool = True
+    # Known from the founding contract and kept out of the code rather than worked around:
+    # `$ne` against an array field always matches (use `$nin`); `$not`, `{field: None}`,
+    # `$sortByCount`, `$bucketAuto`, array-index paths (`a.0`), update pipelines, Decimal128 and
+    # collation are missing or wrong; `$setOnInsert` in find_one_and_update with upsert is
+    # ignored (update_one with upsert, then read). Its wire protocol answers one request at a
+    # time: `async_client` allows a heartbeat 10 s behind a long scan.
+
+    @classmethod
+    def of(cls, build_info: dict[str, Any] | None) -> DatabaseCapabilities:
+        """From `buildInfo`; None (the server did not answer) assumes the embedded server's
+        gaps, whose workarounds are safe on any server."""
+        if build_info is None:
+            return replace(EMBEDDED, server="unknown")
+        if build_info.get("process") == "nx_27017":
+            return EMBEDDED
+        return DatabaseCapabilities(server=f"mongodb {build_info.get('version', '?')}")
+
+
+EMBEDDED = DatabaseCapabilities(
+    server="nx-27017",
+    concurrent_transactions=False,
+    indexed_or=False,
+    indexed_id_ranges=False,
+    indexed_date_ranges=False,
+    find_projection_in_sql=False,
+    nested_projection=False,
+    compound_index_with_id=False,
+    binary_in_updates=False,
+    empty_missing_collection=False,
+)
+
+
 @dataclass
 class Mongo:
     """A service's database handle. Every multi-document write goes through `transaction`."""
 
     client: AsyncIOMotorClient
     db: AsyncIOMotorDatabase
-    serialize_transactions: bool = False
+    capabilities: DatabaseCapabilities = field(default_factory=lambda: EMBEDDED)
 
     def __post_init__(self) -> None:
         self._tx_lock = asyncio.Lock()
@@ -48,21 +147,15 @@ class Mongo:
     @classmethod
     async def open(cls, settings: Settings, service: str) -> Mongo:
         client = connect(settings)
-        mongo = cls(client, client[settings.db_name(service)])
-        # Embedded-stack gap: nx-27017 runs every session's transaction as a savepoint on one
-        # SQLite connection, so two interleaved transactions corrupt each other ("no such
-        # savepoint"). There, a process runs its transactions one at a time; a real replica
-        # set runs them concurrently.
         try:
             info = await client.admin.command("buildInfo")
-            mongo.serialize_transactions = info.get("process") == "nx_27017"
         except Exception:  # noqa: BLE001 - unreachable now; readyz reports it, writes retry
-            mongo.serialize_transactions = True
-        return mongo
+            info = None
+        return cls(client, client[settings.db_name(service)], DatabaseCapabilities.of(info))
 
     async def transaction(self, work: Callable[[AsyncIOMotorClientSession], Awaitable[T]]) -> T:
         """Run `work(session)` in one transaction, retried on transient errors."""
-        if self.serialize_transactions:
+        if not self.capabilities.concurrent_transactions:
             async with self._tx_lock:
                 return await self._run(work)
         return await self._run(work)
@@ -83,9 +176,8 @@ class Mongo:
 
 
 async def ensure_indexes(db: AsyncIOMotorDatabase, spec: dict[str, Iterable[IndexModel]]) -> None:
-    """Create collections and their indexes. Creating the collection first matters on the
-    embedded server, where counting or aggregating a collection that does not exist yet
-    fails instead of answering zero."""
+    """Create collections and their indexes. The collection is created first, even without
+    indexes (`DatabaseCapabilities.empty_missing_collection`)."""
     existing = set(await db.list_collection_names())
     for name, indexes in spec.items():
         if name not in existing:
@@ -102,20 +194,14 @@ async def ensure_indexes(db: AsyncIOMotorDatabase, spec: dict[str, Iterable[Inde
 def index(*keys: str | tuple[str, int], **options: Any) -> IndexModel:
     """index("customer_id", ("created_at", -1), unique=True)"""
     pairs = [(k, ASCENDING) if isinstance(k, str) else k for k in keys]
-    # Embedded-stack gap: nx-27017 fails every insert ("JSON path error near '_id'") into a
-    # collection with a compound index that names _id. Sorts may still end on _id as a tie
-    # breaker; the index just stops one field earlier.
     if len(pairs) > 1 and any(name == "_id" for name, _ in pairs):
-        raise ValueError("keep _id out of compound indexes (see the comment in services/common/mongo.py)")
+        raise ValueError("keep _id out of compound indexes (DatabaseCapabilities.compound_index_with_id)")
     return IndexModel(pairs, **options)
 
 
 def projection(*fields: str) -> dict[str, int]:
-    """A projection of the top-level fields that hold `fields` (dotted paths allowed).
-
-    Embedded-stack gap: nx-27017 answers a dotted projection such as {"value.abc_class": 1}
-    with a flat key "value.abc_class" instead of the nested document real MongoDB returns,
-    so projections name whole top-level fields and callers read the nested value."""
+    """A projection of the top-level fields that hold `fields` (dotted paths allowed); callers
+    read the nested value (`DatabaseCapabilities.nested_projection`)."""
     return {name.split(".", 1)[0]: 1 for name in fields}
 
 

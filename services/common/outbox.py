@@ -5,7 +5,10 @@ once), which consumers absorb by deduplicating on the event id.
 
 A row holds one write's events (up to ROW_EVENTS), already encoded: fewer, smaller documents
 to store (half the cost of a row per event on the embedded server) and nothing to re-encode
-when publishing.
+when publishing. Rows are inserted and deleted, never updated, so their records stay binary
+(`DatabaseCapabilities.binary_in_updates` in services/common/mongo.py). The relay's deletes
+and the lease go through `Mongo.transaction`, which runs them one at a time where the server
+cannot interleave transactions (`DatabaseCapabilities.concurrent_transactions`).
 """
 
 from __future__ import annotations

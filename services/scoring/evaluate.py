@@ -12,12 +12,11 @@ from typing import Any
 
 import httpx
 import numpy as np
-from pymongo import MongoClient
 from scipy.stats import rankdata
 
 from services.common.cdnow import purchases
 from services.common.kafka import ensure_topics
-from services.common.mongo import projection
+from services.common.mongo import blocking_client, projection
 from services.stack.harness import start_service, start_stack
 
 from .model import fit_bgnbd
@@ -97,7 +96,7 @@ def run(workdir: Path | None = None, timeout: float = 900.0, log=print) -> dict[
         log(
             f"replayed {totals['accepted']} orders to {CALIBRATION_END} in {time.perf_counter() - started:.0f}s"
         )
-        profiles = MongoClient(stack.mongo_url)[orders.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
+        profiles = blocking_client(stack.mongo_url)[orders.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
         deadline = time.monotonic() + timeout
         while True:
             done = next(

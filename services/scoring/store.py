@@ -21,7 +21,7 @@ from .scores import Population
 PROFILES = "profiles"
 POPULATION = "population"
 PUBLISHED = "signals_published"  # per partition: the batch sequence whose signals are all out
-# Every index costs each profile write (about 14 µs a document on the embedded server, a
+# Every index costs each profile write (about 14 µs a document on nx-27017, a
 # quarter of the write at 15 indexes), so only what a query needs: the review timer, the
 # signals waiting to be published, and the profiles service's sort keys and its two selective
 # filters. Low-cardinality filters (segment, stage, class, tier, level) ride a sort index.
@@ -46,9 +46,9 @@ def encode_facts(facts: F.Facts) -> str:
     hold), so they are stored as one encoded value; orjson writes the times (RFC 3339) and
     `decode_facts` knows them by their keys (`facts.TIME_KEYS`).
 
-    JSON text rather than binary. Embedded-stack gap: nx-27017 stores a binary value on insert
-    but fails a replace or update that carries one ("Object of type bytes is not JSON
-    serializable"). Signals waiting in a profile are kept as text for the same reason."""
+    JSON text rather than binary, as are the signals waiting in a profile: a profile is
+    replaced on every write (`DatabaseCapabilities.binary_in_updates` in
+    services/common/mongo.py)."""
     return orjson.dumps(facts, option=orjson.OPT_UTC_Z).decode()
 
 
@@ -107,10 +107,9 @@ class ProfileStore:
         and only batches read whole: a batch spans partitions, and a partition's page of
         `limit` may end inside one. A first batch larger than a page is read on its own.
 
-        One query a partition. Embedded-stack gap: nx-27017 answers an `$or` by reading every
-        document in Python under its database lock (2 s at 30,000 profiles, every profile
-        read waiting); each partition's query is SQL over the `pending_seq` index (0.07 s for
-        all twelve)."""
+        One query a partition rather than one `$or`, each over the `pending_seq` index
+        (`DatabaseCapabilities.indexed_or`: on the embedded server 2 s at 30,000 profiles as
+        one `$or`, 0.07 s for all twelve partitions' queries)."""
         pages = [
             await self.profiles.find(
                 {"partition": p, "pending_seq": {"$gt": marks.get(p, 0)}}, SIGNALS_STORED
@@ -136,6 +135,8 @@ class ProfileStore:
         return await self.profiles.find(query, SIGNALS_STORED).to_list(None)
 
     async def due(self, now: datetime, partitions: list[int], limit: int = 2000) -> list[str]:
+        """Profiles whose review time has come. The time is epoch seconds, not a date
+        (`DatabaseCapabilities.indexed_date_ranges`)."""
         query: dict[str, Any] = {"next_review_ts": {"$lte": now.timestamp()}}
         if partitions:
             query["partition"] = {"$in": partitions}
@@ -147,9 +148,8 @@ class ProfileStore:
 
     async def population_rows(self) -> list[dict[str, Any]]:
         rows = []
-        # An aggregation, not a find: nx-27017 projects a find in Python over whole documents
-        # (facts included) under its database lock, 3.5 s for 30,000 profiles with every
-        # profile read waiting; the same read as a pipeline is served in SQL in 1 s.
+        # An aggregation, not a find (`DatabaseCapabilities.find_projection_in_sql`: on the
+        # embedded server 3.5 s for 30,000 profiles as a find, 1 s as a pipeline).
         wanted = [{"$match": {"purchases.count": {"$gt": 0}}}, {"$project": {"purchases": 1, "value": 1}}]
         async for doc in self.profiles.aggregate(wanted):
             p = doc["purchases"]

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.common.kafka import broker_reachable, ensure_topics
+from services.common.mongo import blocking_client
 from services.common.settings import SERVICE_NAMES, Settings
 
 console = Console()
@@ -41,14 +42,12 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    import pymongo
-
     table = Table("part", "address", "state")
     healthy = True
     broker_ok = broker_reachable(settings)
     table.add_row("kafka", settings.kafka_bootstrap, "reachable" if broker_ok else "[red]unreachable[/]")
     try:
-        pymongo.MongoClient(settings.mongo_url, serverSelectionTimeoutMS=1500).admin.command("ping")
+        blocking_client(settings.mongo_url, serverSelectionTimeoutMS=1500).admin.command("ping")
         mongo_ok = True
     except Exception:  # noqa: BLE001
         mongo_ok = False

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from pymongo import MongoClient
 
 from services.common.clock import to_rfc3339
+from services.common.mongo import blocking_client
 from services.stack.harness import Service, TopicReader, start_service, start_stack, unique_id
 
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
@@ -120,7 +120,7 @@ def test_awaiting_the_customer_pauses_the_clock(complaints, clock, reader):
 
 def test_vip_customers_get_tighter_targets(stack, complaints, clock):
     clock.set(T0)
-    profiles = MongoClient(stack.mongo_url)[complaints.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
+    profiles = blocking_client(stack.mongo_url)[complaints.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
     gold, class_a, regular = unique_id(), unique_id(), unique_id()
     profiles.insert_many(
         [

@@ -10,11 +10,11 @@ from datetime import datetime, timedelta
 
 import pytest
 from kafka import KafkaProducer
-from pymongo import MongoClient
 
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.kafka import EventProducer, ensure_topics
+from services.common.mongo import blocking_client
 from services.stack.harness import Service, TopicReader, start_service, unique_id
 from tests.conftest import NOW
 
@@ -252,7 +252,7 @@ def test_a_crash_between_storing_and_committing_does_not_double_the_effect(stack
     )
     crashing.child.process.wait(60)  # it stores the batch, then dies before committing
     assert crashing.child.process.returncode == 137
-    accounts = MongoClient(stack.mongo_url)[db_prefix + "loyalty"]["accounts"]
+    accounts = blocking_client(stack.mongo_url)[db_prefix + "loyalty"]["accounts"]
     assert accounts.find_one({"_id": customer})["balance"] == 150  # the effect was stored
     crashing.client.close()
     healthy = start_service(stack, "loyalty", db_prefix=db_prefix, CRM_TOPIC_PREFIX=prefix)

@@ -270,3 +270,31 @@ def test_metrics_count_requests_by_route_template_and_transitions(orders):
     assert 'crm_orders_transitions_total{transition="paid"}' in text
     assert 'crm_orders_revenue_cents_total{currency="CNY"}' in text
     assert "crm_events_published_total" in text and "crm_outbox_pending_rows" in text
+
+
+def test_the_embedded_database_is_detected_and_concurrent_transactions_all_commit(stack):
+    """On nx-27017 two interleaved transactions corrupt each other; the handle knows the server
+    and runs them one at a time, so every one of many concurrent writes lands."""
+    import asyncio
+
+    from services.common.mongo import EMBEDDED, Mongo
+
+    async def write_many() -> tuple[Mongo, int]:
+        mongo = await Mongo.open(stack.settings(db_prefix=f"t{uuid.uuid4().hex[:8]}_"), "orders")
+        try:
+
+            async def one(k: int) -> None:
+                async def work(session) -> None:
+                    await mongo.db.tx.insert_one({"_id": k}, session=session)
+                    await mongo.db.tx.update_one({"_id": k}, {"$set": {"done": True}}, session=session)
+
+                await mongo.transaction(work)
+
+            await asyncio.gather(*(one(k) for k in range(20)))
+            return mongo, await mongo.db.tx.count_documents({"done": True})
+        finally:
+            mongo.close()
+
+    mongo, written = asyncio.run(write_many())
+    assert mongo.capabilities == EMBEDDED
+    assert written == 20

@@ -13,9 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
 from services.common.clock import to_rfc3339
+from services.common.mongo import blocking_client
 from services.stack.harness import Service, TopicReader, start_platform, unique_id
 from tests.conftest import NOW
 
@@ -39,7 +39,7 @@ def profiles(platform) -> Service:
 
 @pytest.fixture(scope="module")
 def databases(stack, platform) -> dict[str, Any]:
-    client = MongoClient(stack.mongo_url)
+    client = blocking_client(stack.mongo_url)
     prefix = platform["profiles"].env["CRM_DB_PREFIX"]
     return {name: client[prefix + name] for name in ("orders", "complaints", "loyalty", "profiles")}
 

@@ -11,11 +11,11 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from pymongo import MongoClient
 
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.kafka import EventProducer, ensure_topics
+from services.common.mongo import blocking_client
 from services.stack.harness import Service, TopicReader, start_service, unique_id
 from tests.conftest import NOW
 
@@ -39,7 +39,7 @@ def scorer(stack, prefix, clock_file, tmp_path_factory) -> Service:
 
 @pytest.fixture(scope="module")
 def profiles(stack, scorer):
-    return MongoClient(stack.mongo_url)[scorer.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
+    return blocking_client(stack.mongo_url)[scorer.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
 
 
 def ev(name, customer, at, /, **data):
@@ -251,7 +251,7 @@ def test_sigkill_mid_stream_and_restart_ends_exactly_as_if_nothing_happened(stac
     env = dict(CRM_TOPIC_PREFIX=prefix, CRM_SCORING_BATCH="50", CRM_DATA_DIR=str(tmp_path / "faust"))
     db_prefix = f"t{uuid.uuid4().hex[:8]}_"
     first = start_service(stack, "scoring", db_prefix=db_prefix, **env)
-    profiles = MongoClient(stack.mongo_url)[db_prefix + "profiles"]["profiles"]
+    profiles = blocking_client(stack.mongo_url)[db_prefix + "profiles"]["profiles"]
     deadline = time.monotonic() + 60
     while profiles.count_documents({}) < 60:  # well into the stream
         assert time.monotonic() < deadline
@@ -304,7 +304,7 @@ def test_each_customers_signals_reach_the_topic_in_the_order_the_profile_changed
         CRM_SCORING_BATCH="25",
         CRM_DATA_DIR=str(tmp_path / "faust"),
     )
-    profiles = MongoClient(stack.mongo_url)[db_prefix + "profiles"]["profiles"]
+    profiles = blocking_client(stack.mongo_url)[db_prefix + "profiles"]["profiles"]
     reader = TopicReader(stack, prefix + "crm.signals.v1")
     try:
         deadline = time.monotonic() + 120
@@ -334,9 +334,7 @@ def test_the_backlog_sweep_hands_over_only_whole_batches(stack):
     while some still wait."""
     import asyncio
 
-    from motor.motor_asyncio import AsyncIOMotorClient
-
-    from services.common.mongo import ensure_indexes
+    from services.common.mongo import async_client, ensure_indexes
     from services.scoring.store import INDEXES, ProfileStore
 
     # batch 1: three profiles on partition 0, one on 1; batch 2: one on 0, two on 1; batch 3: one on 2
@@ -350,7 +348,7 @@ def test_the_backlog_sweep_hands_over_only_whole_batches(stack):
         return [(seq, sorted(d["_id"] for d in batch)) for seq, batch in batches]
 
     async def sweep():
-        db = AsyncIOMotorClient(stack.mongo_url)[f"t{uuid.uuid4().hex[:8]}_profiles"]
+        db = async_client(stack.mongo_url)[f"t{uuid.uuid4().hex[:8]}_profiles"]
         await ensure_indexes(db, INDEXES)
         await db.profiles.insert_many(docs)
         store = ProfileStore(db)
