@@ -285,7 +285,8 @@ class EventConsumer:
             client_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # 6 s sessions: the embedded broker's first join takes about half the session timeout.
+            # 6 s sessions: the embedded broker's first join takes about half the session timeout
+            # (docs/architecture.md, "The embedded stack and production").
             session_timeout_ms=6000,
             heartbeat_interval_ms=1000,
             max_poll_interval_ms=300_000,

@@ -13,7 +13,8 @@ from services.common.errors import RuleBroken
 
 Facts = list[tuple[str, dict[str, Any]]]  # (event type, data) to publish
 
-# What erasure removes everywhere (DESIGN section 3, crm.customer.registered).
+# What erasure removes everywhere (docs/architecture.md, "Topics and events":
+# crm.customer.registered).
 PERSONAL = ("name", "email", "phone", "gender", "birth_date", "city")
 # What PATCH /customers/{id} may change: the personal attributes and the city tier.
 CHANGEABLE = (*PERSONAL, "city_tier")

@@ -1,6 +1,6 @@
 """`crm model evaluate --cdnow`: replay CDNOW to the end of the calibration period through the
 platform (orders import, broker, scorer), then check the live profiles against what the
-customers did next. DESIGN.md section 7 gives the baselines."""
+customers did next. docs/architecture.md ("Replays and checks") gives the baselines."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The live profile of one customer: every section of DESIGN.md section 4, and the outbound
-signals that follow from comparing it with the previous one. Pure."""
+"""The live profile of one customer: every section of docs/architecture.md ("The live
+profile"), and the outbound signals that follow from comparing it with the previous one.
+Pure."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Every score of the live profile (DESIGN.md section 4), from a customer's facts, the
-population's parameters and "now". Pure."""
+"""Every score of the live profile (docs/architecture.md, "Scores"), from a customer's
+facts, the population's parameters and "now". Pure."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def quintile(value: float, bounds: tuple[float, ...], higher_is_better: bool = T
     return bisect_right(bounds, value) + 1 if higher_is_better else 5 - bisect_left(bounds, value)
 
 
-# DESIGN.md's RFM map, first match wins: (R from, R to, F from, F to, segment).
+# The RFM map of docs/architecture.md ("Scores"), first match wins: (R from, R to, F from, F to, segment).
 SEGMENT_RULES = (
     (1, 2, 1, 2, "Hibernating"),
     (1, 2, 3, 4, "At Risk"),

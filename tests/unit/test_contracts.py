@@ -21,7 +21,7 @@ from services.common.contracts import (
     schema_url,
 )
 
-# DESIGN.md section 3, the event catalogue.
+# docs/architecture.md, "Topics and events": the event catalogue.
 CATALOGUE = """
 crm.customer.registered crm.customer.updated crm.customer.consent_changed crm.customer.erased
 crm.order.placed crm.order.paid crm.order.shipped crm.order.delivered crm.order.cancelled crm.order.returned
