@@ -9,6 +9,7 @@ from typing import Any
 
 from services.common.contracts import SATISFACTION_DIMENSIONS
 from services.common.errors import RuleBroken
+from services.common.vocabulary import LoyaltyTier
 
 from .calendar import Calendar
 
@@ -62,7 +63,7 @@ class SlaPolicy:
     calendar: Calendar = field(default_factory=Calendar)
     reopen_days: float = 14.0
     vip_abc_classes: frozenset[str] = frozenset({"A"})
-    vip_tiers: frozenset[str] = frozenset({"gold", "platinum"})
+    vip_tiers: frozenset[str] = frozenset({LoyaltyTier.GOLD, LoyaltyTier.PLATINUM})
 
     def targets(self, severity: str, vip: bool) -> Targets:
         return (self.vip if vip else self.standard)[severity]
@@ -90,7 +91,7 @@ class SlaPolicy:
             Calendar.from_config(config.get("calendar")),
             float(config.get("reopen_days", 14)),
             frozenset(config.get("vip_abc_classes", ["A"])),
-            frozenset(config.get("vip_tiers", ["gold", "platinum"])),
+            frozenset(config.get("vip_tiers", cls.vip_tiers)),
         )
 
 

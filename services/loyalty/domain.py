@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.common.errors import RuleBroken
+from services.common.vocabulary import LoyaltyTier
 
-TIERS = ("member", "silver", "gold", "platinum")
+TIERS = tuple(LoyaltyTier)  # ascending
 
 
 class LoyaltyError(RuleBroken):
@@ -33,10 +34,10 @@ class Tier:
 @dataclass(frozen=True)
 class Programme:
     tiers: tuple[Tier, ...] = (
-        Tier("member", 0, 1.0, 0, False),
-        Tier("silver", 100_000, 1.25, 3, False),
-        Tier("gold", 500_000, 1.5, 5, True),
-        Tier("platinum", 2_000_000, 2.0, 8, True),
+        Tier(LoyaltyTier.MEMBER, 0, 1.0, 0, False),
+        Tier(LoyaltyTier.SILVER, 100_000, 1.25, 3, False),
+        Tier(LoyaltyTier.GOLD, 500_000, 1.5, 5, True),
+        Tier(LoyaltyTier.PLATINUM, 2_000_000, 2.0, 8, True),
     )
     points_per_unit: float = 1.0  # per major currency unit spent
     points_per_unit_by_currency: dict[str, float] = field(default_factory=dict)
@@ -87,7 +88,7 @@ class OrderPoints:
 @dataclass(frozen=True)
 class Account:
     customer_id: str
-    tier: str = "member"
+    tier: str = LoyaltyTier.MEMBER
     lots: tuple[Lot, ...] = ()  # open lots, oldest first
     spend: tuple[tuple[datetime, int], ...] = ()  # (when, weighted cents): trailing-window entries
     orders: tuple[OrderPoints, ...] = ()  # paid orders within the window, for reversals

@@ -16,6 +16,7 @@ from services.common.clock import to_rfc3339
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 from services.common.problems import Problem
+from services.common.vocabulary import ChurnLevel, LifecycleStage, LoyaltyTier, Segment
 from services.common.writes import IdempotencyKey
 
 from .domain import WarningStatus
@@ -33,22 +34,6 @@ from .models import (
 from .service import CSV_COLUMNS, SORT_KEYS, ProfilesService, search_sort
 
 router = APIRouter()
-
-Segment = Literal[
-    "Prospect",
-    "Hibernating",
-    "At Risk",
-    "Can't Lose Them",
-    "About to Sleep",
-    "Need Attention",
-    "Loyal",
-    "Promising",
-    "New",
-    "Potential Loyalist",
-    "Champions",
-]
-Stage = Literal["prospect", "exploration", "growth", "stable", "decline", "lost"]
-Tier = Literal["member", "silver", "gold", "platinum"]
 
 
 def profiles(request: Request) -> ProfilesService:
@@ -109,10 +94,10 @@ SEARCH_PARAMS = (*FILTERS, "registered_from", "registered_to", "sort", "order", 
 )
 async def search_customers(
     segment: Segment | None = None,
-    lifecycle_stage: Stage | None = None,
+    lifecycle_stage: LifecycleStage | None = None,
     abc_class: Literal["A", "B", "C"] | None = None,
-    tier: Tier | None = None,
-    churn_level: Literal["low", "medium", "high"] | None = None,
+    tier: LoyaltyTier | None = None,
+    churn_level: ChurnLevel | None = None,
     min_risk: Annotated[float | None, Query(ge=0, le=1)] = None,
     city: ShortText | None = None,
     registered_from: AwareDatetime | None = None,

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.common.errors import RuleBroken
+from services.common.vocabulary import ChurnAction
 
 Facts = list[tuple[str, dict[str, Any]]]  # (event type, data) to publish
 
@@ -116,7 +117,7 @@ class WarningStatus(StrEnum):
     CLOSED = "closed"  # outcome known: retained, lost, or recovered on its own
 
 
-ACTIONS = ("call", "coupon", "email", "service_recovery")
+ACTIONS = tuple(ChurnAction)  # also what the scorer recommends
 OUTCOMES = ("retained", "lost")
 RECOVERED = "recovered"  # the scorer closed the episode before anyone recorded an outcome
 

@@ -9,8 +9,9 @@ from pydantic import Field, StringConstraints
 
 from services.common.clock import to_rfc3339
 from services.common.fields import Channel, CustomerId, EntityId, LongText, PastTime, ShortText, Strict
+from services.common.vocabulary import ChurnAction
 
-from .domain import ACTIONS, OUTCOMES, ChurnWarning, Customer
+from .domain import OUTCOMES, ChurnWarning, Customer
 
 Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,20}$")]
@@ -77,7 +78,7 @@ class AssignIn(Strict):
 
 
 class ActionIn(Strict):
-    action: Literal[ACTIONS]  # type: ignore[valid-type]
+    action: ChurnAction
     note: LongText | None = None
     channel: Channel = "phone"
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from services.common.clock import parse_rfc3339
 from services.common.contracts import SATISFACTION_DIMENSIONS
+from services.common.vocabulary import LoyaltyTier, Segment
 
 from . import facts as F
 from . import scores as S
@@ -129,7 +130,7 @@ def build(
             "f": None,
             "m": None,
             "code": "",
-            "segment": "Prospect",
+            "segment": Segment.PROSPECT,
             "segment_rule": "no purchase yet",
         }
     abc = S.abc_class(p.trailing_cents, population)
@@ -163,7 +164,7 @@ def build(
     profile["service"] = _service(facts, now)
     profile["engagement"] = _engagement(facts, now)
     profile["loyalty"] = {
-        "tier": F.value(facts, "loyalty", "tier") or "member",
+        "tier": F.value(facts, "loyalty", "tier") or LoyaltyTier.MEMBER,
         "points": F.value(facts, "loyalty", "balance") or 0,
     }
 

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from services.common.vocabulary import ChurnAction, ChurnLevel, LifecycleStage, Segment
+
 from . import facts as F
 from .model import BgNbd, GammaGamma, clv
 
@@ -45,16 +47,16 @@ def quintile(value: float, bounds: tuple[float, ...], higher_is_better: bool = T
 
 # The RFM map of docs/architecture.md ("Scores"), first match wins: (R from, R to, F from, F to, segment).
 SEGMENT_RULES = (
-    (1, 2, 1, 2, "Hibernating"),
-    (1, 2, 3, 4, "At Risk"),
-    (1, 2, 5, 5, "Can't Lose Them"),
-    (3, 3, 1, 2, "About to Sleep"),
-    (3, 3, 3, 3, "Need Attention"),
-    (3, 4, 4, 5, "Loyal"),
-    (4, 4, 1, 1, "Promising"),
-    (5, 5, 1, 1, "New"),
-    (4, 5, 2, 3, "Potential Loyalist"),
-    (5, 5, 4, 5, "Champions"),
+    (1, 2, 1, 2, Segment.HIBERNATING),
+    (1, 2, 3, 4, Segment.AT_RISK),
+    (1, 2, 5, 5, Segment.CANT_LOSE_THEM),
+    (3, 3, 1, 2, Segment.ABOUT_TO_SLEEP),
+    (3, 3, 3, 3, Segment.NEED_ATTENTION),
+    (3, 4, 4, 5, Segment.LOYAL),
+    (4, 4, 1, 1, Segment.PROMISING),
+    (5, 5, 1, 1, Segment.NEW),
+    (4, 5, 2, 3, Segment.POTENTIAL_LOYALIST),
+    (5, 5, 4, 5, Segment.CHAMPIONS),
 )
 
 
@@ -63,17 +65,17 @@ def _span(low: int, high: int) -> str:
 
 
 @lru_cache(maxsize=64)
-def segment_rule(r: int | None, f: int | None) -> tuple[str, str]:
+def segment_rule(r: int | None, f: int | None) -> tuple[Segment, str]:
     """(segment, the rule that placed the customer there, e.g. "R 1-2 & F 3-4")."""
     if r is None or f is None:
-        return "Prospect", "no purchase yet"
+        return Segment.PROSPECT, "no purchase yet"
     for r_low, r_high, f_low, f_high, name in SEGMENT_RULES:
         if r_low <= r <= r_high and f_low <= f <= f_high:
             return name, f"R {_span(r_low, r_high)} & F {_span(f_low, f_high)}"
     raise ValueError(f"R {r} F {f} outside 1 to 5")
 
 
-def segment(r: int | None, f: int | None) -> str:
+def segment(r: int | None, f: int | None) -> Segment:
     return segment_rule(r, f)[0]
 
 
@@ -185,18 +187,18 @@ def overdue(p: Purchases, now: datetime, population: Population) -> tuple[bool, 
     return silent > OVERDUE_FACTOR * cadence, silent, cadence
 
 
-def lifecycle(p: Purchases, v: Value | None, now: datetime, population: Population) -> str:
+def lifecycle(p: Purchases, v: Value | None, now: datetime, population: Population) -> LifecycleStage:
     if p.count == 0 or v is None:
-        return "prospect"
+        return LifecycleStage.PROSPECT
     late, silent, _ = overdue(p, now, population)
     if v.p_alive < 0.1 or silent > 365:
-        return "lost"
+        return LifecycleStage.LOST
     if late or v.p_alive < 0.5:
-        return "decline"
+        return LifecycleStage.DECLINE
     if p.count == 1:
-        return "exploration"
+        return LifecycleStage.EXPLORATION
     span = (p.last - p.first).total_seconds() / 86400
-    return "stable" if p.count >= 4 and span >= 180 else "growth"
+    return LifecycleStage.STABLE if p.count >= 4 and span >= 180 else LifecycleStage.GROWTH
 
 
 # --- churn risk --------------------------------------------------------------------------------
@@ -222,9 +224,9 @@ SILENCE_REASON = 0.5  # listed as a reason from half the tenure on
 
 class Churn(NamedTuple):
     risk: float
-    level: str
+    level: ChurnLevel
     reasons: list[dict[str, Any]]
-    action: str
+    action: ChurnAction
 
 
 def _reason(code: str, value: Any, threshold: float | None, detail: str) -> dict[str, Any]:
@@ -302,15 +304,15 @@ def churn(facts: F.Facts, p: Purchases, v: Value | None, now: datetime) -> Churn
             )
         )
     risk = 1 / (1 + math.exp(-(math.log(base / (1 - base)) + weight + SILENCE_WEIGHT * silence)))
-    level = "high" if risk >= HIGH else "medium" if risk >= MEDIUM else "low"
-    if service_issue:
-        action = "service_recovery"
-    elif unhappy:
-        action = "satisfaction_follow_up"
+    level = ChurnLevel.HIGH if risk >= HIGH else ChurnLevel.MEDIUM if risk >= MEDIUM else ChurnLevel.LOW
+    # Unhappy with the service (complaints or surveys) -> recover the service; a valued regular
+    # buying less -> a call; otherwise an offer to come back.
+    if service_issue or unhappy:
+        action = ChurnAction.SERVICE_RECOVERY
     elif v.clv_12m_cents > 0 and falling:
-        action = "personal_call"
+        action = ChurnAction.CALL
     else:
-        action = "win_back_offer"
+        action = ChurnAction.COUPON
     return Churn(round(risk, 4), level, reasons, action)
 
 
@@ -334,7 +336,7 @@ def warning_step(state: Episode, c: Churn | None, keep: bool) -> tuple[Episode, 
     keeps a customer hovering at the threshold from flapping."""
     if c is None:
         return state, None
-    if not state.open and c.level == "high" and keep:
+    if not state.open and c.level == ChurnLevel.HIGH and keep:
         return Episode(True, state.episode + 1), "crm.profile.churn_warning"
     if state.open and c.risk < RECOVERED:
         return Episode(False, state.episode), "crm.profile.churn_recovered"

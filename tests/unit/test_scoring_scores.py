@@ -12,6 +12,7 @@ import pytest
 
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
+from services.profiles import domain as profiles_domain
 from services.scoring import facts as F
 from services.scoring import scores as S
 
@@ -237,12 +238,17 @@ def test_service_signals_raise_churn_risk_with_reasons():
     assert worse.risk > calm.risk
     assert {r["code"] for r in worse.reasons} >= {"open_complaint", "detractor"}
     assert worse.action == "service_recovery"
+    assert calm.action == "coupon"  # nothing wrong but time passing: an offer to come back
+    detractor = fold(base + unhappy[-1:])  # unhappy in a survey, no complaint
+    assert S.churn(detractor, S.summarize(detractor, NOW), v, NOW).action == "service_recovery"
+    # Every recommendation is an action the churn-warning workflow records.
+    assert {worse.action, calm.action} <= set(profiles_domain.ACTIONS)
 
 
 def test_warning_fires_once_per_episode_and_recovers_with_hysteresis():
-    high = S.Churn(0.8, "high", (), "win_back_offer")
-    middle = S.Churn(0.6, "medium", (), "win_back_offer")
-    low = S.Churn(0.3, "low", (), "win_back_offer")
+    high = S.Churn(0.8, "high", (), "coupon")
+    middle = S.Churn(0.6, "medium", (), "coupon")
+    low = S.Churn(0.3, "low", (), "coupon")
     state, fired = S.warning_step(S.Episode(), high, keep=True)
     assert fired == "crm.profile.churn_warning" and state.episode == 1
     assert S.warning_step(state, high, keep=True)[1] is None
