@@ -217,7 +217,8 @@ def deadletter_headers(
 
 
 def reason_class(error: EventValidationError) -> str:
-    """A bounded label for metrics: not_json, envelope, data or unknown_type."""
+    """A bounded label for metrics: not_json, envelope, data or unknown_type (and refused, for
+    valid events a rule refused: EventConsumer)."""
     if error.reason.startswith("not JSON") or error.reason == "empty record":
         return "not_json"
     if error.reason.startswith("no schema") or (error.field == "dataschema"):
@@ -255,11 +256,29 @@ def split_valid(
     return valid
 
 
-BatchHandler = Callable[[list[Delivered]], Awaitable[None]]
+@dataclass(frozen=True)
+class Refused:
+    """A valid event a rule of the consuming service refused (handlers.Handlers.dispatch)."""
+
+    delivered: Delivered
+    reason: str
+
+
+# Handles a batch of valid events; returns the ones a rule refused (None: none).
+BatchHandler = Callable[[list[Delivered]], Awaitable[list[Refused] | None]]
+RETRY_DELAY = 1.0  # seconds before a failed batch is delivered again
 
 
 class EventConsumer:
     """A consumer group member that commits offsets only after the batch's effects are stored.
+    The same rules for every consumer:
+
+    - a record that breaks its contract (not JSON, bad envelope or data, unknown type) goes to
+      the dead-letter topic with the reason, and the batch goes on (split_valid);
+    - an event a rule refuses goes there too, with the rule's reason: retrying cannot change a
+      rule's answer, and dropping it would lose it;
+    - any other failure (database away, a conflict) rewinds the batch and delivers it again
+      after RETRY_DELAY, until it succeeds.
 
     Effects must be idempotent on the event id: after a crash between storing and committing,
     the batch is delivered again.
@@ -301,7 +320,8 @@ class EventConsumer:
                 continue
             valid = split_valid(records, self.producer, self.deadletter_topic, self.group_id)
             try:
-                await handle(valid)
+                refused = await handle(valid)
+                self._deadletter_refused(refused or [], records)
                 await asyncio.to_thread(self.producer.flush)
                 if self.settings.failpoint == "consumer_before_commit":
                     os._exit(137)  # a crash after the effects are stored and before the commit
@@ -310,9 +330,24 @@ class EventConsumer:
                     "batch failed; it will be delivered again", group=self.group_id, size=len(records)
                 )
                 await asyncio.to_thread(self._rewind, polled)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(RETRY_DELAY)
                 continue
             await asyncio.to_thread(self._commit, polled)
+
+    def _deadletter_refused(self, refused: list[Refused], records: list[Any]) -> None:
+        originals = {(r.topic, r.partition, r.offset): r for r in records}  # the bytes as they came
+        for refusal in refused:
+            d = refusal.delivered
+            record = originals[(d.topic, d.partition, d.offset)]
+            self.producer.send_raw(
+                self.deadletter_topic,
+                record.key,
+                record.value,
+                deadletter_headers(
+                    f"refused: {refusal.reason}", d.topic, d.partition, d.offset, self.group_id
+                ),
+            )
+            metrics.EVENTS_DEADLETTERED.labels(d.topic, "refused").inc()
 
     def _commit(self, polled: dict[TopicPartition, list[Any]]) -> None:
         offsets = {
@@ -332,3 +367,16 @@ class EventConsumer:
             self._consumer.close(autocommit=False)
         except Exception:  # noqa: BLE001
             pass
+
+
+async def consume(
+    settings: Settings, group_id: str, topic_names: Sequence[str], handle: BatchHandler, stop: asyncio.Event
+) -> None:
+    """Run one consumer group member until `stop`: every service's consumers start this way."""
+    producer = await asyncio.to_thread(EventProducer, settings, f"{group_id}-deadletter")
+    consumer = await asyncio.to_thread(EventConsumer, settings, group_id, topic_names, producer)
+    try:
+        await consumer.run(handle, stop)
+    finally:
+        await asyncio.to_thread(consumer.close)
+        await asyncio.to_thread(producer.close)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.common.clock import clock_from
+from services.common.erasure import follow_erasures
 from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
@@ -26,6 +27,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.loyalty = service
         runtime.background("consumer", lambda stop: service.consume(settings, stop))
+        runtime.background(
+            "erasure",
+            lambda stop: follow_erasures(settings, "loyalty", runtime.mongo.db, service.forget, stop),
+        )
         runtime.background("sweeper", lambda stop: service.run_sweeper(stop, settings.loyalty_expiry_seconds))
 
     return service_app(

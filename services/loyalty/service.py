@@ -18,16 +18,17 @@ import structlog
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter, Gauge
 
+from services.common import kafka
 from services.common.clock import Clock, parse_rfc3339, to_rfc3339
-from services.common.erasure import ERASURES, SCRUBBED, forget_answers
-from services.common.kafka import Delivered, EventConsumer, EventProducer
+from services.common.erasure import SCRUBBED
+from services.common.kafka import Delivered, Refused
 from services.common.problems import Problem
 from services.common.settings import Settings
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import Account, Change, LoyaltyError, Programme, Tier
-from .events import CONSUMES, GROUP, change_events
+from .domain import Account, Change, Programme, Tier
+from .events import CONSUMED, GROUP, change_events
 from .store import LoyaltyStore
 
 log = structlog.get_logger(__name__)
@@ -36,9 +37,6 @@ POINTS = Counter(
     "crm_loyalty_points_total", "Points moved, by event (points_earned, points_redeemed, ...).", ["kind"]
 )
 ACCOUNTS = Gauge("crm_loyalty_accounts", "Loyalty accounts by tier.", ["tier"])
-SKIPPED = Counter(
-    "crm_loyalty_events_rejected_total", "Consumed events a rule refused (logged, not retried).", ["type"]
-)
 
 
 def load_programme(path: Path | None) -> Programme:
@@ -99,80 +97,74 @@ class LoyaltyService:
             count_points(outcome.events)
         return outcome
 
-    # --- consuming order and customer events -------------------------------------------------
+    # --- consuming order and customer events (events.CONSUMED says which) -------------------------
 
-    async def handle(self, batch: list[Delivered]) -> None:
+    async def handle(self, batch: list[Delivered]) -> list[Refused]:
         """One transaction per batch; a redelivered event (already in processed_events) is skipped."""
+        refused: list[Refused] = []
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            refused.clear()  # the transaction may run again
             published: list[dict[str, Any]] = []
             done = await self.store.seen_among([d.event["id"] for d in batch], session)  # one read per batch
             for delivered in batch:
-                if delivered.event["id"] in done:
+                event = delivered.event
+                if event["id"] in done:
                     continue
-                done.add(delivered.event["id"])
-                with structlog.contextvars.bound_contextvars(event_id=delivered.event["id"]):
-                    published += await self._apply(delivered.event, session)
+                done.add(event["id"])
+                with structlog.contextvars.bound_contextvars(event_id=event["id"]):
+                    published += await CONSUMED.dispatch(self, delivered, session, refused=refused) or []
+                await self.store.remember(event["id"], parse_rfc3339(event["time"]), session)
             return Outcome(200, None, published)
 
         await self._run(work)
+        return refused
 
-    async def _apply(self, event: dict[str, Any], session: AsyncIOMotorClientSession) -> list[dict[str, Any]]:
-        at, kind, data = parse_rfc3339(event["time"]), event["type"], event["data"]
-        out: list[dict[str, Any]] = []
-        try:
-            if kind == "crm.order.paid":
-                account = await self.store.get_or_new(data["customer_id"], session)
-                change = domain.order_paid(
-                    account,
-                    data["order_id"],
-                    data["amount_cents"],
-                    data["currency"],
-                    at,
-                    event["id"],
-                    self.programme,
-                )
-                saved, published = await self._commit(change, session)
-                out += published + await self._referral(saved, at, session)
-            elif kind == "crm.order.returned":
-                out += await self._reverse(data, data["amount_cents"], "return", at, event["id"], session)
-            elif kind == "crm.order.refunded" and data["reason"] != "return":  # returns were reversed already
-                reason = "cancellation" if data["reason"] == "cancellation" else "refund"
-                out += await self._reverse(data, data["amount_cents"], reason, at, event["id"], session)
-            elif kind == "crm.customer.registered":
-                account = await self.store.get_or_new(data["customer_id"], session)
-                referrer = data.get("referred_by")
-                if referrer and referrer != account.customer_id and account.referred_by is None:
-                    account = replace(account, referred_by=referrer)
-                saved = await self.store.save(account, session)
-                out += await self._referral(saved, at, session)
-            elif kind == "crm.customer.erased":
-                account = await self.store.get(data["customer_id"], session)
-                if account is not None:
-                    await self.store.save(domain.close(account), session)
-                await self.store.scrub_reasons(data["customer_id"], SCRUBBED, session)
-                await forget_answers(self.store.db, data["customer_id"], session)
-                ERASURES.inc()
-        except LoyaltyError as exc:  # a rule refused it: record and move on rather than block the stream
-            SKIPPED.labels(kind).inc()
-            log.warning("event refused by a loyalty rule", event_id=event["id"], type=kind, detail=exc.detail)
-        await self.store.remember(event["id"], at, session)
-        return out
-
-    async def _reverse(
+    async def earn(
         self,
-        data: dict[str, Any],
+        customer_id: str,
+        order_id: str,
+        amount_cents: int,
+        currency: str,
+        at: datetime,
+        event_id: str,
+        session: AsyncIOMotorClientSession,
+    ) -> list[dict[str, Any]]:
+        account = await self.store.get_or_new(customer_id, session)
+        change = domain.order_paid(account, order_id, amount_cents, currency, at, event_id, self.programme)
+        saved, published = await self._commit(change, session)
+        return published + await self._referral(saved, at, session)
+
+    async def reverse(
+        self,
+        customer_id: str,
+        order_id: str,
         cents: int,
         reason: str,
         at: datetime,
         event_id: str,
         session: AsyncIOMotorClientSession,
     ) -> list[dict[str, Any]]:
-        account = await self.store.get(data["customer_id"], session)
+        account = await self.store.get(customer_id, session)
         if account is None:
             return []
-        change = domain.reverse_share(account, data["order_id"], cents, at, reason, event_id, self.programme)
+        change = domain.reverse_share(account, order_id, cents, at, reason, event_id, self.programme)
         return (await self._commit(change, session))[1]
+
+    async def registered(
+        self, customer_id: str, referrer: str | None, at: datetime, session: AsyncIOMotorClientSession
+    ) -> list[dict[str, Any]]:
+        account = await self.store.get_or_new(customer_id, session)
+        # A closed account (erased) takes no referral link, whichever of the two came first.
+        if (
+            referrer
+            and referrer != account.customer_id
+            and account.referred_by is None
+            and not account.closed
+        ):
+            account = replace(account, referred_by=referrer)
+        saved = await self.store.save(account, session)
+        return await self._referral(saved, at, session)
 
     async def _referral(
         self, referred: Account, at: datetime, session: AsyncIOMotorClientSession
@@ -187,14 +179,21 @@ class LoyaltyService:
         return (await self._commit(change, session))[1]
 
     async def consume(self, settings: Settings, stop: asyncio.Event) -> None:
-        """The consumer group member; commits offsets only after a batch's effects are stored."""
-        producer = await asyncio.to_thread(EventProducer, settings, "loyalty-deadletter")
-        consumer = await asyncio.to_thread(EventConsumer, settings, GROUP, CONSUMES, producer)
-        try:
-            await consumer.run(self.handle, stop)
-        finally:
-            await asyncio.to_thread(consumer.close)
-            await asyncio.to_thread(producer.close)
+        await kafka.consume(settings, GROUP, CONSUMED.topics, self.handle, stop)
+
+    async def forget(self, customer_id: str) -> None:
+        """Erasure (followed by services/common/erasure.py, apart from the events above): the
+        account closes, and stays closed even if it did not exist yet, so whatever of the
+        person's arrives after the erasure earns nothing and links no referral."""
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            account = await self.store.get_or_new(customer_id, session)
+            if not account.closed:
+                await self.store.save(domain.close(account), session)
+            await self.store.scrub_reasons(customer_id, SCRUBBED, session)
+            return Outcome(200, None, [])
+
+        await self._run(work)
 
     # --- expiry and tier reviews -----------------------------------------------------------------
 

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from services.common import topics
+from services.common.clock import parse_rfc3339
 from services.common.contracts import events_from_facts
+from services.common.handlers import Handlers
+
+if TYPE_CHECKING:
+    from .service import ProfilesService
 
 SOURCE = "/services/profiles"
-CONSUMES = (topics.SIGNALS,)
 GROUP = "crm-profiles"
 WHEN = {
     "crm.customer.registered": "registered_at",
@@ -25,3 +28,23 @@ def events_of(
     customer_id: str, facts: list[tuple[str, dict[str, Any]]], at: datetime
 ) -> list[dict[str, Any]]:
     return events_from_facts(facts, {"customer_id": customer_id}, source=SOURCE, when=WHEN, default_time=at)
+
+
+# --- consumed: the scorer's signals --------------------------------------------------------------
+
+CONSUMED: Handlers[ProfilesService] = Handlers()
+
+
+@CONSUMED.on("crm.profile.churn_warning")
+async def churn_warning(profiles: ProfilesService, event: dict[str, Any]) -> None:
+    await profiles.warned(event["subject"], event["data"])
+
+
+@CONSUMED.on("crm.profile.churn_recovered")
+async def churn_recovered(profiles: ProfilesService, event: dict[str, Any]) -> None:
+    await profiles.recovered(event["data"]["episode_id"], parse_rfc3339(event["data"]["recovered_at"]))
+
+
+@CONSUMED.on("crm.profile.segment_changed")
+async def segment_changed(profiles: ProfilesService, event: dict[str, Any]) -> None:
+    await profiles.segment_moved(event["id"], event["subject"], event["data"])

@@ -15,12 +15,12 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
+from services.common import kafka
 from services.common.clock import Clock, parse_rfc3339, to_rfc3339
 from services.common.contracts import EventValidationError, jsonable, registry
 from services.common.erasure import SCRUBBED, forget_answers
 from services.common.errors import ConcurrentChange
 from services.common.fields import new_id
-from services.common.kafka import Delivered, EventConsumer, EventProducer
 from services.common.pagination import Sort
 from services.common.problems import Problem
 from services.common.settings import Settings
@@ -28,7 +28,7 @@ from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
 from .domain import ChurnWarning, Customer
-from .events import CONSUMES, GROUP, events_of
+from .events import CONSUMED, GROUP, events_of
 from .models import (
     MAX_INTERACTIONS,
     ActionIn,
@@ -388,21 +388,17 @@ class ProfilesService:
 
     # --- following the scorer's signals -----------------------------------------------------------
 
-    async def handle_signals(self, batch: list[Delivered]) -> None:
-        """Idempotent per signal: episodes and moves are keyed by their ids."""
-        for delivered in batch:
-            event = delivered.event
-            kind, data, subject = event["type"], event["data"], event["subject"]
-            if kind == "crm.profile.churn_warning":
-                data = {**data, "warned_at": parse_rfc3339(data["warned_at"])}
-                if await self.store.add_warning(domain.warning_from_signal(data, subject)):
-                    WARNING_UPDATES.labels("opened").inc()
-            elif kind == "crm.profile.churn_recovered":
-                await self._recovered(data["episode_id"], parse_rfc3339(data["recovered_at"]))
-            elif kind == "crm.profile.segment_changed":
-                await self.store.add_move(event["id"], subject, data, parse_rfc3339(data["changed_at"]))
+    async def warned(self, customer_id: str, data: dict[str, Any]) -> None:
+        """A churn warning opens a worklist entry, once per episode."""
+        data = {**data, "warned_at": parse_rfc3339(data["warned_at"])}
+        if await self.store.add_warning(domain.warning_from_signal(data, customer_id)):
+            WARNING_UPDATES.labels("opened").inc()
 
-    async def _recovered(self, episode_id: str, at: datetime) -> None:
+    async def segment_moved(self, event_id: str, customer_id: str, data: dict[str, Any]) -> None:
+        await self.store.add_move(event_id, customer_id, data, parse_rfc3339(data["changed_at"]))
+
+    async def recovered(self, episode_id: str, at: datetime) -> None:
+        """The scorer saw the risk fall: the episode closes as recovered unless already closed."""
         for _ in range(5):
             current = await self.store.get_warning(episode_id)
             if current is None:
@@ -419,13 +415,8 @@ class ProfilesService:
         raise ConcurrentChange(episode_id)  # the batch is retried
 
     async def follow_signals(self, settings: Settings, stop: asyncio.Event) -> None:
-        producer = await asyncio.to_thread(EventProducer, settings, "profiles-deadletter")
-        consumer = await asyncio.to_thread(EventConsumer, settings, GROUP, CONSUMES, producer)
-        try:
-            await consumer.run(self.handle_signals, stop)
-        finally:
-            await asyncio.to_thread(consumer.close)
-            await asyncio.to_thread(producer.close)
+        """Idempotent per signal: episodes and moves are keyed by their ids."""
+        await kafka.consume(settings, GROUP, CONSUMED.topics, CONSUMED.one_by_one(self), stop)
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:

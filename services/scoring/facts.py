@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from services.common.clock import parse_rfc3339
+from services.common.erasure import ERASED
 
 Facts = dict[str, Any]
 ENGAGEMENT_WINDOW = timedelta(days=30)
@@ -127,12 +128,20 @@ def _complaint(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> N
         _latest(complaint["state"], at, open=True)
 
 
+def erase(facts: Facts) -> None:
+    """The scorer's erasure rule. The other services follow `crm.customer.erased` with
+    services/common/erasure.py; the scorer folds it like any of the customer's events, so it
+    keeps its place among them: the personal fields go, and the `erased` mark keeps any that
+    arrive later out (and the profile stops showing a birthday)."""
+    facts["erased"] = True
+    for name in PERSONAL:
+        facts["identity"].pop(name, None)
+
+
 def _customer(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
     identity = facts["identity"]
-    if kind == "crm.customer.erased":
-        facts["erased"] = True
-        for name in PERSONAL:
-            identity.pop(name, None)
+    if kind == ERASED:
+        erase(facts)
         return
     if facts["erased"]:
         return  # nothing personal comes back after erasure, whatever arrives late

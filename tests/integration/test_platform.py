@@ -17,6 +17,8 @@ import pytest
 from kafka import KafkaProducer
 
 from services.common.contracts import build_event, encode
+from services.common.errors import RuleBroken
+from services.common.handlers import Handlers
 from services.common.kafka import EventConsumer, EventProducer, ensure_topics
 from services.common.metrics import EVENTS_DEADLETTERED
 from services.stack.embedded import free_port, port_open
@@ -91,6 +93,40 @@ async def test_invalid_records_go_to_the_dead_letter_topic_and_the_consumer_move
     again.close()
     producer.close()
     assert redelivered == []
+
+
+async def test_an_event_a_rule_refuses_is_dead_lettered_and_the_rest_are_handled(stack):
+    settings = stack.settings(topic_prefix=f"ref{uuid.uuid4().hex[:6]}.")
+    ensure_topics(settings)
+    customer = unique_id()
+    refused, good = paid_event(customer), paid_event(customer)
+    producer = EventProducer(settings, "test")
+    producer.publish([refused, good])
+    topic = settings.topic_prefix + "crm.orders.v1"
+    before = EVENTS_DEADLETTERED.labels(topic, "refused")._value.get()
+
+    handlers: Handlers[list] = Handlers()
+    handled: list[str] = []
+    stop = asyncio.Event()
+
+    @handlers.on("crm.order.paid")
+    async def paid(seen: list, event: dict) -> None:
+        if event["id"] == refused["id"]:
+            raise RuleBroken("the account is closed", 409)
+        seen.append(event["id"])
+        stop.set()
+
+    consumer = EventConsumer(settings, "refusal-test", handlers.topics, producer)
+    await asyncio.wait_for(consumer.run(handlers.one_by_one(handled), stop), 30)
+    consumer.close()
+    producer.close()
+    assert handled == [good["id"]]
+    assert EVENTS_DEADLETTERED.labels(topic, "refused")._value.get() == before + 1
+    dead = TopicReader(stack, settings.topic_prefix + "crm.deadletter.v1").records()
+    assert [orjson.loads(r.value)["id"] for r in dead] == [refused["id"]]
+    headers = dict(dead[0].headers)
+    assert headers["crm.dlq.reason"] == b"refused: the account is closed"
+    assert headers["crm.dlq.consumer"].decode().endswith("refusal-test")
 
 
 def test_publishing_an_invalid_event_is_refused_before_sending(stack):
