@@ -63,3 +63,15 @@ def test_loyalty_tiers_are_the_vocabulary_in_ascending_order():
     assert [t.name for t in Programme().tiers] == list(TIERS) == [t.value for t in LoyaltyTier]
     thresholds = [t.threshold_cents for t in Programme().tiers]
     assert thresholds == sorted(thresholds)
+
+
+def test_the_profiles_openapi_lists_the_vocabulary():
+    from services.profiles.main import create_app
+
+    openapi = create_app().openapi()
+    components = openapi["components"]["schemas"]
+    for vocabulary in VOCABULARIES:
+        assert components[vocabulary.__name__]["enum"] == [member.value for member in vocabulary]
+    search = {p["name"]: p["schema"] for p in openapi["paths"]["/customers"]["get"]["parameters"]}
+    assert search["churn_level"]["anyOf"][0] == {"$ref": "#/components/schemas/ChurnLevel"}
+    assert components["ActionIn"]["properties"]["action"] == {"$ref": "#/components/schemas/ChurnAction"}
