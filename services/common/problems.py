@@ -12,7 +12,7 @@ from fastapi.responses import ORJSONResponse
 from pymongo.errors import ConnectionFailure as PyMongoConnectionFailure
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import RuleBroken
+from .errors import Kind, RuleBroken
 
 log = structlog.get_logger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -30,6 +30,15 @@ _TITLES = {
     429: "Too Many Requests",
     500: "Internal Server Error",
     503: "Service Unavailable",
+}
+
+# The one place a domain's kind of refusal becomes an HTTP status.
+STATUS_OF_KIND = {
+    Kind.INVALID: 422,
+    Kind.NOT_FOUND: 404,
+    Kind.CONFLICT: 409,
+    Kind.TOO_LARGE: 413,
+    Kind.UNAVAILABLE: 503,
 }
 
 
@@ -97,7 +106,7 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, list[
 def install(app: FastAPI) -> None:
     @app.exception_handler(RuleBroken)
     async def _rule(request: Request, exc: RuleBroken) -> ORJSONResponse:
-        return problem_response(exc.status, exc.detail, request, **exc.extra)
+        return problem_response(STATUS_OF_KIND[exc.kind], exc.detail, request, **exc.extra)
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> ORJSONResponse:

@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     loyalty_url: str | None = None
     profiles_url: str | None = None
     scoring_url: str | None = None
-    peer_timeout_seconds: float = Field(2.0, gt=0)  # the profiles service's calls to the others
+    peer_timeout_seconds: float = Field(2.0, gt=0)  # calls to other services' APIs (services/common/peers.py)
 
     api_keys_file: Path = Path(".crm/api-keys.hashed")
     max_body_bytes: int = Field(1_048_576, ge=1024)

@@ -11,10 +11,7 @@ from pydantic import BaseModel
 from services.common.auth import Principal, require
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
-from services.common.mongo import between
-from services.common.problems import Problem
 
-from . import domain
 from .domain import Action, Status
 from .models import (
     AssignIn,
@@ -25,7 +22,6 @@ from .models import (
     ResolveIn,
     Severity,
     SurveyIn,
-    present_survey,
 )
 from .service import ComplaintService
 
@@ -39,12 +35,13 @@ def complaints(request: Request) -> ComplaintService:
 @router.post("/complaints", status_code=201, tags=["complaints"], summary="Open a complaint")
 async def open_complaint(
     body: ComplaintIn,
+    request: Request,
     key: IdempotencyHeader = None,
     principal: Principal = Depends(require("agent")),
     service: ComplaintService = Depends(complaints),
 ) -> ORJSONResponse:
     idem = idempotency(key, principal, "POST /complaints", body)
-    return answer(await service.open(body, principal.label, idem))
+    return answer(await service.open(body, principal.label, idem, request.headers.get("authorization")))
 
 
 def _transition(action: Action, model: type[BaseModel] | None):
@@ -105,14 +102,7 @@ async def complaint_stats(
     _: Principal = Depends(require("viewer")),
     service: ComplaintService = Depends(complaints),
 ) -> dict[str, Any]:
-    extra = {k: v for k, v in (("category", category), ("severity", severity)) if v}
-    found = await service.store.opened_between(since, until, extra)
-    return {
-        "from": since,
-        "to": until,
-        "hours": "SLA hours (business calendar, pauses excluded)",
-        **domain.complaint_stats(found),
-    }
+    return await service.complaint_stats(since, until, category, severity)
 
 
 @router.get("/complaints/{complaint_id}", tags=["complaints"], summary="One complaint with its history")
@@ -121,10 +111,7 @@ async def get_complaint(
     _: Principal = Depends(require("viewer")),
     service: ComplaintService = Depends(complaints),
 ) -> dict[str, Any]:
-    complaint = await service.store.get(complaint_id)
-    if complaint is None:
-        raise Problem(404, f"no complaint {complaint_id}")
-    return service.show(complaint)
+    return await service.complaint(complaint_id)
 
 
 @router.get(
@@ -162,23 +149,18 @@ async def list_complaints(
     _: Principal = Depends(require("viewer")),
     service: ComplaintService = Depends(complaints),
 ) -> dict[str, Any]:
-    filters: dict[str, Any] = {
-        k: v
-        for k, v in (
-            ("status", status.value if status else None),
-            ("category", category),
-            ("severity", severity),
-            ("assignee", assignee),
-            ("customer_id", customer_id),
-        )
-        if v is not None
-    }
-    if breached is not None:
-        filters["breached"] = breached
-    if since or until:
-        filters["opened_at"] = between(since, until)
-    found, next_cursor = await service.store.list(filters, limit, cursor)
-    return {"items": [service.show(c) for c in found], "next_cursor": next_cursor}
+    return await service.complaints(
+        status=status,
+        category=category,
+        severity=severity,
+        breached=breached,
+        assignee=assignee,
+        customer_id=customer_id,
+        since=since,
+        until=until,
+        limit=limit,
+        cursor=cursor,
+    )
 
 
 @router.post("/surveys", status_code=201, tags=["surveys"], summary="A CSAT or general satisfaction survey")
@@ -204,11 +186,7 @@ async def survey_stats(
     _: Principal = Depends(require("viewer")),
     service: ComplaintService = Depends(complaints),
 ) -> dict[str, Any]:
-    return {
-        "from": since,
-        "to": until,
-        **domain.survey_stats(await service.store.surveys_between(since, until)),
-    }
+    return await service.survey_stats(since, until)
 
 
 @router.get(
@@ -223,10 +201,4 @@ async def list_surveys(
     _: Principal = Depends(require("viewer")),
     service: ComplaintService = Depends(complaints),
 ) -> dict[str, Any]:
-    docs = (
-        await service.store.surveys.find({"customer_id": customer_id})
-        .sort([("submitted_at", -1)])
-        .limit(limit)
-        .to_list(None)
-    )
-    return {"items": [present_survey(d) for d in docs]}
+    return await service.surveys_of(customer_id, limit)

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.common.contracts import SATISFACTION_DIMENSIONS
-from services.common.errors import RuleBroken
+from services.common.errors import Kind, RuleBroken
 from services.common.vocabulary import LoyaltyTier
 
 from .calendar import Calendar
@@ -45,6 +45,10 @@ MAX_LEVEL = 3
 
 class ComplaintError(RuleBroken):
     """A complaint or survey rule was broken."""
+
+
+def no_complaint(complaint_id: str) -> ComplaintError:
+    return ComplaintError(f"no complaint {complaint_id}", Kind.NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ def _check(complaint: Complaint, action: Action, at: datetime) -> None:
                 else ""
             )
             + f"; allowed now: {', '.join(allowed) or 'nothing'}",
-            409,
+            Kind.CONFLICT,
             current_status=complaint.status.value,
             allowed=allowed,
         )
@@ -334,7 +338,7 @@ def reopen(c: Complaint, at: datetime, reason: str, by: str, policy: SlaPolicy) 
         raise ComplaintError(
             f"the reopen window ({policy.reopen_days:g} days after resolution) ended "
             f"{window_end.isoformat()}; open a new complaint",
-            409,
+            Kind.CONFLICT,
         )
     to = Status.ASSIGNED if c.assignee else Status.OPEN
     reopened = _moved(
@@ -365,8 +369,17 @@ def escalate(c: Complaint, at: datetime, by: str, note: str | None) -> Change:
     )
 
 
-def with_survey(c: Complaint, survey_id: str) -> Complaint:
-    """The CSAT survey answered for this complaint (one only)."""
+def with_survey(c: Complaint, customer_id: str, survey_id: str) -> Complaint:
+    """The CSAT survey answered for this complaint: by its own customer, after resolution,
+    once."""
+    if c.customer_id != customer_id:
+        raise ComplaintError("the complaint belongs to another customer", field="customer_id")
+    if c.status not in (Status.RESOLVED, Status.CLOSED):
+        raise ComplaintError(
+            f"the complaint is {c.status.value}; a CSAT survey follows resolution", Kind.CONFLICT
+        )
+    if c.survey_id:
+        raise ComplaintError(f"the complaint's survey was already answered ({c.survey_id})", Kind.CONFLICT)
     return replace(c, survey_id=survey_id)
 
 

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.common.clock import clock_from
 from services.common.erasure import follow_erasures
+from services.common.peers import Peers
 from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
@@ -18,14 +19,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     policy = load_policy(settings.sla_policy_file)  # a bad policy file stops the start, loudly
 
     def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
-        # VIP targets come from the live profile the scorer keeps (read only).
-        profiles_db = runtime.mongo.client[settings.db_name("profiles")]
+        # VIP targets come from the live profile, read through the profiles API.
+        peers = Peers(settings)
         service = ComplaintService(
-            store.ComplaintStore(runtime.mongo.db, profiles_db),
+            store.ComplaintStore(runtime.mongo.db),
             runtime.writes,
             clock_from(settings.clock_file),
             policy,
+            peers,
         )
+        runtime.on_stop(peers.close)
         app.state.complaints = service
         runtime.background("sla-watcher", lambda stop: service.run_watcher(stop, settings.sla_watch_seconds))
         runtime.background(

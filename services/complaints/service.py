@@ -19,11 +19,12 @@ from services.common.clock import Clock
 from services.common.erasure import SCRUBBED
 from services.common.errors import ConcurrentChange
 from services.common.fields import new_id
+from services.common.peers import Peers
 from services.common.problems import Problem
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import Action, Change, Complaint, SlaPolicy
+from .domain import Action, Change, Complaint, ComplaintError, SlaPolicy, Status
 from .events import change_events, survey_event
 from .models import AssignIn, ComplaintIn, NoteIn, ReopenIn, ResolveIn, SurveyIn, present, present_survey
 from .store import ComplaintStore
@@ -72,19 +73,42 @@ def count(complaint: Complaint, events: list[dict[str, Any]]) -> None:
 
 
 class ComplaintService:
-    def __init__(self, store: ComplaintStore, writes: Writes, clock: Clock, policy: SlaPolicy) -> None:
+    def __init__(
+        self, store: ComplaintStore, writes: Writes, clock: Clock, policy: SlaPolicy, peers: Peers
+    ) -> None:
         self.store = store
         self.writes = writes
         self.clock = clock
         self.policy = policy
+        self.peers = peers
 
     def show(self, complaint: Complaint) -> dict[str, Any]:
         return present(complaint, self.policy, self.clock.now())
 
-    async def open(self, body: ComplaintIn, by: str, key: IdempotencyKey | None) -> Outcome:
+    async def is_vip(self, customer_id: str, authorization: str | None) -> bool:
+        """VIP by the customer's live profile, read through the profiles API with the caller's
+        key. A customer profiles does not know is not VIP. When profiles does not answer in
+        time the complaint opens on standard targets rather than not at all (logged here,
+        counted in crm_peer_requests_total{service="profiles",outcome="unavailable"});
+        an agent who knows better sends `vip`."""
+        answer = await self.peers.get("profiles", f"/customers/{customer_id}", authorization)
+        if answer.status == "unavailable":
+            log.warning(
+                "vip check fell back to standard targets", customer_id=customer_id, error=answer.error
+            )
+        if not answer.ok:
+            return False
+        profile = answer.body
+        abc_class = (profile.get("value") or {}).get("abc_class")
+        tier = (profile.get("loyalty") or {}).get("tier")
+        return self.policy.is_vip(abc_class, tier)
+
+    async def open(
+        self, body: ComplaintIn, by: str, key: IdempotencyKey | None, authorization: str | None
+    ) -> Outcome:
         vip = body.vip
         if vip is None:
-            vip = self.policy.is_vip(*await self.store.customer_value(body.customer_id))
+            vip = await self.is_vip(body.customer_id, authorization)
         change = domain.open_complaint(
             complaint_id=new_id("cp"),
             customer_id=body.customer_id,
@@ -145,7 +169,7 @@ class ComplaintService:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             current = await self.store.get(complaint_id, session)
             if current is None:
-                raise Problem(404, f"no complaint {complaint_id}")
+                raise domain.no_complaint(complaint_id)
             change = apply(current)
             saved = await self.store.replace(
                 change.complaint, domain.next_check(change.complaint, self.policy), session
@@ -154,6 +178,63 @@ class ComplaintService:
             return Outcome(200, self.show(saved), change_events(Change(saved, change.facts)))
 
         return await self.writes.run(work, key), (changed[-1] if changed else None)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def complaint(self, complaint_id: str) -> dict[str, Any]:
+        complaint = await self.store.get(complaint_id)
+        if complaint is None:
+            raise domain.no_complaint(complaint_id)
+        return self.show(complaint)
+
+    async def complaints(
+        self,
+        *,
+        status: Status | None,
+        category: str | None,
+        severity: str | None,
+        breached: bool | None,
+        assignee: str | None,
+        customer_id: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        found, next_cursor = await self.store.list(
+            status=status,
+            category=category,
+            severity=severity,
+            breached=breached,
+            assignee=assignee,
+            customer_id=customer_id,
+            opened_from=since,
+            opened_to=until,
+            limit=limit,
+            cursor=cursor,
+        )
+        return {"items": [self.show(c) for c in found], "next_cursor": next_cursor}
+
+    async def complaint_stats(
+        self, since: datetime | None, until: datetime | None, category: str | None, severity: str | None
+    ) -> dict[str, Any]:
+        found = await self.store.opened_between(since, until, category, severity)
+        return {
+            "from": since,
+            "to": until,
+            "hours": "SLA hours (business calendar, pauses excluded)",
+            **domain.complaint_stats(found),
+        }
+
+    async def survey_stats(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        return {
+            "from": since,
+            "to": until,
+            **domain.survey_stats(await self.store.surveys_between(since, until)),
+        }
+
+    async def surveys_of(self, customer_id: str, limit: int) -> dict[str, Any]:
+        return {"items": [present_survey(d) for d in await self.store.surveys_of(customer_id, limit)]}
 
     # --- the SLA watcher --------------------------------------------------------------------
 
@@ -187,7 +268,7 @@ class ComplaintService:
 
             try:
                 outcome, complaint = await self._change(complaint_id, breach)
-            except Problem:  # changed or gone meanwhile; the next round looks again
+            except (Problem, ComplaintError):  # changed or gone meanwhile; the next round looks again
                 continue
             if complaint is None:
                 continue
@@ -231,17 +312,9 @@ class ComplaintService:
             if body.complaint_id:
                 complaint = await self.store.get(body.complaint_id, session)
                 if complaint is None:
-                    raise Problem(404, f"no complaint {body.complaint_id}")
-                if complaint.customer_id != body.customer_id:
-                    raise Problem(422, "the complaint belongs to another customer")
-                if complaint.status not in (domain.Status.RESOLVED, domain.Status.CLOSED):
-                    raise Problem(
-                        409, f"the complaint is {complaint.status.value}; a CSAT survey follows resolution"
-                    )
-                if complaint.survey_id:
-                    raise Problem(409, f"the complaint's survey was already answered ({complaint.survey_id})")
+                    raise domain.no_complaint(body.complaint_id)
                 await self.store.replace(
-                    domain.with_survey(complaint, survey["survey_id"]),
+                    domain.with_survey(complaint, body.customer_id, survey["survey_id"]),
                     domain.next_check(complaint, self.policy),
                     session,
                 )

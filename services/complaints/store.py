@@ -1,5 +1,4 @@
-"""Complaints and surveys in MongoDB (`crm_complaints`), and the read-only look-up of a
-customer's value in the live profile that decides VIP targets."""
+"""Complaints and surveys in MongoDB (`crm_complaints`)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 
 from services.common.clock import as_utc
 from services.common.errors import ConcurrentChange
-from services.common.mongo import between, index, projection
+from services.common.mongo import between, index
 from services.common.pagination import page
 
 from .domain import ACTIVE, Complaint, Status, Targets
@@ -105,10 +104,9 @@ def from_document(d: dict[str, Any]) -> Complaint:
 
 
 class ComplaintStore:
-    def __init__(self, db: AsyncIOMotorDatabase, profiles_db: AsyncIOMotorDatabase) -> None:
+    def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self.complaints = db[COMPLAINTS]
         self.surveys = db[SURVEYS]
-        self.profiles = profiles_db["profiles"]
 
     async def get(
         self, complaint_id: str, session: AsyncIOMotorClientSession | None = None
@@ -163,27 +161,42 @@ class ComplaintStore:
         return await self.complaints.count_documents({"status": {"$in": [s.value for s in ACTIVE]}})
 
     async def list(
-        self, filters: dict[str, Any], limit: int, cursor: str | None
+        self,
+        *,
+        status: Status | None,
+        category: str | None,
+        severity: str | None,
+        breached: bool | None,
+        assignee: str | None,
+        customer_id: str | None,
+        opened_from: datetime | None,
+        opened_to: datetime | None,
+        limit: int,
+        cursor: str | None,
     ) -> tuple[list[Complaint], str | None]:
-        docs, next_cursor = await page(self.complaints, filters, LIST_SORT, limit, cursor)
+        query: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("status", status.value if status else None),
+                ("category", category),
+                ("severity", severity),
+                ("assignee", assignee),
+                ("customer_id", customer_id),
+                ("breached", breached),
+                ("opened_at", between(opened_from, opened_to)),
+            )
+            if v is not None
+        }
+        docs, next_cursor = await page(self.complaints, query, LIST_SORT, limit, cursor)
         return [from_document(d) for d in docs], next_cursor
 
     async def opened_between(
-        self, start: datetime | None, end: datetime | None, extra: dict[str, Any]
+        self, start: datetime | None, end: datetime | None, category: str | None, severity: str | None
     ) -> list[Complaint]:
-        query = dict(extra)
+        query: dict[str, Any] = {k: v for k, v in (("category", category), ("severity", severity)) if v}
         if (opened := between(start, end)) is not None:
             query["opened_at"] = opened
         return [from_document(d) async for d in self.complaints.find(query, {"history": 0})]
-
-    async def customer_value(self, customer_id: str) -> tuple[str | None, str | None]:
-        """(ABC class, loyalty tier) from the live profile the scorer keeps; unknown is (None, None)."""
-        doc = await self.profiles.find_one(
-            {"_id": customer_id}, projection("value.abc_class", "loyalty.tier")
-        )
-        if not doc:
-            return None, None
-        return (doc.get("value") or {}).get("abc_class"), (doc.get("loyalty") or {}).get("tier")
 
     async def insert_survey(self, survey: dict[str, Any], session: AsyncIOMotorClientSession) -> None:
         await self.surveys.insert_one({"_id": survey["survey_id"], **survey}, session=session)
@@ -193,3 +206,12 @@ class ComplaintStore:
         if (submitted := between(start, end)) is not None:
             query["submitted_at"] = submitted
         return await self.surveys.find(query).to_list(None)
+
+    async def surveys_of(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
+        """A customer's surveys, newest first."""
+        return (
+            await self.surveys.find({"customer_id": customer_id})
+            .sort([("submitted_at", -1)])
+            .limit(limit)
+            .to_list(None)
+        )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.common.errors import RuleBroken
+from services.common.errors import Kind, RuleBroken
 from services.common.vocabulary import LoyaltyTier
 
 TIERS = tuple(LoyaltyTier)  # ascending
@@ -192,12 +192,14 @@ def available(account: Account, at: datetime) -> int:
 
 def redeem(account: Account, points: int, reason: str, at: datetime, source: str, entry_id: str) -> Change:
     if account.closed:
-        raise LoyaltyError("the account is closed", 409)
+        raise LoyaltyError("the account is closed", Kind.CONFLICT)
     if points <= 0:
         raise LoyaltyError("points must be positive", field="points")
     have = available(account, at)
     if points > have:
-        raise LoyaltyError(f"not enough points: {points} asked, {have} available", 409, available=have)
+        raise LoyaltyError(
+            f"not enough points: {points} asked, {have} available", Kind.CONFLICT, available=have
+        )
     debited, taken = _debit(account, points, at)
     entry = Entry(
         entry_id, source, account.customer_id, "redeem", -points, debited.balance, at, reason, lots=taken
@@ -231,7 +233,7 @@ def adjust(
         return replace(change, entries=[replace(change.entries[0], reason=reason)])
     have = available(account, at)
     if -points > have:
-        raise LoyaltyError(f"cannot take {-points} points: {have} available", 409, available=have)
+        raise LoyaltyError(f"cannot take {-points} points: {have} available", Kind.CONFLICT, available=have)
     debited, taken = _debit(account, -points, at)
     entry = Entry(
         entry_id, source, account.customer_id, "adjust", points, debited.balance, at, reason, lots=taken

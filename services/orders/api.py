@@ -13,8 +13,7 @@ from services.common.fields import CustomerId, EntityId, Limit, Since, Until, on
 from services.common.problems import Problem
 
 from .domain import Action, Status
-from .domain import monthly_sales as monthly_sales_of
-from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
+from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn
 from .service import OrderService
 
 router = APIRouter(tags=["orders"])
@@ -78,10 +77,7 @@ for _action, _model, _summary in (
 async def get_order(
     order_id: EntityId, _: Principal = Depends(require("viewer")), service: OrderService = Depends(orders)
 ) -> dict[str, Any]:
-    order = await service.store.get(order_id)
-    if order is None:
-        raise Problem(404, f"no order {order_id}")
-    return present(order)
+    return await service.order(order_id)
 
 
 @router.get(
@@ -99,15 +95,14 @@ async def list_orders(
     _: Principal = Depends(require("viewer")),
     service: OrderService = Depends(orders),
 ) -> dict[str, Any]:
-    found, next_cursor = await service.store.list(
+    return await service.orders(
         customer_id=customer_id,
-        status=status.value if status else None,
+        status=status,
         placed_from=placed_from,
         placed_to=placed_to,
         limit=limit,
         cursor=cursor,
     )
-    return {"items": [present(o) for o in found], "next_cursor": next_cursor}
 
 
 @router.get(
@@ -121,8 +116,7 @@ async def monthly_sales(
     _: Principal = Depends(require("viewer")),
     service: OrderService = Depends(orders),
 ) -> dict[str, Any]:
-    rows = [row async for row in service.store.paid_sales(paid_from, paid_to)]
-    return {"items": monthly_sales_of(rows)}
+    return await service.monthly_sales(paid_from, paid_to)
 
 
 @router.post(

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from services.common.errors import RuleBroken
+from services.common.errors import Kind, RuleBroken
 
 
 class Status(StrEnum):
@@ -48,13 +48,17 @@ class OrderError(RuleBroken):
     """An order rule was broken."""
 
 
+def no_order(order_id: str) -> OrderError:
+    return OrderError(f"no order {order_id}", Kind.NOT_FOUND)
+
+
 class IllegalTransition(OrderError):
     def __init__(self, order: Order, action: Action) -> None:
         allowed = allowed_actions(order)
         super().__init__(
             f"cannot {action.value} an order that is {order.status.value}; allowed now: "
             f"{', '.join(a.value for a in allowed) or 'nothing (final state)'}",
-            409,
+            Kind.CONFLICT,
             current_status=order.status.value,
             allowed=[a.value for a in allowed],
         )
@@ -220,8 +224,14 @@ def _moved(order: Order, action: Action, at: datetime, to: Status, by: str, **ch
     return replace(order, status=to, times=times, history=(*order.history, entry), **changes)
 
 
-def pay(order: Order, at: datetime, by: str = "system") -> Change:
+def pay(order: Order, at: datetime, by: str = "system", stated_amount_cents: int | None = None) -> Change:
+    """Payment captured. An amount the payer states must be the order amount."""
     _check(order, Action.PAY, at)
+    if stated_amount_cents is not None and stated_amount_cents != order.amount_cents:
+        raise OrderError(
+            f"amount_cents {stated_amount_cents} does not match the order amount {order.amount_cents}",
+            field="amount_cents",
+        )
     paid = _moved(order, Action.PAY, at, Status.PAID, by, paid_cents=order.amount_cents)
     return Change(
         paid,
@@ -374,7 +384,7 @@ def refund(
     if amount_cents > order.refundable_cents:
         raise OrderError(
             f"cannot refund {amount_cents}: only {order.refundable_cents} was paid and not yet refunded",
-            409,
+            Kind.CONFLICT,
             refundable_cents=order.refundable_cents,
         )
     for_returns = min(amount_cents, max(owed_for_returns, 0))
@@ -411,6 +421,38 @@ def refund(
                 )
             )
     return Change(refunded, facts)
+
+
+def rebuild_history(
+    order: Order, times: dict[Action, datetime | None], return_reason: str
+) -> tuple[Order, list[tuple[str, dict[str, Any]]]]:
+    """An order's past life from its historical times (`times`: when each of pay, ship,
+    deliver, return, cancel happened, None when it did not), through the same rules as live.
+    Returns the final order and every event fact from its placing on."""
+    facts = placed_facts(order)
+    # Ties are broken by the lifecycle's own order.
+    lifecycle = (Action.PAY, Action.SHIP, Action.DELIVER, Action.RETURN, Action.CANCEL)
+    steps = [
+        (t, rank, action) for rank, action in enumerate(lifecycle) if (t := times.get(action)) is not None
+    ]
+    for at, _, action in sorted(steps):
+        if action is Action.PAY:
+            change = pay(order, at, "import")
+        elif action is Action.SHIP:
+            change = ship(order, at, "import")
+        elif action is Action.DELIVER:
+            change = deliver(order, at, "import")
+        elif action is Action.CANCEL:
+            change = cancel(order, at, "historical cancellation", f"rf-{order.order_id}", "import")
+        else:
+            change = return_items(order, at, f"r-{order.order_id}", return_reason, None, "import")
+            facts.extend(change.facts)
+            order = change.order
+            # A historical return was refunded when it came back.
+            change = refund(order, at, f"rf-{order.order_id}", None, "import")
+        facts.extend(change.facts)
+        order = change.order
+    return order, facts
 
 
 def placed_facts(order: Order) -> list[tuple[str, dict[str, Any]]]:

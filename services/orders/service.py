@@ -13,12 +13,13 @@ from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
 from services.common.clock import Clock
+from services.common.errors import Kind
 from services.common.fields import new_id
-from services.common.problems import Problem, describe_validation_errors
+from services.common.problems import describe_validation_errors
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import Action, Change, Order, OrderError
+from .domain import Action, Change, Order, OrderError, Status
 from .events import change_events, events_for
 from .models import CancelIn, ImportLine, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
 from .store import OrderStore
@@ -68,7 +69,7 @@ class OrderService:
         try:
             outcome = await self.writes.run(work, key)
         except DuplicateKeyError:
-            raise Problem(409, f"order {order_id} already exists") from None
+            raise OrderError(f"order {order_id} already exists", Kind.CONFLICT) from None
         if not outcome.replayed:
             count(outcome.events)
         return outcome
@@ -82,7 +83,7 @@ class OrderService:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             order = await self.store.get(order_id, session)
             if order is None:
-                raise Problem(404, f"no order {order_id}")
+                raise domain.no_order(order_id)
             change = apply(order)
             saved = await self.store.replace(change.order, session)
             return Outcome(200, present(saved), change_events(change))
@@ -94,21 +95,8 @@ class OrderService:
 
     def _rule(self, action: Action, body: Any, at: datetime, by: str) -> Callable[[Order], Change]:
         if action is Action.PAY:
-
-            def pay(order: Order) -> Change:
-                if (
-                    isinstance(body, PayIn)
-                    and body.amount_cents is not None
-                    and body.amount_cents != order.amount_cents
-                ):
-                    raise OrderError(
-                        f"amount_cents {body.amount_cents} does not match the order amount "
-                        f"{order.amount_cents}",
-                        field="amount_cents",
-                    )
-                return domain.pay(order, at, by)
-
-            return pay
+            stated = body.amount_cents if isinstance(body, PayIn) else None
+            return lambda order: domain.pay(order, at, by, stated)
         if action is Action.SHIP:
             assert isinstance(body, ShipIn)
             return lambda order: domain.ship(order, at, by, body.carrier, body.tracking_number)
@@ -123,6 +111,38 @@ class OrderService:
             return lambda order: domain.return_items(order, at, new_id("r"), body.reason, lines, by)
         assert isinstance(body, RefundIn)
         return lambda order: domain.refund(order, at, new_id("rf"), body.amount_cents, by)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    async def order(self, order_id: str) -> dict[str, Any]:
+        order = await self.store.get(order_id)
+        if order is None:
+            raise domain.no_order(order_id)
+        return present(order)
+
+    async def orders(
+        self,
+        *,
+        customer_id: str | None,
+        status: Status | None,
+        placed_from: datetime | None,
+        placed_to: datetime | None,
+        limit: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        found, next_cursor = await self.store.list(
+            customer_id=customer_id,
+            status=status.value if status else None,
+            placed_from=placed_from,
+            placed_to=placed_to,
+            limit=limit,
+            cursor=cursor,
+        )
+        return {"items": [present(o) for o in found], "next_cursor": next_cursor}
+
+    async def monthly_sales(self, paid_from: datetime | None, paid_to: datetime | None) -> dict[str, Any]:
+        rows = [row async for row in self.store.paid_sales(paid_from, paid_to)]
+        return {"items": domain.monthly_sales(rows)}
 
     # --- history import -----------------------------------------------------------------
 
@@ -188,7 +208,7 @@ class OrderService:
 
 
 def history(line: ImportLine) -> tuple[Order, list[tuple[str, dict[str, Any]]]]:
-    """Rebuild an order's life from its historical times, through the same rules as live."""
+    """One import line as the order it became and every event fact of its life."""
     order = domain.new_order(
         order_id=line.order_id,
         customer_id=line.customer_id,
@@ -201,36 +221,11 @@ def history(line: ImportLine) -> tuple[Order, list[tuple[str, dict[str, Any]]]]:
         amount_cents=line.amount_cents,
         by="import",
     )
-    facts = domain.placed_facts(order)
-    # Ties are broken by the lifecycle's own order.
-    steps = [
-        (t, rank, action)
-        for rank, (action, t) in enumerate(
-            (
-                (Action.PAY, line.paid_at),
-                (Action.SHIP, line.shipped_at),
-                (Action.DELIVER, line.delivered_at),
-                (Action.RETURN, line.returned_at),
-                (Action.CANCEL, line.cancelled_at),
-            )
-        )
-        if t is not None
-    ]
-    for at, _, action in sorted(steps):
-        if action is Action.PAY:
-            change = domain.pay(order, at, "import")
-        elif action is Action.SHIP:
-            change = domain.ship(order, at, "import")
-        elif action is Action.DELIVER:
-            change = domain.deliver(order, at, "import")
-        elif action is Action.CANCEL:
-            change = domain.cancel(order, at, "historical cancellation", f"rf-{order.order_id}", "import")
-        else:
-            change = domain.return_items(order, at, f"r-{order.order_id}", line.return_reason, None, "import")
-            facts.extend(change.facts)
-            order = change.order
-            # A historical return was refunded when it came back.
-            change = domain.refund(order, at, f"rf-{order.order_id}", None, "import")
-        facts.extend(change.facts)
-        order = change.order
-    return order, facts
+    times = {
+        Action.PAY: line.paid_at,
+        Action.SHIP: line.shipped_at,
+        Action.DELIVER: line.delivered_at,
+        Action.RETURN: line.returned_at,
+        Action.CANCEL: line.cancelled_at,
+    }
+    return domain.rebuild_history(order, times, line.return_reason)

@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from services.common.errors import RuleBroken
+from services.common.errors import Kind, RuleBroken
 from services.common.vocabulary import ChurnAction
 
 Facts = list[tuple[str, dict[str, Any]]]  # (event type, data) to publish
@@ -65,7 +65,9 @@ def register(attributes: dict[str, Any], at: datetime) -> Change:
 
 def _live(customer: Customer) -> None:
     if customer.erased_at is not None:
-        raise ProfilesError(f"customer {customer.customer_id} was erased; nothing about them may change", 409)
+        raise ProfilesError(
+            f"customer {customer.customer_id} was erased; nothing about them may change", Kind.CONFLICT
+        )
 
 
 def update(customer: Customer, changes: dict[str, Any]) -> Change:
@@ -169,7 +171,8 @@ def warning_from_signal(data: dict[str, Any], customer_id: str) -> ChurnWarning:
 def _open_only(w: ChurnWarning) -> None:
     if not w.is_open:
         raise ProfilesError(
-            f"warning {w.episode_id} is closed ({w.outcome}); open a new one by the next episode", 409
+            f"warning {w.episode_id} is closed ({w.outcome}); open a new one by the next episode",
+            Kind.CONFLICT,
         )
 
 

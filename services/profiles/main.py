@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from services.common.clock import clock_from
+from services.common.peers import Peers
 from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
 from . import api, store
-from .peers import Peers
 from .service import ERASURES_COLLECTION, ProfilesService
 
 

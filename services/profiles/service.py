@@ -22,6 +22,7 @@ from services.common.erasure import SCRUBBED, forget_answers
 from services.common.errors import ConcurrentChange
 from services.common.fields import new_id
 from services.common.pagination import Sort
+from services.common.peers import Answer, Peers, Unavailable
 from services.common.problems import Problem
 from services.common.settings import Settings
 from services.common.writes import IdempotencyKey, Outcome, Writes
@@ -39,7 +40,6 @@ from .models import (
     present_profile,
     present_warning,
 )
-from .peers import Answer, Peers, Unavailable
 from .store import ProfilesStore
 
 log = structlog.get_logger(__name__)

@@ -121,9 +121,11 @@ class Service:
         self.child.stop()
 
 
-def start_service(stack: Stack, name: str, *, db_prefix: str | None = None, **env: str) -> Service:
+def start_service(
+    stack: Stack, name: str, *, db_prefix: str | None = None, port: int | None = None, **env: str
+) -> Service:
     db_prefix = db_prefix or f"t{uuid.uuid4().hex[:8]}_"
-    port = free_port()
+    port = port or free_port()
     full_env = {
         "CRM_KAFKA_BOOTSTRAP": stack.bootstrap,
         "CRM_MONGO_URL": stack.mongo_url,
@@ -209,9 +211,16 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
     """Every service on one database prefix, each told where the others answer; `env` goes
     to all of them (topic prefix, clock file) and overrides the tests' quick timers."""
     db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+    # Ports are chosen first so each service knows every other, also those started after it
+    # (complaints asks profiles for VIP status).
+    ports = {name: free_port() for name in PLATFORM}
     started: dict[str, Service] = {}
     for name in PLATFORM:
-        extra = {f"CRM_{peer.upper()}_URL": service.url for peer, service in started.items()}
+        extra = {
+            f"CRM_{peer.upper()}_URL": f"http://127.0.0.1:{port}"
+            for peer, port in ports.items()
+            if peer != name
+        }
         if name == "scoring":
             extra.update(
                 CRM_SCORING_CLOCK="wall",
@@ -221,5 +230,5 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
             )
         if name == "complaints":
             extra["CRM_SLA_WATCH_SECONDS"] = "0.5"
-        started[name] = start_service(stack, name, db_prefix=db_prefix, **{**extra, **env})
+        started[name] = start_service(stack, name, db_prefix=db_prefix, port=ports[name], **{**extra, **env})
     return started

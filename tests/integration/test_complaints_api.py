@@ -11,6 +11,7 @@ import pytest
 
 from services.common.clock import to_rfc3339
 from services.common.mongo import blocking_client
+from services.stack.embedded import free_port
 from services.stack.harness import Service, TopicReader, start_service, start_stack, unique_id
 
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
@@ -40,9 +41,29 @@ def clock(tmp_path_factory) -> Clock:
     return Clock(tmp_path_factory.mktemp("clock") / "now")
 
 
+def nobody_listening() -> str:
+    """The address of a service that is down: a free port nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
 @pytest.fixture(scope="module")
-def complaints(stack, clock) -> Service:
-    service = start_service(stack, "complaints", CRM_CLOCK_FILE=str(clock.path), CRM_SLA_WATCH_SECONDS="0.2")
+def profiles(stack) -> Service:
+    """The profiles service whose API complaints asks for the live profile (VIP targets)."""
+    service = start_service(stack, "profiles")
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def complaints(stack, clock, profiles) -> Service:
+    service = start_service(
+        stack,
+        "complaints",
+        db_prefix=profiles.env["CRM_DB_PREFIX"],
+        CRM_CLOCK_FILE=str(clock.path),
+        CRM_SLA_WATCH_SECONDS="0.2",
+        CRM_PROFILES_URL=profiles.url,
+    )
     yield service
     service.stop()
 
@@ -118,11 +139,12 @@ def test_awaiting_the_customer_pauses_the_clock(complaints, clock, reader):
     assert escalations(reader, customer, 0) == []
 
 
-def test_vip_customers_get_tighter_targets(stack, complaints, clock):
+def test_vip_customers_get_tighter_targets(stack, complaints, profiles, clock):
     clock.set(T0)
-    profiles = blocking_client(stack.mongo_url)[complaints.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
+    # The live profiles as the scorer writes them; complaints reads them through the profiles API.
+    scored = blocking_client(stack.mongo_url)[profiles.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
     gold, class_a, regular = unique_id(), unique_id(), unique_id()
-    profiles.insert_many(
+    scored.insert_many(
         [
             {"_id": gold, "loyalty": {"tier": "gold"}, "value": {"abc_class": "C"}},
             {"_id": class_a, "value": {"abc_class": "A"}},
@@ -134,7 +156,25 @@ def test_vip_customers_get_tighter_targets(stack, complaints, clock):
         assert shown["sla"]["first_response_due"] == to_rfc3339(T0 + timedelta(hours=due_hours))
 
 
-def test_business_hours_count_toward_the_sla(stack, tmp_path):
+def test_with_profiles_down_a_complaint_opens_on_standard_targets(stack, tmp_path):
+    clock = Clock(tmp_path / "now")
+    alone = start_service(
+        stack, "complaints", CRM_CLOCK_FILE=str(clock.path), CRM_PROFILES_URL=nobody_listening()
+    )
+    try:
+        started = time.monotonic()
+        shown = open_one(alone, unique_id())
+        assert time.monotonic() - started < 5
+        assert shown["vip"] is False
+        assert shown["sla"]["first_response_due"] == to_rfc3339(T0 + timedelta(hours=4))
+        told = open_one(alone, unique_id(), vip=True)  # an agent who knows better says so
+        assert told["vip"] is True
+        assert told["sla"]["first_response_due"] == to_rfc3339(T0 + timedelta(hours=2))
+    finally:
+        alone.stop()
+
+
+def test_business_hours_count_toward_the_sla(stack, profiles, tmp_path):
     clock = Clock(tmp_path / "now")
     policy = tmp_path / "policy.toml"
     policy.write_text(OFFICE_POLICY)
@@ -144,6 +184,7 @@ def test_business_hours_count_toward_the_sla(stack, tmp_path):
         CRM_CLOCK_FILE=str(clock.path),
         CRM_SLA_POLICY_FILE=str(policy),
         CRM_SLA_WATCH_SECONDS="0.2",
+        CRM_PROFILES_URL=profiles.url,
     )
     try:
         friday_4pm = datetime(2026, 11, 20, 16, 0, tzinfo=UTC)
@@ -305,7 +346,9 @@ def test_stats_and_nps_on_known_data(complaints, clock):
 def test_events_are_published_exactly_once_across_a_broker_restart(tmp_path):
     stack = start_stack(tmp_path)
     clock = Clock(tmp_path / "now")
-    service = start_service(stack, "complaints", CRM_CLOCK_FILE=str(clock.path))
+    service = start_service(
+        stack, "complaints", CRM_CLOCK_FILE=str(clock.path), CRM_PROFILES_URL=nobody_listening()
+    )
     try:
         customer = unique_id()
         stack.broker.stop()

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.common.errors import Kind
 from services.complaints import domain
 from services.complaints.calendar import Calendar
 from services.complaints.domain import ComplaintError, SlaPolicy, Status
@@ -137,7 +138,7 @@ def test_reopen_within_the_window_resumes_the_clock_and_after_it_is_refused():
     late = MON_9 + timedelta(days=15)
     with pytest.raises(ComplaintError) as caught:
         domain.reopen(c, late, "still broken", "ann", policy)
-    assert caught.value.status == 409
+    assert caught.value.kind == Kind.CONFLICT
     back = domain.reopen(c, MON_9 + h(34), "still broken", "ann", policy)
     assert back.complaint.status is Status.ASSIGNED and back.complaint.reopen_count == 1
     # 10 hours ran before resolution; 24 stood still; 14 are left.
@@ -163,3 +164,22 @@ def test_first_response_is_the_first_time_an_agent_acts():
     c = domain.assign(opened().complaint, MON_9 + h(2), "ann", "lead").complaint
     c = domain.assign(c, MON_9 + h(3), "bob", "lead").complaint
     assert c.first_response_at == MON_9 + h(2)
+
+
+def test_a_csat_survey_follows_resolution_by_its_own_customer_once():
+    policy = SlaPolicy.default()
+    open_one = opened("high").complaint
+    with pytest.raises(ComplaintError, match="follows resolution") as early:
+        domain.with_survey(open_one, "c-1", "sv-1")
+    assert early.value.kind == Kind.CONFLICT
+    resolved = domain.resolve(open_one, MON_9 + h(2), "replaced", "ann", policy).complaint
+    with pytest.raises(ComplaintError, match="another customer") as stranger:
+        domain.with_survey(resolved, "c-2", "sv-1")
+    assert stranger.value.kind == Kind.INVALID
+    answered = domain.with_survey(resolved, "c-1", "sv-1")
+    assert answered.survey_id == "sv-1"
+    with pytest.raises(ComplaintError, match="already answered") as twice:
+        domain.with_survey(answered, "c-1", "sv-2")
+    assert twice.value.kind == Kind.CONFLICT
+    closed = domain.close(resolved, MON_9 + h(3), "ann").complaint
+    assert domain.with_survey(closed, "c-1", "sv-3").survey_id == "sv-3"

@@ -142,7 +142,7 @@ def test_the_metric_table_documents_exactly_the_metrics_the_processes_export():
         "services.complaints.service",
         "services.loyalty.service",
         "services.profiles.service",
-        "services.profiles.peers",
+        "services.common.peers",
         "services.scoring.service",
     ):
         importlib.import_module(module)

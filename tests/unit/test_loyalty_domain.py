@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.common.errors import Kind
 from services.loyalty import domain
 from services.loyalty.domain import Account, LoyaltyError, Programme
 
@@ -39,7 +40,7 @@ def test_redemption_takes_the_oldest_lots_first_and_never_overdraws():
     assert change.account.balance == 30
     with pytest.raises(LoyaltyError) as caught:
         domain.redeem(change.account, 31, "coupon", T0 + timedelta(days=31), "r2", "le-r2")
-    assert caught.value.status == 409 and caught.value.extra["available"] == 30
+    assert caught.value.kind == Kind.CONFLICT and caught.value.extra["available"] == 30
 
 
 def test_lots_expire_after_their_lifetime_and_expired_points_cannot_be_spent():

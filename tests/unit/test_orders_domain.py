@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from services.common.errors import Kind
 from services.orders import domain
 from services.orders.domain import Action, IllegalTransition, OrderError, Status
 from services.orders.models import ImportLine
@@ -119,7 +120,7 @@ def test_illegal_transition_says_what_is_allowed(prepare, action, allowed):
         getattr(domain, {"return": "return_items"}.get(action.value, action.value))(
             o, T0 + timedelta(days=9), *(["reason", "rf"] if action is Action.CANCEL else [])
         )
-    assert caught.value.status == 409
+    assert caught.value.kind == Kind.CONFLICT
     assert caught.value.extra["allowed"] == allowed
 
 
@@ -165,7 +166,7 @@ def test_refund_after_return_then_goodwill_split_by_reason():
     assert reasons == [("return", 1000), ("goodwill", 500)]
     with pytest.raises(OrderError) as caught:
         domain.refund(change.order, T0 + timedelta(days=5), "rf2", 600)
-    assert caught.value.status == 409 and caught.value.extra["refundable_cents"] == 500
+    assert caught.value.kind == Kind.CONFLICT and caught.value.extra["refundable_cents"] == 500
     final = domain.refund(change.order, T0 + timedelta(days=5), "rf2", 500).order
     assert final.status is Status.REFUNDED
 
@@ -215,3 +216,46 @@ def test_history_line_with_impossible_order_of_events_is_refused():
     )
     with pytest.raises(IllegalTransition):
         history(line)
+
+
+def test_a_stated_payment_must_be_the_order_amount():
+    o = order((2, 1000))
+    with pytest.raises(OrderError, match="does not match the order amount 2000") as caught:
+        domain.pay(o, T0 + timedelta(hours=1), stated_amount_cents=1999)
+    assert caught.value.kind == Kind.INVALID and caught.value.extra["field"] == "amount_cents"
+    assert domain.pay(o, T0 + timedelta(hours=1), stated_amount_cents=2000).order.paid_cents == 2000
+
+
+def test_history_rebuild_orders_same_moment_steps_by_the_lifecycle():
+    # Paid, shipped and cancelled all at one moment: pay before ship, so the cancel comes
+    # after shipping and is refused; paid and cancelled at one moment is a refunded cancel.
+    same = T0 + timedelta(hours=1)
+    with pytest.raises(IllegalTransition):
+        domain.rebuild_history(
+            order(), {Action.PAY: same, Action.SHIP: same, Action.CANCEL: same}, "historical return"
+        )
+    cancelled, facts = domain.rebuild_history(
+        order(), {Action.CANCEL: same, Action.PAY: same, Action.SHIP: None}, "historical return"
+    )
+    assert cancelled.status is Status.CANCELLED and cancelled.refunded_cents == cancelled.amount_cents
+    assert [t for t, _ in facts] == [
+        "crm.order.placed",
+        "crm.order.paid",
+        "crm.order.cancelled",
+        "crm.order.refunded",
+    ]
+
+
+def test_history_rebuild_of_a_return_refunds_it_with_the_stated_reason():
+    times = {
+        Action.PAY: T0 + timedelta(hours=1),
+        Action.SHIP: T0 + timedelta(hours=2),
+        Action.DELIVER: T0 + timedelta(days=1),
+        Action.RETURN: T0 + timedelta(days=3),
+    }
+    o, facts = domain.rebuild_history(order((1, 700)), times, "too small")
+    returned = dict(facts)["crm.order.returned"]
+    refunded = dict(facts)["crm.order.refunded"]
+    assert returned["reason"] == "too small" and returned["full"] is True
+    assert refunded["reason"] == "return" and refunded["amount_cents"] == 700
+    assert o.status is Status.REFUNDED and o.net_sales_cents == 0

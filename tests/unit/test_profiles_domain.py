@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.common.errors import Kind
 from services.profiles import domain
 from services.profiles.domain import ProfilesError, WarningStatus
 from services.profiles.service import search_sort
@@ -45,7 +46,7 @@ def test_consent_changes_once_and_nothing_changes_after_erasure():
     assert erased.customer_id == "c-1" and erased.registered_at == AT
     with pytest.raises(ProfilesError) as refused:
         domain.update(erased, {"name": "Back"})
-    assert refused.value.status == 409
+    assert refused.value.kind == Kind.CONFLICT
 
 
 def warning(**extra):
@@ -80,7 +81,7 @@ def test_the_warning_workflow_from_open_to_retained():
     assert (w.status, w.outcome, w.is_open) == (WarningStatus.CLOSED, "retained", False)
     with pytest.raises(ProfilesError) as closed:
         domain.act(w, "call", None, "agent-7", AT, "i-2", "phone")
-    assert closed.value.status == 409
+    assert closed.value.kind == Kind.CONFLICT
     assert [h["what"] for h in w.history] == ["assigned", "action", "closed"]
 
 

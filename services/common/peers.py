@@ -1,5 +1,8 @@
-"""The other services as the profiles service sees them: HTTP with timeouts (httpx), the
-caller's own key passed on, and an answer even when a service is down."""
+"""Other services' HTTP APIs, as a service that needs their data calls them: httpx with the
+short timeout CRM_PEER_TIMEOUT_SECONDS, the caller's own API key passed on (a peer checks it
+as it checks any client, so a caller sees through a peer only what its key may see), and an
+answer even when the peer is down (status `unavailable`, logged and counted in
+crm_peer_requests_total) so each caller decides its own fallback."""
 
 from __future__ import annotations
 
@@ -11,8 +14,8 @@ import httpx
 import structlog
 from prometheus_client import Counter, Histogram
 
-from services.common.metrics import LATENCY_BUCKETS
-from services.common.settings import Settings
+from .metrics import LATENCY_BUCKETS
+from .settings import Settings
 
 log = structlog.get_logger(__name__)
 PEER_REQUESTS = Counter(
