@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse
-from pydantic import Field
 
 from services.common.auth import Principal, require
-from services.common.clock import to_rfc3339
 from services.common.endpoints import IdempotencyHeader, answer, idempotency
-from services.common.fields import CustomerId, Limit, ShortText, Strict, only_params
-from services.common.problems import Problem
+from services.common.fields import CustomerId, Limit, only_params
 
+from .models import AdjustmentIn, RedemptionIn
 from .service import LoyaltyService
 
 router = APIRouter(tags=["loyalty"])
-
-
-class RedemptionIn(Strict):
-    points: Annotated[int, Field(ge=1, le=10_000_000)]
-    reason: ShortText
-
-
-class AdjustmentIn(Strict):
-    points: Annotated[int, Field(ge=-10_000_000, le=10_000_000)]
-    reason: ShortText
 
 
 def loyalty(request: Request) -> LoyaltyService:
@@ -37,20 +25,7 @@ def loyalty(request: Request) -> LoyaltyService:
 async def tiers(
     _: Principal = Depends(require("viewer")), service: LoyaltyService = Depends(loyalty)
 ) -> dict:
-    return {
-        "items": [
-            {
-                "name": t.name,
-                "threshold_cents": t.threshold_cents,
-                "earn_multiplier": t.earn_multiplier,
-                "discount_percent": t.discount_percent,
-                "free_shipping": t.free_shipping,
-            }
-            for t in service.programme.tiers
-        ],
-        "spend_window_days": service.programme.spend_window.days,
-        "points_expire_after_days": service.programme.lot_lifetime.days,
-    }
+    return service.tiers()
 
 
 @router.get("/accounts/{customer_id}", summary="Balance, tier, benefits and points expiring soon")
@@ -59,10 +34,7 @@ async def get_account(
     _: Principal = Depends(require("viewer")),
     service: LoyaltyService = Depends(loyalty),
 ) -> dict[str, Any]:
-    account = await service.store.get(customer_id)
-    if account is None:
-        raise Problem(404, f"no loyalty account for {customer_id}")
-    return service.present(account)
+    return await service.account(customer_id)
 
 
 @router.get(
@@ -77,17 +49,7 @@ async def get_ledger(
     _: Principal = Depends(require("viewer")),
     service: LoyaltyService = Depends(loyalty),
 ) -> dict[str, Any]:
-    docs, next_cursor = await service.store.ledger_page(customer_id, limit, cursor)
-    items = [
-        {
-            **{k: v for k, v in d.items() if k != "_id"},
-            "entry_id": d["_id"],
-            "at": to_rfc3339(d["at"]),
-            "expires_at": to_rfc3339(d["expires_at"]) if d.get("expires_at") else None,
-        }
-        for d in docs
-    ]
-    return {"items": items, "next_cursor": next_cursor}
+    return await service.ledger(customer_id, limit, cursor)
 
 
 @router.post("/accounts/{customer_id}/redemptions", status_code=201, summary="Spend points (oldest first)")

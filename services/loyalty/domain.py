@@ -22,6 +22,10 @@ class LoyaltyError(RuleBroken):
     """A loyalty rule was broken."""
 
 
+def no_account(customer_id: str) -> LoyaltyError:
+    return LoyaltyError(f"no loyalty account for {customer_id}", Kind.NOT_FOUND)
+
+
 @dataclass(frozen=True)
 class Tier:
     name: str
@@ -428,6 +432,23 @@ def reverse_share(
             )
         )
     return combine(*changes, retier(changes[-1].account, at, programme))
+
+
+def referred(account: Account, referrer: str | None) -> Account:
+    """Registration names who referred the customer: kept if it is someone else and the
+    account has no referrer yet (the first one counts). A closed account (erased) takes no
+    referral link, whichever of the two came first."""
+    if referrer and referrer != account.customer_id and account.referred_by is None and not account.closed:
+        return replace(account, referred_by=referrer)
+    return account
+
+
+def reversal_reason(refund_reason: str) -> str | None:
+    """Why a refund takes points back, or None when it takes nothing: a refund for a return
+    repays what the return already reversed."""
+    if refund_reason == "return":
+        return None
+    return "cancellation" if refund_reason == "cancellation" else "refund"
 
 
 def referral_due(referred: Account) -> bool:

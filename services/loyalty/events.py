@@ -12,6 +12,7 @@ from services.common.clock import parse_rfc3339
 from services.common.contracts import events_from_facts
 from services.common.handlers import Handlers
 
+from . import domain
 from .domain import Change
 
 if TYPE_CHECKING:
@@ -60,9 +61,9 @@ async def order_returned(loyalty: LoyaltyService, event: dict[str, Any], session
 @CONSUMED.on("crm.order.refunded")
 async def order_refunded(loyalty: LoyaltyService, event: dict[str, Any], session: Session) -> list[dict]:
     d, at = event["data"], parse_rfc3339(event["time"])
-    if d["reason"] == "return":
-        return []  # reversed when the return was recorded
-    reason = "cancellation" if d["reason"] == "cancellation" else "refund"
+    reason = domain.reversal_reason(d["reason"])
+    if reason is None:
+        return []
     return await loyalty.reverse(
         d["customer_id"], d["order_id"], d["amount_cents"], reason, at, event["id"], session
     )

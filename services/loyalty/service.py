@@ -9,7 +9,6 @@ import contextlib
 import tomllib
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter, Gauge
 
 from services.common import kafka
-from services.common.clock import Clock, parse_rfc3339, to_rfc3339
+from services.common.clock import Clock, parse_rfc3339
 from services.common.erasure import SCRUBBED
 from services.common.kafka import Delivered, Refused
 from services.common.problems import Problem
@@ -29,6 +28,7 @@ from services.common.writes import IdempotencyKey, Outcome, Writes
 from . import domain
 from .domain import Account, Change, Programme, Tier
 from .events import CONSUMED, GROUP, change_events
+from .models import present_account, present_entry, present_tiers
 from .store import LoyaltyStore
 
 log = structlog.get_logger(__name__)
@@ -155,15 +155,7 @@ class LoyaltyService:
         self, customer_id: str, referrer: str | None, at: datetime, session: AsyncIOMotorClientSession
     ) -> list[dict[str, Any]]:
         account = await self.store.get_or_new(customer_id, session)
-        # A closed account (erased) takes no referral link, whichever of the two came first.
-        if (
-            referrer
-            and referrer != account.customer_id
-            and account.referred_by is None
-            and not account.closed
-        ):
-            account = replace(account, referred_by=referrer)
-        saved = await self.store.save(account, session)
+        saved = await self.store.save(domain.referred(account, referrer), session)
         return await self._referral(saved, at, session)
 
     async def _referral(
@@ -234,29 +226,20 @@ class LoyaltyService:
     # --- the API's use cases -----------------------------------------------------------------------
 
     def present(self, account: Account) -> dict[str, Any]:
-        now = self.clock.now()
-        tier = self.programme.tier(account.tier)
-        soon = now + self.programme.expiring_soon
-        expiring: dict[str, int] = {}
-        for lot in account.lots:
-            if now < lot.expires_at <= soon and lot.remaining:
-                day = lot.expires_at.date().isoformat()
-                expiring[day] = expiring.get(day, 0) + lot.remaining
-        return {
-            "customer_id": account.customer_id,
-            "balance": domain.available(account, now),
-            "tier": tier.name,
-            "benefits": {
-                "earn_multiplier": tier.earn_multiplier,
-                "discount_percent": tier.discount_percent,
-                "free_shipping": tier.free_shipping,
-            },
-            "trailing_spend_cents": max(0, domain.trailing_spend(account, now, self.programme)),
-            "lifetime_earned": account.lifetime_earned,
-            "expiring_soon": [{"date": d, "points": p} for d, p in sorted(expiring.items())],
-            "next_expiry": to_rfc3339(domain.next_expiry(account)) if domain.next_expiry(account) else None,
-            "closed": account.closed,
-        }
+        return present_account(account, self.programme, self.clock.now())
+
+    def tiers(self) -> dict[str, Any]:
+        return present_tiers(self.programme)
+
+    async def account(self, customer_id: str) -> dict[str, Any]:
+        account = await self.store.get(customer_id)
+        if account is None:
+            raise domain.no_account(customer_id)
+        return self.present(account)
+
+    async def ledger(self, customer_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+        entries, next_cursor = await self.store.ledger_page(customer_id, limit, cursor)
+        return {"items": [present_entry(e) for e in entries], "next_cursor": next_cursor}
 
     async def _account_change(
         self, customer_id: str, rule: Callable[[Account], Change], key: IdempotencyKey | None
@@ -264,7 +247,7 @@ class LoyaltyService:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             account = await self.store.get(customer_id, session)
             if account is None:
-                raise Problem(404, f"no loyalty account for {customer_id}")
+                raise domain.no_account(customer_id)
             change = rule(account)
             saved, published = await self._commit(change, session)
             entry = change.entries[0]

@@ -134,8 +134,13 @@ class LoyaltyStore:
     async def remember(self, event_id: str, at: datetime, session: AsyncIOMotorClientSession) -> None:
         await self.processed.insert_one({"_id": event_id, "at": at}, session=session)
 
-    async def ledger_page(self, customer_id: str, limit: int, cursor: str | None):
-        return await page(self.ledger, {"customer_id": customer_id}, LEDGER_SORT, limit, cursor)
+    async def ledger_page(
+        self, customer_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A customer's ledger entries, newest first, each with its `entry_id`."""
+        docs, next_cursor = await page(self.ledger, {"customer_id": customer_id}, LEDGER_SORT, limit, cursor)
+        entries = [{**{k: v for k, v in d.items() if k != "_id"}, "entry_id": d["_id"]} for d in docs]
+        return entries, next_cursor
 
     async def due(self, now: datetime, limit: int = 500) -> list[str]:
         query = {"$or": [{"next_expiry": {"$lte": now}}, {"tier_review_at": {"$lte": now}}]}

@@ -114,3 +114,19 @@ def test_closing_an_account_removes_the_link_and_the_points():
     assert paid(closed, "o-2", 10_000).account.balance == 0
     with pytest.raises(LoyaltyError):
         domain.redeem(closed, 1, "x", T0, "r", "le")
+
+
+def test_the_first_referrer_counts_and_nobody_refers_themselves():
+    fresh = Account("c-new")
+    assert domain.referred(fresh, None).referred_by is None
+    assert domain.referred(fresh, "c-new").referred_by is None
+    first = domain.referred(fresh, "c-friend")
+    assert first.referred_by == "c-friend"
+    assert domain.referred(first, "c-other").referred_by == "c-friend"
+    assert domain.referred(domain.close(fresh), "c-friend").referred_by is None  # erased
+
+
+def test_refunds_take_points_back_except_those_for_returns():
+    assert domain.reversal_reason("return") is None  # the return already took them back
+    assert domain.reversal_reason("cancellation") == "cancellation"
+    assert domain.reversal_reason("goodwill") == "refund"
