@@ -19,8 +19,9 @@ from services.common.problems import Problem
 from services.common.vocabulary import ChurnLevel, LifecycleStage, LoyaltyTier, Segment
 from services.common.writes import IdempotencyKey
 
-from .domain import WarningStatus
+from .domain import SEARCH_ORDERS, ProfileFilters, WarningStatus
 from .models import (
+    CSV_COLUMNS,
     MAX_INTERACTIONS,
     ActionIn,
     AssignIn,
@@ -31,7 +32,7 @@ from .models import (
     OutcomeIn,
     present_warning,
 )
-from .service import CSV_COLUMNS, SORT_KEYS, ProfilesService, search_sort
+from .service import ProfilesService
 
 router = APIRouter()
 
@@ -102,7 +103,7 @@ async def search_customers(
     city: ShortText | None = None,
     registered_from: AwareDatetime | None = None,
     registered_to: AwareDatetime | None = None,
-    sort: Literal[tuple(SORT_KEYS)] = "clv",  # type: ignore[valid-type]
+    sort: Literal[tuple(SEARCH_ORDERS)] = "clv",  # type: ignore[valid-type]
     order: Literal["asc", "desc"] | None = Query(None, description="Default: desc, recency asc"),
     limit: Limit = 50,
     cursor: str | None = None,
@@ -110,36 +111,26 @@ async def search_customers(
     _: Principal = Depends(require("viewer")),
     service: ProfilesService = Depends(profiles),
 ) -> Any:
-    query: dict[str, Any] = {
-        field: value
-        for field, value in (
-            ("rfm.segment", segment),
-            ("lifecycle.stage", lifecycle_stage),
-            ("value.abc_class", abc_class),
-            ("loyalty.tier", tier),
-            ("churn.level", churn_level),
-            ("identity.city", city),
-        )
-        if value is not None
-    }
-    if min_risk is not None:
-        query["rank.risk"] = {"$gte": min_risk}  # churn.risk, indexed (-1 when not scored)
-    if registered_from or registered_to:
-        query["identity.registered_at"] = {
-            **({"$gte": registered_from} if registered_from else {}),
-            **({"$lt": registered_to} if registered_to else {}),
-        }
-    order_by = search_sort(sort, order)
+    filters = ProfileFilters(
+        segment=segment,
+        lifecycle_stage=lifecycle_stage,
+        abc_class=abc_class,
+        tier=tier,
+        churn_level=churn_level,
+        min_risk=min_risk,
+        city=city,
+        registered_from=registered_from,
+        registered_to=registered_to,
+    )
     if format == "csv":
         if cursor:
             raise Problem(400, "format=csv exports the whole result; leave out cursor")
         return StreamingResponse(
-            _csv(service.search_all(query, order_by)),
+            _csv(service.search_all(filters, sort, order)),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="customers.csv"'},
         )
-    rows, next_cursor = await service.search(query, order_by, limit, cursor)
-    return ORJSONResponse({"items": rows, "next_cursor": next_cursor})
+    return ORJSONResponse(await service.search(filters, sort, order, limit, cursor))
 
 
 async def _csv(rows):
@@ -293,17 +284,11 @@ async def list_warnings(
     _: Principal = Depends(require("viewer")),
     service: ProfilesService = Depends(profiles),
 ) -> ORJSONResponse:
-    filters = {
-        k: v
-        for k, v in (
-            ("status", status.value if status else None),
-            ("assignee", assignee),
-            ("customer_id", customer_id),
+    return ORJSONResponse(
+        await service.warnings(
+            status=status, assignee=assignee, customer_id=customer_id, limit=limit, cursor=cursor
         )
-        if v is not None
-    }
-    found, next_cursor = await service.store.warnings_page(filters, limit, cursor)
-    return ORJSONResponse({"items": [present_warning(w) for w in found], "next_cursor": next_cursor})
+    )
 
 
 @router.get("/churn-warnings/{warning_id}", tags=["churn warnings"], summary="One warning with its history")

@@ -25,6 +25,14 @@ class ProfilesError(RuleBroken):
     """A customer or warning-workflow rule was broken."""
 
 
+def no_customer(customer_id: str) -> ProfilesError:
+    return ProfilesError(f"no customer {customer_id}", Kind.NOT_FOUND)
+
+
+def no_warning(warning_id: str) -> ProfilesError:
+    return ProfilesError(f"no churn warning {warning_id}", Kind.NOT_FOUND)
+
+
 @dataclass(frozen=True)
 class Customer:
     customer_id: str
@@ -282,6 +290,41 @@ def moves_summary(moves: list[tuple[str, str]]) -> dict[str, Any]:
             for (a, b), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
     }
+
+
+# --- searching live profiles ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProfileFilters:
+    """What a profile search asks for; None leaves a criterion out."""
+
+    segment: str | None = None
+    lifecycle_stage: str | None = None
+    abc_class: str | None = None
+    tier: str | None = None
+    churn_level: str | None = None
+    min_risk: float | None = None
+    city: str | None = None
+    registered_from: datetime | None = None
+    registered_to: datetime | None = None
+
+
+# Search orders, and the direction each quantity reads best in by default: most valuable,
+# riskiest, biggest spender first; recency (days since the last purchase) smallest first.
+SEARCH_ORDERS = {"clv": "desc", "risk": "desc", "spend": "desc", "recency": "asc"}
+
+
+def ascending(sort: str, order: str | None) -> bool:
+    """Whether a search sorted by `sort` runs ascending: as asked, else the quantity's default."""
+    return (order or SEARCH_ORDERS[sort]) == "asc"
+
+
+def main_currency(orders_by_currency: dict[str, int]) -> str | None:
+    """The shop's main currency: the one most orders were paid in (None with no sales)."""
+    if not orders_by_currency:
+        return None
+    return max(orders_by_currency, key=lambda currency: orders_by_currency[currency])
 
 
 def seasonal_index(monthly: dict[tuple[int, int], int]) -> dict[str, Any]:

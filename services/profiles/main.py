@@ -10,7 +10,7 @@ from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
 from . import api, store
-from .service import ERASURES_COLLECTION, ProfilesService
+from .service import ProfilesService
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         service="profiles",
         title="CRM customer profiles",
         settings=settings,
-        indexes={**store.INDEXES, ERASURES_COLLECTION: []},
+        indexes=store.INDEXES,
         routers=[api.router],
         wire=wire,
         description="Customers, the live profile and 360 view, search and segments, the churn-warning "

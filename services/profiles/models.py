@@ -18,6 +18,26 @@ Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,20}$")]
 Gender = Literal["female", "male", "other", "unspecified"]
 CityTier = Annotated[int, Field(ge=1, le=5)]
 MAX_INTERACTIONS = 1000
+# The columns of a search exported as CSV (the search rows' members, in this order).
+CSV_COLUMNS = (
+    "customer_id",
+    "name",
+    "email",
+    "city",
+    "registered_at",
+    "segment",
+    "rfm_code",
+    "lifecycle_stage",
+    "abc_class",
+    "tier",
+    "purchases",
+    "net_spend_cents",
+    "recency_days",
+    "clv_12m_cents",
+    "p_alive",
+    "churn_risk",
+    "churn_level",
+)
 
 
 class CustomerIn(Strict):
@@ -123,13 +143,3 @@ def present_warning(w: ChurnWarning) -> dict[str, Any]:
         "history": [{**h, "at": _ts(h["at"])} for h in w.history],
         "version": w.version,
     }
-
-
-def present_profile(doc: dict[str, Any]) -> dict[str, Any]:
-    """The live profile as the API shows it: `computed_at` is when the scorer last wrote it,
-    `scored_as_of` the moment its scores describe (event time during a replay)."""
-    out = {k: v for k, v in doc.items() if k not in ("_id", "updated_at", "scored_at", "event_time")}
-    out["computed_at"] = doc.get("updated_at")
-    out["scored_as_of"] = doc.get("scored_at")
-    out["latest_event_at"] = doc.get("event_time")
-    return out

@@ -19,16 +19,14 @@ from services.common import kafka
 from services.common.clock import Clock, parse_rfc3339, to_rfc3339
 from services.common.contracts import EventValidationError, jsonable, registry
 from services.common.erasure import SCRUBBED, forget_answers
-from services.common.errors import ConcurrentChange
+from services.common.errors import ConcurrentChange, Kind
 from services.common.fields import new_id
-from services.common.pagination import Sort
 from services.common.peers import Answer, Peers, Unavailable
-from services.common.problems import Problem
 from services.common.settings import Settings
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import ChurnWarning, Customer
+from .domain import ChurnWarning, Customer, ProfileFilters, ProfilesError, WarningStatus
 from .events import CONSUMED, GROUP, events_of
 from .models import (
     MAX_INTERACTIONS,
@@ -37,13 +35,11 @@ from .models import (
     CustomerIn,
     InteractionIn,
     present_customer,
-    present_profile,
     present_warning,
 )
 from .store import ProfilesStore
 
 log = structlog.get_logger(__name__)
-ERASURES_COLLECTION = "erasures"
 
 INTERACTIONS = Counter(
     "crm_interactions_received_total", "Interactions received from other systems, by outcome.", ["outcome"]
@@ -51,23 +47,6 @@ INTERACTIONS = Counter(
 WARNING_UPDATES = Counter(
     "crm_churn_warning_updates_total", "Churn-warning workflow changes, by what happened.", ["what"]
 )
-
-# Search sort keys: the stored never-null field, and the default direction of the quantity.
-SORT_KEYS: dict[str, tuple[str, str]] = {
-    "clv": ("rank.clv", "desc"),
-    "risk": ("rank.risk", "desc"),
-    "spend": ("rank.spend", "desc"),
-    # Days since the last purchase; ascending (most recent first) is the last purchase descending.
-    "recency": ("rank.last_purchase", "asc"),
-}
-
-
-def search_sort(key: str, order: str | None) -> Sort:
-    field, default = SORT_KEYS[key]
-    ascending = (order or default) == "asc"
-    if key == "recency":
-        ascending = not ascending  # the stored key is a time, the quantity is an age
-    return [(field, 1 if ascending else -1), ("_id", 1 if ascending else -1)]
 
 
 class ProfilesService:
@@ -88,11 +67,15 @@ class ProfilesService:
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             if await self.erased(change.customer.customer_id, session):
-                raise Problem(409, f"customer {change.customer.customer_id} was erased; use a new id")
+                raise ProfilesError(
+                    f"customer {change.customer.customer_id} was erased; use a new id", Kind.CONFLICT
+                )
             try:
                 await self.store.insert_customer(change.customer, session)
             except DuplicateKeyError:
-                raise Problem(409, f"customer {change.customer.customer_id} is already registered") from None
+                raise ProfilesError(
+                    f"customer {change.customer.customer_id} is already registered", Kind.CONFLICT
+                ) from None
             return Outcome(
                 201,
                 present_customer(change.customer),
@@ -109,7 +92,7 @@ class ProfilesService:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             current = await self.store.get_customer(customer_id, session)
             if current is None:
-                raise Problem(404, f"no registered customer {customer_id}")
+                raise ProfilesError(f"no registered customer {customer_id}", Kind.NOT_FOUND)
             change = apply(current)
             saved = await self.store.replace_customer(change.customer, session) if change.facts else current
             return Outcome(200, present_customer(saved), events_of(customer_id, change.facts, now))
@@ -128,7 +111,7 @@ class ProfilesService:
         )
 
     async def erased(self, customer_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
-        return await self.store.db[ERASURES_COLLECTION].find_one({"_id": customer_id}, session=session)
+        return await self.store.erasure(customer_id, session)
 
     async def erase(self, customer_id: str, reason: str | None, by: str) -> Outcome:
         """Remove the person here and publish `crm.customer.erased` so every service does."""
@@ -140,16 +123,13 @@ class ProfilesService:
                 return Outcome(200, _erasure_answer(done, already=True))
             customer = await self.store.get_customer(customer_id, session)
             if customer is None and await self.store.profile(customer_id) is None:
-                raise Problem(404, f"no customer {customer_id}")
+                raise domain.no_customer(customer_id)
             if customer is not None:
                 await self.store.replace_customer(domain.erase(customer, now), session)
             for warning in await self.store.warnings_of(customer_id):
                 await self.store.replace_warning(domain.scrub_notes(warning, SCRUBBED), session)
             await forget_answers(self.store.db, customer_id, session)
-            record = {"_id": customer_id, "erased_at": now, "requested_by": by}
-            if reason:
-                record["reason"] = reason
-            await self.store.db[ERASURES_COLLECTION].insert_one(record, session=session)
+            record = await self.store.record_erasure(customer_id, now, by, reason, session)
             data = {"requested_by": by, **({"reason": reason} if reason else {})}
             return Outcome(
                 202, _erasure_answer(record), events_of(customer_id, [("crm.customer.erased", data)], now)
@@ -161,7 +141,9 @@ class ProfilesService:
 
     async def record_interactions(self, items: list[Any], key: IdempotencyKey | None) -> Outcome:
         if len(items) > MAX_INTERACTIONS:
-            raise Problem(413, f"{len(items)} interactions in one batch; at most {MAX_INTERACTIONS}")
+            raise ProfilesError(
+                f"{len(items)} interactions in one batch; at most {MAX_INTERACTIONS}", Kind.TOO_LARGE
+            )
         now = self.clock.now()
         schemas = registry()
         accepted: list[dict[str, Any]] = []
@@ -200,13 +182,13 @@ class ProfilesService:
     # --- reading ----------------------------------------------------------------------------------
 
     async def customer_view(self, customer_id: str) -> dict[str, Any]:
-        customer, doc = await asyncio.gather(
+        customer, profile = await asyncio.gather(
             self.store.get_customer(customer_id), self.store.profile(customer_id)
         )
-        if customer is None and doc is None:
-            raise Problem(404, f"no customer {customer_id}")
-        out = present_profile(doc) if doc else {"customer_id": customer_id, "computed_at": None}
-        out["status"] = "scored" if doc else "awaiting its first score"
+        if customer is None and profile is None:
+            raise domain.no_customer(customer_id)
+        out = profile or {"customer_id": customer_id, "computed_at": None}
+        out["status"] = "scored" if profile else "awaiting its first score"
         out["registration"] = present_customer(customer) if customer else None
         return out
 
@@ -256,9 +238,13 @@ class ProfilesService:
                 self.peers.get("loyalty", f"/accounts/{customer_id}", authorization),
             )
         except Unavailable as exc:
-            raise Problem(503, f"export incomplete: {exc}; try again when it is back") from None
+            raise ProfilesError(
+                f"export incomplete: {exc}; try again when it is back", Kind.UNAVAILABLE
+            ) from None
         if account.status == "unavailable":
-            raise Problem(503, f"export incomplete: loyalty is unavailable: {account.error}")
+            raise ProfilesError(
+                f"export incomplete: loyalty is unavailable: {account.error}", Kind.UNAVAILABLE
+            )
         erasure = await self.erased(customer_id)
         return {
             "customer_id": customer_id,
@@ -274,30 +260,30 @@ class ProfilesService:
         }
 
     async def search(
-        self, filters: dict[str, Any], sort: Sort, limit: int, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        docs, next_cursor = await self.store.search(filters, sort, limit, cursor)
-        return [search_row(d) for d in docs], next_cursor
+        self, filters: ProfileFilters, sort: str, order: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        rows, next_cursor = await self.store.search(
+            filters, sort, domain.ascending(sort, order), limit, cursor
+        )
+        return {"items": rows, "next_cursor": next_cursor}
 
-    async def search_all(self, filters: dict[str, Any], sort: Sort) -> AsyncIterator[dict[str, Any]]:
+    async def search_all(
+        self, filters: ProfileFilters, sort: str, order: str | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every search row, page after page (the CSV export)."""
         cursor = None
+        ascending = domain.ascending(sort, order)
         while True:
-            rows, cursor = await self.search(filters, sort, 1000, cursor)
+            rows, cursor = await self.store.search(filters, sort, ascending, 1000, cursor)
             for row in rows:
                 yield row
             if not cursor:
                 return
 
     async def segments(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-        dimensions = {
-            "by_segment": "rfm.segment",
-            "by_lifecycle_stage": "lifecycle.stage",
-            "by_abc_class": "value.abc_class",
-            "by_tier": "loyalty.tier",
-        }
         out: dict[str, Any] = {}
-        for name, field in dimensions.items():
-            out[name] = domain.group_summary(await self.store.group_totals(field))
+        for dimension in ("segment", "lifecycle_stage", "abc_class", "tier"):
+            out[f"by_{dimension}"] = domain.group_summary(await self.store.group_totals(dimension))
         out["customers"] = sum(v["customers"] for v in out["by_segment"].values())
         out["moves"] = {
             "from": to_rfc3339(since) if since else None,
@@ -316,13 +302,12 @@ class ProfilesService:
             **{"from": to_rfc3339(since) if since else None, "to": to_rfc3339(until) if until else None},
         )
         if not answer.ok:
-            raise Problem(503, f"orders is unavailable: {answer.error}")
+            raise ProfilesError(f"orders is unavailable: {answer.error}", Kind.UNAVAILABLE)
         rows = answer.body["items"]
         by_currency: dict[str, int] = {}
         for row in rows:
             by_currency[row["currency"]] = by_currency.get(row["currency"], 0) + row["orders"]
-        if currency is None and by_currency:
-            currency = max(by_currency, key=lambda c: by_currency[c])  # the shop's main currency
+        currency = currency or domain.main_currency(by_currency)
         chosen = [r for r in rows if r["currency"] == currency]
         monthly = {(int(r["month"][:4]), int(r["month"][5:7])): r["net_sales_cents"] for r in chosen}
         return {
@@ -334,10 +319,24 @@ class ProfilesService:
 
     # --- the churn-warning workflow ---------------------------------------------------------------
 
+    async def warnings(
+        self,
+        *,
+        status: WarningStatus | None,
+        assignee: str | None,
+        customer_id: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        found, next_cursor = await self.store.warnings_page(
+            status=status, assignee=assignee, customer_id=customer_id, limit=limit, cursor=cursor
+        )
+        return {"items": [present_warning(w) for w in found], "next_cursor": next_cursor}
+
     async def warning(self, warning_id: str) -> ChurnWarning:
         found = await self.store.get_warning(warning_id)
         if found is None:
-            raise Problem(404, f"no churn warning {warning_id}")
+            raise domain.no_warning(warning_id)
         return found
 
     async def change_warning(
@@ -352,7 +351,7 @@ class ProfilesService:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             current = await self.store.get_warning(warning_id, session)
             if current is None:
-                raise Problem(404, f"no churn warning {warning_id}")
+                raise domain.no_warning(warning_id)
             changed, facts = apply(current)
             saved = await self.store.replace_warning(changed, session)
             return Outcome(200, present_warning(saved), events_of(saved.customer_id, facts, now))
@@ -437,7 +436,7 @@ def _section(answer: Answer) -> dict[str, Any]:
 def _erasure_answer(record: dict[str, Any], already: bool = False) -> dict[str, Any]:
     return jsonable(
         {
-            "customer_id": record["_id"],
+            "customer_id": record["customer_id"],
             "erased_at": record["erased_at"],
             "requested_by": record.get("requested_by"),
             "status": "already erased"
@@ -445,49 +444,3 @@ def _erasure_answer(record: dict[str, Any], already: bool = False) -> dict[str, 
             else "erased here; crm.customer.erased published for every other service",
         }
     )
-
-
-CSV_COLUMNS = (
-    "customer_id",
-    "name",
-    "email",
-    "city",
-    "registered_at",
-    "segment",
-    "rfm_code",
-    "lifecycle_stage",
-    "abc_class",
-    "tier",
-    "purchases",
-    "net_spend_cents",
-    "recency_days",
-    "clv_12m_cents",
-    "p_alive",
-    "churn_risk",
-    "churn_level",
-)
-
-
-def search_row(doc: dict[str, Any]) -> dict[str, Any]:
-    """One search hit: who, and the scores an operations list sorts and filters by."""
-    identity, rfm, value = doc.get("identity", {}), doc.get("rfm", {}), doc.get("value", {})
-    churn, purchases = doc.get("churn", {}), doc.get("purchases", {})
-    return {
-        "customer_id": doc["_id"],
-        "name": identity.get("name"),
-        "email": identity.get("email"),
-        "city": identity.get("city"),
-        "registered_at": identity.get("registered_at"),
-        "segment": rfm.get("segment"),
-        "rfm_code": rfm.get("code"),
-        "lifecycle_stage": (doc.get("lifecycle") or {}).get("stage"),
-        "abc_class": value.get("abc_class"),
-        "tier": (doc.get("loyalty") or {}).get("tier"),
-        "purchases": purchases.get("count"),
-        "net_spend_cents": purchases.get("net_spend_cents"),
-        "recency_days": rfm.get("recency_days"),
-        "clv_12m_cents": value.get("clv_12m_cents"),
-        "p_alive": value.get("p_alive"),
-        "churn_risk": churn.get("risk"),
-        "churn_level": churn.get("level"),
-    }

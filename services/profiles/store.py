@@ -14,13 +14,15 @@ from services.common.errors import ConcurrentChange
 from services.common.mongo import between, index
 from services.common.pagination import Sort, page
 
-from .domain import ChurnWarning, Customer, WarningStatus
+from .domain import ChurnWarning, Customer, ProfileFilters, WarningStatus
 
 CUSTOMERS = "customers"
 WARNINGS = "churn_warnings"
 MOVES = "segment_moves"
 PROFILES = "profiles"  # the scorer's; read only here
+ERASURES = "erasures"  # who was erased, when and by whom: a second erasure or registration is refused
 INDEXES = {
+    ERASURES: [],
     CUSTOMERS: [index(("registered_at", -1))],
     WARNINGS: [
         index(("open_rank", -1), ("value_at_risk_cents", -1)),
@@ -31,8 +33,85 @@ INDEXES = {
     MOVES: [index(("at", -1))],
 }
 WARNING_SORT: Sort = [("open_rank", -1), ("value_at_risk_cents", -1), ("_id", -1)]
+# Where each search criterion and summary dimension sits in a live profile.
+PROFILE_FIELDS = {
+    "segment": "rfm.segment",
+    "lifecycle_stage": "lifecycle.stage",
+    "abc_class": "value.abc_class",
+    "tier": "loyalty.tier",
+    "churn_level": "churn.level",
+    "city": "identity.city",
+}
+# The never-null field each search order sorts on (the scorer keeps them under `rank`).
+SORT_FIELDS = {
+    "clv": "rank.clv",
+    "risk": "rank.risk",
+    "spend": "rank.spend",
+    "recency": "rank.last_purchase",
+}
 # What the scorer keeps for itself in a profile; not part of any answer.
 INTERNAL = ("facts", "pending", "pending_seq", "next_review_ts", "partition", "rank")
+
+
+def search_query(filters: ProfileFilters) -> dict[str, Any]:
+    query: dict[str, Any] = {
+        path: value for name, path in PROFILE_FIELDS.items() if (value := getattr(filters, name)) is not None
+    }
+    if filters.min_risk is not None:
+        query["rank.risk"] = {"$gte": filters.min_risk}  # churn.risk, indexed (-1 when not scored)
+    if (registered := between(filters.registered_from, filters.registered_to)) is not None:
+        query["identity.registered_at"] = registered
+    return query
+
+
+def search_sort(sort: str, ascending: bool) -> Sort:
+    if sort == "recency":
+        ascending = not ascending  # the stored key is the last purchase's time, the quantity an age
+    direction = 1 if ascending else -1
+    return [(SORT_FIELDS[sort], direction), ("_id", direction)]
+
+
+def search_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """One search hit: who, and the scores an operations list sorts and filters by."""
+    identity, rfm, value = doc.get("identity", {}), doc.get("rfm", {}), doc.get("value", {})
+    churn, purchases = doc.get("churn", {}), doc.get("purchases", {})
+    return {
+        "customer_id": doc["_id"],
+        "name": identity.get("name"),
+        "email": identity.get("email"),
+        "city": identity.get("city"),
+        "registered_at": identity.get("registered_at"),
+        "segment": rfm.get("segment"),
+        "rfm_code": rfm.get("code"),
+        "lifecycle_stage": (doc.get("lifecycle") or {}).get("stage"),
+        "abc_class": value.get("abc_class"),
+        "tier": (doc.get("loyalty") or {}).get("tier"),
+        "purchases": purchases.get("count"),
+        "net_spend_cents": purchases.get("net_spend_cents"),
+        "recency_days": rfm.get("recency_days"),
+        "clv_12m_cents": value.get("clv_12m_cents"),
+        "p_alive": value.get("p_alive"),
+        "churn_risk": churn.get("risk"),
+        "churn_level": churn.get("level"),
+    }
+
+
+def profile_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """The live profile as the API shows it: `computed_at` is when the scorer last wrote it,
+    `scored_as_of` the moment its scores describe (event time during a replay)."""
+    out = {k: v for k, v in doc.items() if k not in ("_id", "updated_at", "scored_at", "event_time")}
+    out["computed_at"] = doc.get("updated_at")
+    out["scored_as_of"] = doc.get("scored_at")
+    out["latest_event_at"] = doc.get("event_time")
+    return out
+
+
+def _erasure_from(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in doc.items() if k != "_id"},
+        "customer_id": doc["_id"],
+        "erased_at": as_utc(doc["erased_at"]),
+    }
 
 
 def customer_document(c: Customer) -> dict[str, Any]:
@@ -95,6 +174,7 @@ class ProfilesStore:
         self.warnings = db[WARNINGS]
         self.moves = db[MOVES]
         self.profiles = db[PROFILES]
+        self.erasures = db[ERASURES]
 
     # --- customers ------------------------------------------------------------------------
 
@@ -115,6 +195,30 @@ class ProfilesStore:
         if result.matched_count != 1:
             raise ConcurrentChange(c.customer_id)
         return saved
+
+    # --- erasures ---------------------------------------------------------------------------
+
+    async def erasure(
+        self, customer_id: str, session: AsyncIOMotorClientSession | None = None
+    ) -> dict[str, Any] | None:
+        """The erasure record of this customer (customer_id, erased_at, requested_by, reason),
+        if erased."""
+        doc = await self.erasures.find_one({"_id": customer_id}, session=session)
+        return _erasure_from(doc) if doc else None
+
+    async def record_erasure(
+        self,
+        customer_id: str,
+        erased_at: datetime,
+        requested_by: str,
+        reason: str | None,
+        session: AsyncIOMotorClientSession,
+    ) -> dict[str, Any]:
+        doc = {"_id": customer_id, "erased_at": erased_at, "requested_by": requested_by}
+        if reason:
+            doc["reason"] = reason
+        await self.erasures.insert_one(doc, session=session)
+        return _erasure_from(doc)
 
     # --- churn warnings ---------------------------------------------------------------------
 
@@ -144,9 +248,24 @@ class ProfilesStore:
         return saved
 
     async def warnings_page(
-        self, filters: dict[str, Any], limit: int, cursor: str | None
+        self,
+        *,
+        status: WarningStatus | None,
+        assignee: str | None,
+        customer_id: str | None,
+        limit: int,
+        cursor: str | None,
     ) -> tuple[list[ChurnWarning], str | None]:
-        docs, next_cursor = await page(self.warnings, filters, WARNING_SORT, limit, cursor)
+        query = {
+            k: v
+            for k, v in (
+                ("status", status.value if status else None),
+                ("assignee", assignee),
+                ("customer_id", customer_id),
+            )
+            if v is not None
+        }
+        docs, next_cursor = await page(self.warnings, query, WARNING_SORT, limit, cursor)
         return [warning_from(d) for d in docs], next_cursor
 
     async def warnings_of(self, customer_id: str) -> list[ChurnWarning]:
@@ -175,16 +294,29 @@ class ProfilesStore:
     # --- live profiles (read only) ----------------------------------------------------------
 
     async def profile(self, customer_id: str) -> dict[str, Any] | None:
-        return await self.profiles.find_one({"_id": customer_id}, {name: 0 for name in INTERNAL})
+        """The live profile as the API shows it (see profile_view), None before its first score."""
+        doc = await self.profiles.find_one({"_id": customer_id}, {name: 0 for name in INTERNAL})
+        return profile_view(doc) if doc else None
 
     async def search(
-        self, query: dict[str, Any], sort: Sort, limit: int, cursor: str | None
+        self, filters: ProfileFilters, sort: str, ascending: bool, limit: int, cursor: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
-        return await page(self.profiles, query, sort, limit, cursor, {"facts": 0, "pending": 0})
+        """One page of search rows (see search_row)."""
+        docs, next_cursor = await page(
+            self.profiles,
+            search_query(filters),
+            search_sort(sort, ascending),
+            limit,
+            cursor,
+            {"facts": 0, "pending": 0},
+        )
+        return [search_row(d) for d in docs], next_cursor
 
-    async def group_totals(self, field: str) -> list[dict[str, Any]]:
-        """Customers, net spend and CLV summed by one profile field (a $group both MongoDB and
-        the embedded server serve)."""
+    async def group_totals(self, dimension: str) -> list[dict[str, Any]]:
+        """Customers, net spend and CLV summed by one profile dimension (segment,
+        lifecycle_stage, abc_class, tier, ...; a $group both MongoDB and the embedded server
+        serve)."""
+        field = PROFILE_FIELDS[dimension]
         rows = await self.profiles.aggregate(
             [
                 {

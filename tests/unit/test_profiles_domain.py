@@ -9,7 +9,7 @@ import pytest
 from services.common.errors import Kind
 from services.profiles import domain
 from services.profiles.domain import ProfilesError, WarningStatus
-from services.profiles.service import search_sort
+from services.profiles.store import search_query, search_sort
 from services.scoring.scores import segment_rule
 
 AT = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -149,11 +149,43 @@ def test_seasonal_index_per_year_and_overall():
 
 
 def test_search_sort_directions():
-    assert search_sort("clv", None) == [("rank.clv", -1), ("_id", -1)]
-    assert search_sort("spend", "asc") == [("rank.spend", 1), ("_id", 1)]
+    def order_by(sort, order):
+        return search_sort(sort, domain.ascending(sort, order))
+
+    assert order_by("clv", None) == [("rank.clv", -1), ("_id", -1)]
+    assert order_by("spend", "asc") == [("rank.spend", 1), ("_id", 1)]
     # Recency is an age: most recent first by default, i.e. the last purchase time descending.
-    assert search_sort("recency", None) == [("rank.last_purchase", -1), ("_id", -1)]
-    assert search_sort("recency", "desc") == [("rank.last_purchase", 1), ("_id", 1)]
+    assert order_by("recency", None) == [("rank.last_purchase", -1), ("_id", -1)]
+    assert order_by("recency", "desc") == [("rank.last_purchase", 1), ("_id", 1)]
+
+
+def test_search_defaults_read_best_first_and_order_overrides():
+    assert [domain.ascending(k, None) for k in ("clv", "risk", "spend", "recency")] == [
+        False,
+        False,
+        False,
+        True,
+    ]
+    assert domain.ascending("clv", "asc") is True and domain.ascending("recency", "desc") is False
+
+
+def test_search_filters_become_a_query_on_the_profile_fields():
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    query = search_query(
+        domain.ProfileFilters(segment="Champions", tier="gold", min_risk=0.5, registered_from=since)
+    )
+    assert query == {
+        "rfm.segment": "Champions",
+        "loyalty.tier": "gold",
+        "rank.risk": {"$gte": 0.5},
+        "identity.registered_at": {"$gte": since},
+    }
+    assert search_query(domain.ProfileFilters()) == {}
+
+
+def test_the_main_currency_is_the_one_most_orders_were_paid_in():
+    assert domain.main_currency({"EUR": 3, "CNY": 40, "USD": 12}) == "CNY"
+    assert domain.main_currency({}) is None
 
 
 @pytest.mark.parametrize(
