@@ -8,8 +8,7 @@ import pytest
 
 from services.common.errors import Kind
 from services.complaints import domain
-from services.complaints.calendar import Calendar
-from services.complaints.domain import ComplaintError, SlaPolicy, Status
+from services.complaints.domain import Calendar, ComplaintError, SlaPolicy, Status
 
 MON_9 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # a Monday
 OFFICE = Calendar.from_config(
