@@ -12,7 +12,7 @@ from services.common.auth import Principal, require
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 
-from .domain import Action, Status
+from .domain import Action, ComplaintFilters, Status
 from .models import (
     AssignIn,
     Category,
@@ -149,18 +149,8 @@ async def list_complaints(
     _: Principal = Depends(require("viewer")),
     service: ComplaintService = Depends(complaints),
 ) -> dict[str, Any]:
-    return await service.complaints(
-        status=status,
-        category=category,
-        severity=severity,
-        breached=breached,
-        assignee=assignee,
-        customer_id=customer_id,
-        since=since,
-        until=until,
-        limit=limit,
-        cursor=cursor,
-    )
+    filters = ComplaintFilters(status, category, severity, breached, assignee, customer_id, since, until)
+    return await service.complaints(filters, limit, cursor)
 
 
 @router.post("/surveys", status_code=201, tags=["surveys"], summary="A CSAT or general satisfaction survey")

@@ -217,6 +217,20 @@ class Complaint:
 
 
 @dataclass(frozen=True)
+class ComplaintFilters:
+    """Which complaints a list asks for; None leaves a criterion out. Opened in [from, to)."""
+
+    status: Status | None = None
+    category: str | None = None
+    severity: str | None = None
+    breached: bool | None = None
+    assignee: str | None = None
+    customer_id: str | None = None
+    opened_from: datetime | None = None
+    opened_to: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Change:
     complaint: Complaint
     facts: list[tuple[str, dict[str, Any]]]

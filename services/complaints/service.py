@@ -24,7 +24,7 @@ from services.common.problems import Problem
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import Action, Change, Complaint, ComplaintError, SlaPolicy, Status
+from .domain import Action, Change, Complaint, ComplaintError, ComplaintFilters, SlaPolicy
 from .events import change_events, survey_event
 from .models import AssignIn, ComplaintIn, NoteIn, ReopenIn, ResolveIn, SurveyIn, present, present_survey
 from .store import ComplaintStore
@@ -187,32 +187,8 @@ class ComplaintService:
             raise domain.no_complaint(complaint_id)
         return self.show(complaint)
 
-    async def complaints(
-        self,
-        *,
-        status: Status | None,
-        category: str | None,
-        severity: str | None,
-        breached: bool | None,
-        assignee: str | None,
-        customer_id: str | None,
-        since: datetime | None,
-        until: datetime | None,
-        limit: int,
-        cursor: str | None,
-    ) -> dict[str, Any]:
-        found, next_cursor = await self.store.list(
-            status=status,
-            category=category,
-            severity=severity,
-            breached=breached,
-            assignee=assignee,
-            customer_id=customer_id,
-            opened_from=since,
-            opened_to=until,
-            limit=limit,
-            cursor=cursor,
-        )
+    async def complaints(self, filters: ComplaintFilters, limit: int, cursor: str | None) -> dict[str, Any]:
+        found, next_cursor = await self.store.list(filters, limit, cursor)
         return {"items": [self.show(c) for c in found], "next_cursor": next_cursor}
 
     async def complaint_stats(

@@ -12,7 +12,7 @@ from services.common.errors import ConcurrentChange
 from services.common.mongo import between, index
 from services.common.pagination import page
 
-from .domain import ACTIVE, Complaint, Status, Targets
+from .domain import ACTIVE, Complaint, ComplaintFilters, Status, Targets
 
 COMPLAINTS = "complaints"
 SURVEYS = "surveys"
@@ -161,29 +161,18 @@ class ComplaintStore:
         return await self.complaints.count_documents({"status": {"$in": [s.value for s in ACTIVE]}})
 
     async def list(
-        self,
-        *,
-        status: Status | None,
-        category: str | None,
-        severity: str | None,
-        breached: bool | None,
-        assignee: str | None,
-        customer_id: str | None,
-        opened_from: datetime | None,
-        opened_to: datetime | None,
-        limit: int,
-        cursor: str | None,
+        self, filters: ComplaintFilters, limit: int, cursor: str | None
     ) -> tuple[list[Complaint], str | None]:
         query: dict[str, Any] = {
             k: v
             for k, v in (
-                ("status", status.value if status else None),
-                ("category", category),
-                ("severity", severity),
-                ("assignee", assignee),
-                ("customer_id", customer_id),
-                ("breached", breached),
-                ("opened_at", between(opened_from, opened_to)),
+                ("status", filters.status.value if filters.status else None),
+                ("category", filters.category),
+                ("severity", filters.severity),
+                ("assignee", filters.assignee),
+                ("customer_id", filters.customer_id),
+                ("breached", filters.breached),
+                ("opened_at", between(filters.opened_from, filters.opened_to)),
             )
             if v is not None
         }

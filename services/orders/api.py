@@ -12,7 +12,7 @@ from services.common.endpoints import IdempotencyHeader, answer, idempotency, op
 from services.common.fields import CustomerId, EntityId, Limit, Since, Until, only_params
 from services.common.problems import Problem
 
-from .domain import Action, Status
+from .domain import Action, OrderFilters, Status
 from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn
 from .service import OrderService
 
@@ -95,14 +95,8 @@ async def list_orders(
     _: Principal = Depends(require("viewer")),
     service: OrderService = Depends(orders),
 ) -> dict[str, Any]:
-    return await service.orders(
-        customer_id=customer_id,
-        status=status,
-        placed_from=placed_from,
-        placed_to=placed_to,
-        limit=limit,
-        cursor=cursor,
-    )
+    filters = OrderFilters(customer_id, status, placed_from, placed_to)
+    return await service.orders(filters, limit, cursor)
 
 
 @router.get(

@@ -119,6 +119,16 @@ class Order:
 
 
 @dataclass(frozen=True)
+class OrderFilters:
+    """Which orders a list asks for; None leaves a criterion out. Placed in [from, to)."""
+
+    customer_id: str | None = None
+    status: Status | None = None
+    placed_from: datetime | None = None
+    placed_to: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Change:
     """What one transition did: the new order and the event facts it implies."""
 

@@ -19,7 +19,7 @@ from services.common.problems import describe_validation_errors
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import Action, Change, Order, OrderError, Status
+from .domain import Action, Change, Order, OrderError, OrderFilters
 from .events import change_events, events_for
 from .models import CancelIn, ImportLine, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn, present
 from .store import OrderStore
@@ -120,24 +120,8 @@ class OrderService:
             raise domain.no_order(order_id)
         return present(order)
 
-    async def orders(
-        self,
-        *,
-        customer_id: str | None,
-        status: Status | None,
-        placed_from: datetime | None,
-        placed_to: datetime | None,
-        limit: int,
-        cursor: str | None,
-    ) -> dict[str, Any]:
-        found, next_cursor = await self.store.list(
-            customer_id=customer_id,
-            status=status.value if status else None,
-            placed_from=placed_from,
-            placed_to=placed_to,
-            limit=limit,
-            cursor=cursor,
-        )
+    async def orders(self, filters: OrderFilters, limit: int, cursor: str | None) -> dict[str, Any]:
+        found, next_cursor = await self.store.list(filters, limit, cursor)
         return {"items": [present(o) for o in found], "next_cursor": next_cursor}
 
     async def monthly_sales(self, paid_from: datetime | None, paid_to: datetime | None) -> dict[str, Any]:

@@ -10,10 +10,10 @@ from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 
 from services.common.clock import as_utc
 from services.common.errors import ConcurrentChange
-from services.common.mongo import index
+from services.common.mongo import between, index
 from services.common.pagination import page
 
-from .domain import Action, Item, Order, Status, net_sales
+from .domain import Action, Item, Order, OrderFilters, Status, net_sales
 
 ORDERS = "orders"
 INDEXES = {
@@ -132,24 +132,14 @@ class OrderStore:
                 )
 
     async def list(
-        self,
-        *,
-        customer_id: str | None,
-        status: str | None,
-        placed_from: datetime | None,
-        placed_to: datetime | None,
-        limit: int,
-        cursor: str | None,
+        self, filters: OrderFilters, limit: int, cursor: str | None
     ) -> tuple[list[Order], str | None]:
         query: dict[str, Any] = {}
-        if customer_id:
-            query["customer_id"] = customer_id
-        if status:
-            query["status"] = status
-        if placed_from or placed_to:
-            query["placed_at"] = {
-                **({"$gte": placed_from} if placed_from else {}),
-                **({"$lt": placed_to} if placed_to else {}),
-            }
+        if filters.customer_id:
+            query["customer_id"] = filters.customer_id
+        if filters.status:
+            query["status"] = filters.status.value
+        if (placed := between(filters.placed_from, filters.placed_to)) is not None:
+            query["placed_at"] = placed
         docs, next_cursor = await page(self.orders, query, LIST_SORT, limit, cursor)
         return [from_document(d) for d in docs], next_cursor

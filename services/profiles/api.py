@@ -19,7 +19,7 @@ from services.common.problems import Problem
 from services.common.vocabulary import ChurnLevel, LifecycleStage, LoyaltyTier, Segment
 from services.common.writes import IdempotencyKey
 
-from .domain import SEARCH_ORDERS, ProfileFilters, WarningStatus
+from .domain import SEARCH_ORDERS, ProfileFilters, WarningFilters, WarningStatus
 from .models import (
     CSV_COLUMNS,
     MAX_INTERACTIONS,
@@ -284,11 +284,8 @@ async def list_warnings(
     _: Principal = Depends(require("viewer")),
     service: ProfilesService = Depends(profiles),
 ) -> ORJSONResponse:
-    return ORJSONResponse(
-        await service.warnings(
-            status=status, assignee=assignee, customer_id=customer_id, limit=limit, cursor=cursor
-        )
-    )
+    filters = WarningFilters(status, assignee, customer_id)
+    return ORJSONResponse(await service.warnings(filters, limit, cursor))
 
 
 @router.get("/churn-warnings/{warning_id}", tags=["churn warnings"], summary="One warning with its history")

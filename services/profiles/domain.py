@@ -292,6 +292,15 @@ def moves_summary(moves: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class WarningFilters:
+    """Which churn warnings a list asks for; None leaves a criterion out."""
+
+    status: WarningStatus | None = None
+    assignee: str | None = None
+    customer_id: str | None = None
+
+
 # --- searching live profiles ------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ from services.common.settings import Settings
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
 from . import domain
-from .domain import ChurnWarning, Customer, ProfileFilters, ProfilesError, WarningStatus
+from .domain import ChurnWarning, Customer, ProfileFilters, ProfilesError, WarningFilters
 from .events import CONSUMED, GROUP, events_of
 from .models import (
     MAX_INTERACTIONS,
@@ -319,18 +319,8 @@ class ProfilesService:
 
     # --- the churn-warning workflow ---------------------------------------------------------------
 
-    async def warnings(
-        self,
-        *,
-        status: WarningStatus | None,
-        assignee: str | None,
-        customer_id: str | None,
-        limit: int,
-        cursor: str | None,
-    ) -> dict[str, Any]:
-        found, next_cursor = await self.store.warnings_page(
-            status=status, assignee=assignee, customer_id=customer_id, limit=limit, cursor=cursor
-        )
+    async def warnings(self, filters: WarningFilters, limit: int, cursor: str | None) -> dict[str, Any]:
+        found, next_cursor = await self.store.warnings_page(filters, limit, cursor)
         return {"items": [present_warning(w) for w in found], "next_cursor": next_cursor}
 
     async def warning(self, warning_id: str) -> ChurnWarning:

@@ -14,7 +14,7 @@ from services.common.errors import ConcurrentChange
 from services.common.mongo import between, index
 from services.common.pagination import Sort, page
 
-from .domain import ChurnWarning, Customer, ProfileFilters, WarningStatus
+from .domain import ChurnWarning, Customer, ProfileFilters, WarningFilters, WarningStatus
 
 CUSTOMERS = "customers"
 WARNINGS = "churn_warnings"
@@ -248,20 +248,14 @@ class ProfilesStore:
         return saved
 
     async def warnings_page(
-        self,
-        *,
-        status: WarningStatus | None,
-        assignee: str | None,
-        customer_id: str | None,
-        limit: int,
-        cursor: str | None,
+        self, filters: WarningFilters, limit: int, cursor: str | None
     ) -> tuple[list[ChurnWarning], str | None]:
         query = {
             k: v
             for k, v in (
-                ("status", status.value if status else None),
-                ("assignee", assignee),
-                ("customer_id", customer_id),
+                ("status", filters.status.value if filters.status else None),
+                ("assignee", filters.assignee),
+                ("customer_id", filters.customer_id),
             )
             if v is not None
         }
