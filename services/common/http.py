@@ -26,8 +26,13 @@ JSON = "application/json"
 class BodyPolicy:
     """Which media types and how many bytes a request body may have, per path."""
 
-    def __init__(self, default_limit: int, overrides: dict[str, tuple[set[str], int]] | None = None) -> None:
-        self.default = ({JSON, "application/merge-patch+json"}, default_limit)
+    def __init__(
+        self,
+        default_limit: int,
+        overrides: dict[str, tuple[set[str], int]] | None = None,
+        media_types: set[str] | None = None,
+    ) -> None:
+        self.default = (media_types or {JSON, "application/merge-patch+json"}, default_limit)
         self.overrides = overrides or {}
 
     def for_path(self, path: str) -> tuple[set[str], int]:
@@ -135,6 +140,7 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]],
     ready_checks: dict[str, ReadyCheck],
     body_overrides: dict[str, tuple[set[str], int]] | None = None,
+    body_media_types: set[str] | None = None,
     description: str = "",
 ) -> FastAPI:
     app = FastAPI(
@@ -170,5 +176,7 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
-    app.add_middleware(RequestShell, policy=BodyPolicy(settings.max_body_bytes, body_overrides))
+    app.add_middleware(
+        RequestShell, policy=BodyPolicy(settings.max_body_bytes, body_overrides, body_media_types)
+    )
     return app

@@ -1,8 +1,9 @@
 """Other services' HTTP APIs, as a service that needs their data calls them: httpx with the
-short timeout CRM_PEER_TIMEOUT_SECONDS, the caller's own API key passed on (a peer checks it
-as it checks any client, so a caller sees through a peer only what its key may see), and an
-answer even when the peer is down (status `unavailable`, logged and counted in
-crm_peer_requests_total) so each caller decides its own fallback."""
+short timeout CRM_PEER_TIMEOUT_SECONDS (or the caller's own), the caller's own API key passed on
+(a peer checks it as it checks any client, so a caller sees through a peer only what its key may
+see), and an answer even when the peer is down (status `unavailable`, logged and counted in
+crm_peer_requests_total) so each caller decides its own fallback. Writes (`send`, the console's
+actions) also tell a refusal (4xx, with the peer's problem document) from an outage."""
 
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ PEER_LATENCY = Histogram(
 @dataclass(frozen=True)
 class Answer:
     service: str
-    status: str  # ok | not_found | unavailable
+    status: str  # ok | not_found | unavailable | refused (a write the service turned down)
     body: Any = None
     error: str | None = None
+    code: int | None = None  # the HTTP status, when the service answered
 
     @property
     def ok(self) -> bool:
@@ -48,10 +50,10 @@ class Unavailable(Exception):
 
 
 class Peers:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, timeout: float | None = None) -> None:
         self.settings = settings
         self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.peer_timeout_seconds),
+            timeout=httpx.Timeout(timeout or settings.peer_timeout_seconds),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=50),
         )
 
@@ -67,24 +69,53 @@ class Peers:
             answer = Answer(service, "unavailable", error=f"{type(exc).__name__}: {exc}".rstrip(": "))
         else:
             if response.status_code == 404:
-                answer = Answer(service, "not_found")
+                answer = Answer(service, "not_found", code=404)
             elif response.status_code >= 400:
-                detail = (
-                    response.json().get("detail")
-                    if response.headers.get("content-type", "").endswith("json")
-                    else None
-                )
                 answer = Answer(
                     service,
                     "unavailable",
-                    error=f"HTTP {response.status_code}: {detail or response.text[:200]}",
+                    _problem(response),
+                    error=f"HTTP {response.status_code}: {_detail(response)}",
+                    code=response.status_code,
                 )
             else:
-                answer = Answer(service, "ok", response.json())
-        PEER_LATENCY.labels(service).observe(time.perf_counter() - started)
-        PEER_REQUESTS.labels(service, answer.status).inc()
+                answer = Answer(service, "ok", response.json(), code=response.status_code)
+        return self._observed(answer, path, started)
+
+    async def send(
+        self,
+        service: str,
+        path: str,
+        authorization: str | None,
+        body: Any = None,
+        idempotency_key: str | None = None,
+    ) -> Answer:
+        """POST a JSON body. A 4xx is `refused` with the problem document as body (the caller
+        shows its detail); a 5xx or no answer is `unavailable`."""
+        url = self.settings.url_of(service) + path
+        headers = {"Authorization": authorization} if authorization else {}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        started = time.perf_counter()
+        try:
+            response = await self.client.post(url, json=body, headers=headers)
+        except httpx.HTTPError as exc:
+            answer = Answer(service, "unavailable", error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+        else:
+            code = response.status_code
+            if code >= 500:
+                answer = Answer(service, "unavailable", error=f"HTTP {code}: {_detail(response)}", code=code)
+            elif code >= 400:
+                answer = Answer(service, "refused", _problem(response), error=_detail(response), code=code)
+            else:
+                answer = Answer(service, "ok", response.json() if response.content else None, code=code)
+        return self._observed(answer, path, started)
+
+    def _observed(self, answer: Answer, path: str, started: float) -> Answer:
+        PEER_LATENCY.labels(answer.service).observe(time.perf_counter() - started)
+        PEER_REQUESTS.labels(answer.service, answer.status).inc()
         if answer.status == "unavailable":
-            log.warning("peer unavailable", service=service, path=path, error=answer.error)
+            log.warning("peer unavailable", service=answer.service, path=path, error=answer.error)
         return answer
 
     async def every_page(
@@ -104,3 +135,17 @@ class Peers:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _problem(response: httpx.Response) -> dict[str, Any]:
+    if response.headers.get("content-type", "").split(";")[0].endswith("json"):
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+    return {}
+
+
+def _detail(response: httpx.Response) -> str:
+    return str(_problem(response).get("detail") or response.text[:200])

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring")
+SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring", "console")
 
 
 class Settings(BaseSettings):
@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     loyalty_port: int = 8003
     profiles_port: int = 8004
     scoring_port: int = 8005
+    console_port: int = 8000
 
     # Where the other services answer, when not on this host's ports (compose, Kubernetes).
     orders_url: str | None = None
@@ -36,6 +37,7 @@ class Settings(BaseSettings):
     loyalty_url: str | None = None
     profiles_url: str | None = None
     scoring_url: str | None = None
+    console_url: str | None = None
     peer_timeout_seconds: float = Field(2.0, gt=0)  # calls to other services' APIs (services/common/peers.py)
 
     api_keys_file: Path = Path(".crm/api-keys.hashed")
@@ -64,6 +66,14 @@ class Settings(BaseSettings):
     population_seconds: float = Field(60.0, gt=0)  # how often quintiles, ABC and models are refreshed
     # auto: event time while the stream is history (a replay), wall time once it is live
     scoring_clock: str = Field("auto", pattern="^(auto|wall|event)$")
+
+    # console (the staff's web pages)
+    console_session_minutes: int = Field(480, ge=1)  # idle time after which a person signs in again
+    console_cookie_secure: bool = False  # set behind HTTPS: the session cookie is then Secure only
+    console_timezone: str = "Asia/Shanghai"  # how times are shown to staff
+    console_currency: str = Field("CNY", pattern="^[A-Z]{3}$")  # the currency of profiles' amounts
+    # each page's calls to the other services (the 360 view itself waits up to peer_timeout_seconds)
+    console_peer_timeout_seconds: float = Field(5.0, gt=0)
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

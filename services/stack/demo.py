@@ -30,6 +30,47 @@ CATEGORIES = {
     "beauty": (800, 12000),
 }
 BRANDS = ["Aurora", "Bamboo & Co", "Cobalt", "Dune", "Ember", "Fjord"]
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林高罗"
+GIVEN_NAMES = [
+    "伟",
+    "芳",
+    "娜",
+    "敏",
+    "静",
+    "磊",
+    "洋",
+    "艳",
+    "勇",
+    "军",
+    "杰",
+    "娟",
+    "涛",
+    "明",
+    "超",
+    "秀英",
+    "晓东",
+    "雨桐",
+    "子涵",
+    "浩然",
+]
+# (city, city tier): where the shop's customers live
+CITIES = [
+    ("上海", 1),
+    ("北京", 1),
+    ("广州", 1),
+    ("深圳", 1),
+    ("杭州", 2),
+    ("成都", 2),
+    ("南京", 2),
+    ("武汉", 2),
+    ("西安", 2),
+    ("苏州", 2),
+    ("长沙", 3),
+    ("青岛", 3),
+    ("厦门", 3),
+    ("昆明", 3),
+    ("洛阳", 4),
+]
 CHANNELS = ["web", "app", "app", "marketplace", "store"]
 
 
@@ -39,6 +80,8 @@ class Shopper:
     cadence_days: float  # mean days between purchases
     basket: float  # spend multiplier
     drifting: bool  # stops buying after a while
+    name: str = ""
+    city: tuple[str, int] = ("上海", 1)
     orders: list[str] = field(default_factory=list)
 
 
@@ -55,9 +98,28 @@ class Shop:
             cadence_days=self.rng.choice([7, 14, 30, 45, 90, 180]),
             basket=self.rng.lognormvariate(0, 0.5),
             drifting=self.rng.random() < 0.25,
+            name=self.rng.choice(SURNAMES) + self.rng.choice(GIVEN_NAMES),
+            city=self.rng.choice(CITIES),
         )
         self.shoppers.append(shopper)
         return shopper
+
+    def registration(self, shopper: Shopper, now: datetime) -> dict:
+        """What the shop knows of the person when they sign up, a little over a year ago."""
+        index = int(shopper.customer_id.rsplit("-", 1)[1])
+        return {
+            "customer_id": shopper.customer_id,
+            "name": shopper.name,
+            "email": f"customer{index:05d}@example.com",
+            "phone": f"+86 138 {index:04d} {self.rng.randint(1000, 9999)}",
+            "gender": self.rng.choice(["female", "female", "male", "unspecified"]),
+            "birth_date": f"{self.rng.randint(1965, 2004)}-{self.rng.randint(1, 12):02d}-{self.rng.randint(1, 28):02d}",
+            "city": shopper.city[0],
+            "city_tier": shopper.city[1],
+            "channel": self.rng.choice(CHANNELS),
+            "marketing_consent": self.rng.random() < 0.7,
+            "registered_at": _ts(now - timedelta(days=366 + self.rng.uniform(0, 30))),
+        }
 
     def basket_items(self, shopper: Shopper) -> list[dict]:
         items = []
@@ -134,8 +196,21 @@ class Demo:
     def backfill(self) -> None:
         now = datetime.now(UTC)
         lines = []
+        registrations = []
         for index in range(self.customers):
-            lines.extend(self.shop.history(self.shop.add_shopper(index), now))
+            shopper = self.shop.add_shopper(index)
+            registrations.append(self.shop.registration(shopper, now))
+            lines.extend(self.shop.history(shopper, now))
+        if self.up("profiles"):
+            # Names, cities and consent first, so the console shows people rather than ids.
+            created = sum(
+                self.http.post(
+                    f"{self.settings.url_of('profiles')}/customers", json=body, headers=self.agent
+                ).status_code
+                == 201
+                for body in registrations
+            )
+            print(f"demo: registered {created} customers ({len(registrations)} known)", flush=True)
         if self.up("orders"):
             body = b"\n".join(orjson.dumps(line) for line in lines)
             answer = self.http.post(

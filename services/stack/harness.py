@@ -207,6 +207,13 @@ def unique_id(prefix: str = "c") -> str:
 PLATFORM = ("orders", "complaints", "loyalty", "scoring", "profiles")
 
 
+def start_console(stack: Stack, platform: dict[str, Service], **env: str) -> Service:
+    """The console in front of a running platform, on the platform's database prefix."""
+    peers = {f"CRM_{name.upper()}_URL": service.url for name, service in platform.items()}
+    db_prefix = platform["profiles"].env["CRM_DB_PREFIX"]
+    return start_service(stack, "console", db_prefix=db_prefix, **{**peers, **env})
+
+
 def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Service]:
     """Every service on one database prefix, each told where the others answer; `env` goes
     to all of them (topic prefix, clock file) and overrides the tests' quick timers."""

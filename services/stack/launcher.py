@@ -130,11 +130,17 @@ class Platform:
         if self.mongo:
             table.add_row("MongoDB (nx-27017, embedded)", self.mongo_url, str(self.mongo.pid))
         for child in self.services:
-            table.add_row(child.name, f"http://127.0.0.1:{child.port}/docs", str(child.pid))
+            page = "" if child.name == "console" else "/docs"
+            table.add_row(child.name, f"http://127.0.0.1:{child.port}{page}", str(child.pid))
         for child in self.extras:
             table.add_row(child.name, f"log: {child.log_path}", str(child.pid))
         self.console.print(table)
         self.console.print(f"API keys (one per role: viewer, agent, admin): [bold]{keys_file}[/]")
+        if any(child.name == "console" for child in self.services):
+            self.console.print(
+                f"Console: [bold]http://127.0.0.1:{self.settings.port_of('console')}[/]  sign in with a key "
+                f"from {keys_file} (agent= to act on customers, viewer= to read, admin= also exports)"
+            )
         self.console.print(f"logs: {self.log_dir}    Ctrl-C stops everything.")
 
     def supervise(self, stop: threading.Event) -> None:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from services.stack.embedded import free_port
-from services.stack.harness import PLATFORM, ROOT, start_platform
+from services.stack.harness import ROOT, start_console, start_platform
 
 DEPLOY = ROOT / "deploy"
 TOOLS = ROOT / ".tools" / "prometheus" / "usr" / "bin"
@@ -66,6 +66,7 @@ def test_promtool_rule_tests_prove_the_important_alerts_fire(promtool):
 @pytest.fixture(scope="module")
 def platform(stack, prefix, tmp_path_factory):
     started = start_platform(stack, tmp_path_factory.mktemp("faust"), CRM_TOPIC_PREFIX=prefix)
+    started["console"] = start_console(stack, started)
     yield started
     for service in started.values():
         service.stop()
@@ -145,10 +146,10 @@ def test_a_real_prometheus_scrapes_every_process_and_finds_the_key_series(platfo
     )
     up = eventually(
         lambda: (
-            (found := query(prometheus, 'up{job=~"crm-.*"} == 1')) and len(found) == len(PLATFORM) and found
+            (found := query(prometheus, 'up{job=~"crm-.*"} == 1')) and len(found) == len(platform) and found
         )
     )
-    assert {r["metric"]["job"] for r in up} == {f"crm-{name}" for name in PLATFORM}
+    assert {r["metric"]["job"] for r in up} == {f"crm-{name}" for name in platform}
 
     key_series = {
         "crm_http_requests_total": {"crm-orders", "crm-profiles"},

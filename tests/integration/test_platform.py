@@ -193,7 +193,7 @@ def processes_with(marker: str) -> list[int]:
 def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_path):
     ports = {
         name: free_port()
-        for name in ("broker", "mongo", "orders", "complaints", "loyalty", "profiles", "scoring")
+        for name in ("broker", "mongo", "orders", "complaints", "loyalty", "profiles", "scoring", "console")
     }
     marker = f"CRM_TEST_MARKER={uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}

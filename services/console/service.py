@@ -1,0 +1,223 @@
+"""The console's use cases: sign-in, and for each page what it needs from the other services,
+asked at once with timeouts, each part marked unavailable on its own; actions are calls to the
+service that owns them, with the signed-in person's key."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from services.common.auth import ApiKeys
+from services.common.clock import Clock
+from services.common.peers import Answer, Peers
+from services.common.problems import Problem
+
+from .models import (
+    AssignForm,
+    ComplaintForm,
+    ComplaintMoveForm,
+    InteractionForm,
+    OutcomeForm,
+    RedeemForm,
+    SearchForm,
+    WarningActionForm,
+)
+from .store import Session, SessionStore
+
+PAGE_SIZE = 25
+QUEUE_STATUSES = ("open", "assigned", "awaiting_customer")
+
+
+@dataclass(frozen=True)
+class Done:
+    """The outcome of an action, as the page shows it: done, or why not (and which field)."""
+
+    ok: bool
+    message: str = ""
+    field: str | None = None
+
+
+def done_of(answer: Answer, field: str | None = None) -> Done:
+    if answer.ok:
+        return Done(True)
+    if answer.status == "refused":
+        # A 422 names the fields (services/common/problems.py); show the first beside its field.
+        errors = (answer.body or {}).get("errors") or []
+        located = next((e for e in errors if e.get("field") not in (None, "body")), None)
+        if located is not None:
+            return Done(
+                False, str(located.get("message", answer.error)), str(located["field"]).split(".")[-1]
+            )
+        return Done(False, answer.error or "refused", field)
+    if answer.status == "not_found":
+        return Done(False, "not found")
+    return Done(False, f"{answer.service} is unavailable")
+
+
+class ConsoleService:
+    def __init__(self, peers: Peers, sessions: SessionStore, keys: ApiKeys, clock: Clock) -> None:
+        self.peers = peers
+        self.sessions = sessions
+        self.keys = keys
+        self.clock = clock
+
+    # --- sign-in -------------------------------------------------------------------------------
+
+    async def sign_in(self, api_key: str, language: str) -> Session | None:
+        """A session for a known key; None for an unknown one (the page says so, nothing more)."""
+        try:
+            principal = self.keys.authenticate(f"Bearer {api_key}")
+        except Problem:
+            return None
+        return await self.sessions.create(
+            api_key, principal.role, principal.label, language, self.clock.now()
+        )
+
+    async def session(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        found = await self.sessions.get(session_id, self.clock.now())
+        if found is None:
+            return None
+        # A key removed from the keys file ends its sessions too.
+        try:
+            self.keys.authenticate(found.authorization)
+        except Problem:
+            await self.sessions.delete(found.session_id)
+            return None
+        return found
+
+    async def sign_out(self, session: Session) -> None:
+        await self.sessions.delete(session.session_id)
+
+    # --- pages ---------------------------------------------------------------------------------
+
+    async def search(self, session: Session, form: SearchForm) -> Answer:
+        return await self.peers.get(
+            "profiles", "/customers", session.authorization, limit=PAGE_SIZE, **form.params()
+        )
+
+    async def export_csv(self, session: Session, form: SearchForm) -> AsyncIterator[bytes] | None:
+        """The whole result as CSV, streamed from the profiles service; None when it is down."""
+        params = {k: v for k, v in form.params().items() if k != "cursor"}
+        request = self.peers.client.build_request(
+            "GET",
+            self.peers.settings.url_of("profiles") + "/customers",
+            params={**params, "format": "csv"},
+            headers={"Authorization": session.authorization},
+            timeout=None,
+        )
+        try:
+            response = await self.peers.client.send(request, stream=True)
+        except Exception:  # noqa: BLE001 - any failure to connect: the page says it is down
+            return None
+        if response.status_code != 200:
+            await response.aclose()
+            return None
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+            finally:
+                await response.aclose()
+
+        return body()
+
+    async def customer(self, session: Session, customer_id: str) -> Answer:
+        """The 360 view: the profiles service asks the others at once and marks what is missing."""
+        return await self.peers.get("profiles", f"/customers/{customer_id}/360", session.authorization)
+
+    async def worklist(self, session: Session, status: str | None, cursor: str | None) -> Answer:
+        return await self.peers.get(
+            "profiles",
+            "/churn-warnings",
+            session.authorization,
+            status=status,
+            cursor=cursor,
+            limit=PAGE_SIZE,
+        )
+
+    async def queue(
+        self, session: Session, status: str | None, breached: bool | None, cursor: str | None
+    ) -> dict[str, Answer]:
+        """Active complaints (or one status), newest first; with no status, one page per active
+        status so the queue shows all that still need work."""
+        statuses = (status,) if status else QUEUE_STATUSES
+        answers = await asyncio.gather(
+            *(
+                self.peers.get(
+                    "complaints",
+                    "/complaints",
+                    session.authorization,
+                    status=s,
+                    breached=None if breached is None else str(breached).lower(),
+                    cursor=cursor if status else None,
+                    limit=PAGE_SIZE * 2,
+                )
+                for s in statuses
+            )
+        )
+        return dict(zip(statuses, answers, strict=True))
+
+    async def dashboard(self, session: Session) -> dict[str, Answer]:
+        names = ("segments", "seasonality", "complaints", "surveys")
+        answers = await asyncio.gather(
+            self.peers.get("profiles", "/segments", session.authorization),
+            self.peers.get("profiles", "/analytics/seasonality", session.authorization),
+            self.peers.get("complaints", "/complaints/stats", session.authorization),
+            self.peers.get("complaints", "/surveys/stats", session.authorization),
+        )
+        return dict(zip(names, answers, strict=True))
+
+    # --- actions -------------------------------------------------------------------------------
+
+    async def _send(self, session: Session, service: str, path: str, body: Any) -> Answer:
+        # A fresh key per submitted form: a retried call is not applied twice.
+        return await self.peers.send(service, path, session.authorization, body, uuid.uuid4().hex)
+
+    async def open_complaint(self, session: Session, customer_id: str, form: ComplaintForm) -> Done:
+        body = {"customer_id": customer_id, **form.model_dump(exclude_none=True)}
+        return done_of(await self._send(session, "complaints", "/complaints", body))
+
+    async def record_interaction(self, session: Session, customer_id: str, form: InteractionForm) -> Done:
+        item: dict[str, Any] = {"customer_id": customer_id, "kind": form.kind, "channel": form.channel}
+        if form.note:
+            item["attributes"] = {"note": form.note, "by": session.label}
+        answer = await self._send(session, "profiles", "/interactions", [item])
+        if answer.ok and answer.body and answer.body.get("rejected"):
+            return Done(False, str(answer.body["rejected"][0].get("error", "rejected")), "kind")
+        return done_of(answer)
+
+    async def redeem(self, session: Session, customer_id: str, form: RedeemForm) -> Done:
+        answer = await self._send(
+            session, "loyalty", f"/accounts/{customer_id}/redemptions", form.model_dump()
+        )
+        return done_of(answer, "points")
+
+    async def act_on_warning(self, session: Session, warning_id: str, form: WarningActionForm) -> Done:
+        body = form.model_dump(exclude_none=True)
+        return done_of(await self._send(session, "profiles", f"/churn-warnings/{warning_id}/actions", body))
+
+    async def assign_warning(self, session: Session, warning_id: str, form: AssignForm) -> Done:
+        answer = await self._send(
+            session, "profiles", f"/churn-warnings/{warning_id}/assign", form.model_dump()
+        )
+        return done_of(answer, "assignee")
+
+    async def close_warning(self, session: Session, warning_id: str, form: OutcomeForm) -> Done:
+        answer = await self._send(
+            session, "profiles", f"/churn-warnings/{warning_id}/outcome", form.model_dump()
+        )
+        return done_of(answer, "outcome")
+
+    async def move_complaint(self, session: Session, complaint_id: str, form: ComplaintMoveForm) -> Done:
+        if form.needs_text and not form.text:
+            return Done(False, "required", "text")
+        answer = await self._send(
+            session, "complaints", f"/complaints/{complaint_id}/{form.action}", form.body()
+        )
+        return done_of(answer, "text")

@@ -1,0 +1,91 @@
+"""Server-side sessions in MongoDB (database crm_console). The cookie holds only an opaque random
+id; the person's API key, role and CSRF token stay here. A session ends on sign-out, or after
+`idle` without a request (each request moves the expiry on)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+
+from services.common.mongo import index
+
+SESSIONS = "sessions"
+# The TTL index lets a real MongoDB remove expired sessions; reads check expiry themselves too.
+INDEXES = {SESSIONS: [index("expires_at", expireAfterSeconds=0)]}
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id: str = field(repr=False)
+    api_key: str = field(repr=False)  # never in a log line or a traceback's locals
+    role: str
+    label: str
+    csrf: str = field(repr=False)
+    language: str
+    expires_at: datetime
+
+    @property
+    def authorization(self) -> str:
+        return f"Bearer {self.api_key}"
+
+
+class SessionStore:
+    def __init__(self, db: AsyncIOMotorDatabase, idle: timedelta) -> None:
+        self.sessions = db[SESSIONS]
+        self.idle = idle
+
+    async def create(self, api_key: str, role: str, label: str, language: str, now: datetime) -> Session:
+        session = Session(
+            secrets.token_urlsafe(32),
+            api_key,
+            role,
+            label,
+            secrets.token_urlsafe(32),
+            language,
+            now + self.idle,
+        )
+        await self.sessions.insert_one(
+            {
+                "_id": session.session_id,
+                "api_key": api_key,
+                "role": role,
+                "label": label,
+                "csrf": session.csrf,
+                "language": language,
+                "created_at": now,
+                "expires_at": session.expires_at,
+            }
+        )
+        return session
+
+    async def get(self, session_id: str, now: datetime) -> Session | None:
+        """The live session, its expiry moved on; None when unknown or expired."""
+        doc = await self.sessions.find_one({"_id": session_id})
+        if doc is None:
+            return None
+        if doc["expires_at"] <= now:
+            await self.sessions.delete_one({"_id": session_id})
+            return None
+        expires = now + self.idle
+        # Writing on every request would be a write per page; a minute's slack is enough.
+        if expires - doc["expires_at"] > timedelta(minutes=1):
+            await self.sessions.update_one({"_id": session_id}, {"$set": {"expires_at": expires}})
+            doc["expires_at"] = expires
+        return Session(
+            doc["_id"],
+            doc["api_key"],
+            doc["role"],
+            doc["label"],
+            doc["csrf"],
+            doc["language"],
+            doc["expires_at"],
+        )
+
+    async def set_language(self, session_id: str, language: str) -> None:
+        await self.sessions.update_one({"_id": session_id}, {"$set": {"language": language}})
+
+    async def delete(self, session_id: str) -> None:
+        await self.sessions.delete_one({"_id": session_id})
