@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install tools run test test-fast bench lint lock clean
+.PHONY: install tools browser run test test-fast bench lint lock clean
 
 install: $(STAMP)
 
@@ -15,6 +15,10 @@ tools: $(PROMTOOL)
 $(PROMTOOL): deploy/prometheus/install.sh
 	bash deploy/prometheus/install.sh .tools/prometheus
 	touch $(PROMTOOL)
+
+# The console's browser tests: Debian's Chromium, a Chinese font and axe-core (pinned by npm ci).
+browser:
+	bash tests/browser/install.sh
 
 # Idempotent: reinstalls only when the lock or the package metadata change.
 $(STAMP): requirements.lock pyproject.toml
@@ -27,7 +31,7 @@ $(STAMP): requirements.lock pyproject.toml
 run: install
 	$(VENV)/bin/crm up --demo
 
-test: install tools
+test: install tools browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: install
@@ -48,4 +52,4 @@ lock:
 	 /tmp/crm-lock-venv/bin/pip freeze --all --exclude-editable | grep -v -E "^(pip|crm-platform)==") > requirements.lock
 
 clean:
-	rm -rf $(VENV) .crm .tools
+	rm -rf $(VENV) .crm .tools tests/browser/node_modules

@@ -425,7 +425,7 @@ async def queue_page(
         if answer.ok:
             rows += answer.body["items"]
     rows.sort(key=lambda c: _urgency(c, now))
-    unavailable = next((a for a in answers.values() if not a.ok), None)
+    down = next((a for a in answers.values() if not a.ok), None)
     return render(
         request,
         "complaints.html",
@@ -433,7 +433,7 @@ async def queue_page(
             "rows": rows,
             "status": status,
             "breached": breached,
-            "unavailable": unavailable,
+            "down": down,
             "errors": errors or {},
             "notice": request.query_params.get("done"),
             "clock": lambda c: _clock(c, now),

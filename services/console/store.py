@@ -13,8 +13,9 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from services.common.mongo import index
 
 SESSIONS = "sessions"
-# The TTL index lets a real MongoDB remove expired sessions; reads check expiry themselves too.
-INDEXES = {SESSIONS: [index("expires_at", expireAfterSeconds=0)]}
+# Expired sessions are removed on the service's own clock (each sign-in sweeps them), not by a
+# TTL index, whose wall clock would disagree with a rehearsal's or a test's clock.
+INDEXES = {SESSIONS: [index("expires_at")]}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class SessionStore:
         self.idle = idle
 
     async def create(self, api_key: str, role: str, label: str, language: str, now: datetime) -> Session:
+        await self.sessions.delete_many({"expires_at": {"$lte": now}})
         session = Session(
             secrets.token_urlsafe(32),
             api_key,
