@@ -85,12 +85,12 @@ def profile_document(k: int, population: Population) -> dict:
     }
 
 
-def load_profiles(mongo_url: str, db_name: str) -> float:
+def load_profiles(mongo_url: str, db_name: str, count: int = PROFILES) -> float:
     population = Population()
     collection = blocking_client(mongo_url)[db_name]["profiles"]
     started = time.perf_counter()
     batch = []
-    for k in range(PROFILES):
+    for k in range(count):
         batch.append(InsertOne(profile_document(k, population)))
         if len(batch) == 5000:
             collection.bulk_write(batch, ordered=False)
