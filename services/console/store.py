@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
@@ -15,7 +15,8 @@ from services.common.mongo import index
 SESSIONS = "sessions"
 # Expired sessions are removed on the service's own clock (each sign-in sweeps them), not by a
 # TTL index, whose wall clock would disagree with a rehearsal's or a test's clock.
-INDEXES = {SESSIONS: [index("expires_at")]}
+# Expiry is kept as epoch seconds: a plain number compares and updates the same everywhere.
+INDEXES = {SESSIONS: [index("expires_ts")]}
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class SessionStore:
         self.idle = idle
 
     async def create(self, api_key: str, role: str, label: str, language: str, now: datetime) -> Session:
-        await self.sessions.delete_many({"expires_at": {"$lte": now}})
+        await self.sessions.delete_many({"expires_ts": {"$lte": now.timestamp()}})
         session = Session(
             secrets.token_urlsafe(32),
             api_key,
@@ -58,7 +59,7 @@ class SessionStore:
                 "csrf": session.csrf,
                 "language": language,
                 "created_at": now,
-                "expires_at": session.expires_at,
+                "expires_ts": session.expires_at.timestamp(),
             }
         )
         return session
@@ -68,14 +69,14 @@ class SessionStore:
         doc = await self.sessions.find_one({"_id": session_id})
         if doc is None:
             return None
-        if doc["expires_at"] <= now:
+        if doc["expires_ts"] <= now.timestamp():
             await self.sessions.delete_one({"_id": session_id})
             return None
-        expires = now + self.idle
+        expires = (now + self.idle).timestamp()
         # Writing on every request would be a write per page; a minute's slack is enough.
-        if expires - doc["expires_at"] > timedelta(minutes=1):
-            await self.sessions.update_one({"_id": session_id}, {"$set": {"expires_at": expires}})
-            doc["expires_at"] = expires
+        if expires - doc["expires_ts"] > 60:
+            await self.sessions.update_one({"_id": session_id}, {"$set": {"expires_ts": expires}})
+            doc["expires_ts"] = expires
         return Session(
             doc["_id"],
             doc["api_key"],
@@ -83,7 +84,7 @@ class SessionStore:
             doc["label"],
             doc["csrf"],
             doc["language"],
-            doc["expires_at"],
+            datetime.fromtimestamp(doc["expires_ts"], UTC),
         )
 
     async def set_language(self, session_id: str, language: str) -> None:
