@@ -185,6 +185,39 @@ def _admin(settings: Settings, timeout: float) -> KafkaAdminClient:
             time.sleep(0.5)
 
 
+def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of a topic (its name on the broker), from the beginning to the end, read
+    without a consumer group: nothing is committed. The end is each partition's high-water mark
+    as fetch answers report it (Tansu's ListOffsets answer for the latest offset is wrong)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap_list(settings),
+        client_id="crm-reader",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        allow_auto_create_topics=False,
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise LookupError(f"no topic {topic} on {settings.kafka_bootstrap} (`crm topics` creates it)")
+        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        consumer.seek_to_beginning()
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            for batch in consumer.poll(timeout_ms=200, max_records=5000).values():
+                records.extend(batch)
+            marks = {tp: consumer.highwater(tp) for tp in assigned}
+            if all(m is not None and consumer.position(tp) >= m for tp, m in marks.items()):
+                return sorted(records, key=lambda r: (r.partition, r.offset))
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout:.0f}s")
+    finally:
+        consumer.close(autocommit=False)
+
+
 # --- consuming ----------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
-"""Further `crm` commands: replays of history through the services' real APIs."""
+"""Further `crm` commands: replays of history through the services' real APIs, models, and the
+dead letters (services/stack/deadletters.py)."""
 
 from __future__ import annotations
 
@@ -132,7 +133,77 @@ def cmd_model_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result["auc_churn_risk"] >= best and closer else 1
 
 
+def _deadletter_filter(args: argparse.Namespace):
+    from services.common.clock import SystemClock
+
+    from .deadletters import make_filter
+
+    try:
+        return make_filter(SystemClock().now(), args.reason, args.topic, args.since, args.older_than)
+    except ValueError as exc:
+        raise SystemExit(f"crm deadletters: {exc}") from None
+
+
+def cmd_deadletters_list(args: argparse.Namespace, settings: Settings) -> int:
+    from .deadletters import run_list
+
+    return run_list(settings, _deadletter_filter(args), args.json, console)
+
+
+def cmd_deadletters_show(args: argparse.Namespace, settings: Settings) -> int:
+    from .deadletters import run_show
+
+    return run_show(settings, args.deadletter, console)
+
+
+def cmd_deadletters_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from .deadletters import run_replay
+
+    fix = Path(args.fix).read_bytes() if args.fix else None
+    return run_replay(
+        settings,
+        args.deadletters,
+        _deadletter_filter(args),
+        console,
+        fix=fix,
+        again=args.again,
+        dry_run=args.dry_run,
+        everything=args.all,
+    )
+
+
+def _deadletter_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", help="reason containing this text (any case)")
+    parser.add_argument("--topic", help="original topic, e.g. crm.orders.v1")
+    parser.add_argument("--since", help="dead-lettered since: 30m, 2h, 7d, 1w ago, or an ISO date or time")
+    parser.add_argument(
+        "--older-than", help="dead-lettered before: 30m, 2h, 7d, 1w ago, or an ISO date or time"
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
+    dead = sub.add_parser("deadletters", help="list, show and replay dead-lettered records")
+    dead_sub = dead.add_subparsers(dest="deadletters_command", required=True)
+    listing = dead_sub.add_parser("list", help="dead letters by reason, original topic and age")
+    _deadletter_filter_options(listing)
+    listing.add_argument("--json", action="store_true", help="the groups as JSON")
+    listing.set_defaults(func=cmd_deadletters_list)
+    show = dead_sub.add_parser("show", help="one dead letter: its headers and original bytes")
+    show.add_argument("deadletter", help="partition:offset on the dead-letter topic (as `list` shows)")
+    show.set_defaults(func=cmd_deadletters_show)
+    replay_dead = dead_sub.add_parser(
+        "replay", help="send chosen dead letters back to their original topic, validated first"
+    )
+    replay_dead.add_argument("deadletters", nargs="*", help="partition:offset of each (as `list` shows)")
+    _deadletter_filter_options(replay_dead)
+    replay_dead.add_argument("--all", action="store_true", help="every dead letter (when none is named)")
+    replay_dead.add_argument(
+        "--fix", help="a JSON file with the corrected event, sent instead of the original bytes (one record)"
+    )
+    replay_dead.add_argument("--again", action="store_true", help="also send dead letters replayed before")
+    replay_dead.add_argument("--dry-run", action="store_true", help="say what would be sent; send nothing")
+    replay_dead.set_defaults(func=cmd_deadletters_replay)
+
     model = sub.add_parser("model", help="customer-base models (BG/NBD, Gamma-Gamma)")
     model_sub = model.add_subparsers(dest="model_command", required=True)
     fit = model_sub.add_parser("fit", help="fit the models and print their parameters as JSON")
