@@ -362,7 +362,7 @@ def _decide(
         event = decode(value)
     except EventValidationError as exc:
         hint = "" if fix is not None else " (correct it with --fix FILE)"
-        return Decision(letters, REFUSE, f"still invalid: {exc}{hint}")
+        return Decision(letters, REFUSE, f"still invalid: {exc}{hint}", event_id=_loose_id(value))
     try:
         belongs = topics.physical(topics.topic_for_type(event["type"]), settings)
     except ValueError as exc:
@@ -383,6 +383,15 @@ def _decide(
         event_id=event["id"],
         fixed=fix is not None,
     )
+
+
+def _loose_id(value: bytes | None) -> str | None:
+    """The id of an invalid event, when it has one, to name it in the answer."""
+    try:
+        doc = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    return doc.get("id") if isinstance(doc, dict) and isinstance(doc.get("id"), str) else None
 
 
 def pretty_value(value: bytes | None) -> str:
@@ -452,9 +461,11 @@ def letter_table(letter: DeadLetter, marker: Marker | None, now: datetime) -> Ta
         ("original", f"{letter.topic} partition {letter.original_partition} offset {letter.original_offset}"),
         ("key", letter.key.decode("utf-8", "replace") if letter.key is not None else "(none)"),
         ("consumer", letter.consumer),
-        ("dead-lettered", f"{to_rfc3339(letter.at)} ({age_bucket(now - letter.at)} ago)"),
+        ("dead-lettered", f"{to_rfc3339(letter.at)} (age {age_bucket(now - letter.at)})"),
         ("replayed", f"at {marker.at}{' (fixed)' if marker.fixed else ''}" if marker else "no"),
     ]
+    read = {DLQ_HEADER_PREFIX + n for n in ("reason", "topic", "partition", "offset", "consumer", "time")}
+    rows += [(name, value.decode("utf-8", "replace")) for name, value in letter.headers if name not in read]
     for name, value in rows:
         table.add_row(name, Text(value))
     return table

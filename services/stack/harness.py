@@ -200,6 +200,17 @@ def _safe(where: Callable[[dict[str, Any]], bool], event: Any) -> bool:
         return False
 
 
+def until(fetch: Callable[[], Any], condition: Callable[[Any], bool], timeout: float = 40.0) -> Any:
+    """What `fetch` answers once `condition` holds for it; fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if condition(value):
+            return value
+        assert time.monotonic() < deadline, f"never happened; last: {str(value)[:800]}"
+        time.sleep(0.25)
+
+
 def unique_id(prefix: str = "c") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 

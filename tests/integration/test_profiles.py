@@ -8,7 +8,6 @@ import csv
 import io
 import time
 import uuid
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 
 from services.common.clock import to_rfc3339
 from services.common.mongo import blocking_client
-from services.stack.harness import Service, TopicReader, start_platform, unique_id
+from services.stack.harness import Service, TopicReader, start_platform, unique_id, until
 from tests.conftest import NOW
 
 DIMENSIONS = ("website", "product", "payment", "service", "logistics", "overall")
@@ -42,16 +41,6 @@ def databases(stack, platform) -> dict[str, Any]:
     client = blocking_client(stack.mongo_url)
     prefix = platform["profiles"].env["CRM_DB_PREFIX"]
     return {name: client[prefix + name] for name in ("orders", "complaints", "loyalty", "profiles")}
-
-
-def until(fetch: Callable[[], Any], condition: Callable[[Any], bool], timeout: float = 40.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if condition(value):
-            return value
-        assert time.monotonic() < deadline, f"never happened; last: {str(value)[:800]}"
-        time.sleep(0.25)
 
 
 def register(profiles: Service, **fields) -> dict:
