@@ -112,9 +112,12 @@ class LoyaltyService:
                 if event["id"] in done:
                     continue
                 done.add(event["id"])
+                refused_before = len(refused)
                 with structlog.contextvars.bound_contextvars(event_id=event["id"]):
                     published += await CONSUMED.dispatch(self, delivered, session, refused=refused) or []
-                await self.store.remember(event["id"], parse_rfc3339(event["time"]), session)
+                # A refused event is not taken: its replay from the dead letters after a fix must be.
+                if len(refused) == refused_before:
+                    await self.store.remember(event["id"], parse_rfc3339(event["time"]), session)
             return Outcome(200, None, published)
 
         await self._run(work)
