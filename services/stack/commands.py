@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -144,31 +145,49 @@ def _deadletter_filter(args: argparse.Namespace):
         raise SystemExit(f"crm deadletters: {exc}") from None
 
 
+def _with_broker(run: Callable[[], int], settings: Settings) -> int:
+    """A missing topic or an unreachable broker is said in one line, not a traceback."""
+    from kafka.errors import KafkaError
+
+    try:
+        return run()
+    except (LookupError, TimeoutError, KafkaError) as exc:
+        raise SystemExit(f"crm deadletters ({settings.kafka_bootstrap}): {exc!s}") from None
+
+
 def cmd_deadletters_list(args: argparse.Namespace, settings: Settings) -> int:
     from .deadletters import run_list
 
-    return run_list(settings, _deadletter_filter(args), args.json, console)
+    chosen = _deadletter_filter(args)
+    return _with_broker(lambda: run_list(settings, chosen, args.json, console), settings)
 
 
 def cmd_deadletters_show(args: argparse.Namespace, settings: Settings) -> int:
     from .deadletters import run_show
 
-    return run_show(settings, args.deadletter, console)
+    return _with_broker(lambda: run_show(settings, args.deadletter, console), settings)
 
 
 def cmd_deadletters_replay(args: argparse.Namespace, settings: Settings) -> int:
     from .deadletters import run_replay
 
-    fix = Path(args.fix).read_bytes() if args.fix else None
-    return run_replay(
+    chosen = _deadletter_filter(args)
+    try:
+        fix = Path(args.fix).read_bytes() if args.fix else None
+    except OSError as exc:
+        raise SystemExit(f"crm deadletters: --fix {args.fix}: {exc.strerror}") from None
+    return _with_broker(
+        lambda: run_replay(
+            settings,
+            args.deadletters,
+            chosen,
+            console,
+            fix=fix,
+            again=args.again,
+            dry_run=args.dry_run,
+            everything=args.all,
+        ),
         settings,
-        args.deadletters,
-        _deadletter_filter(args),
-        console,
-        fix=fix,
-        again=args.again,
-        dry_run=args.dry_run,
-        everything=args.all,
     )
 
 

@@ -503,7 +503,7 @@ def run_show(settings: Settings, address: str, console: Console) -> int:
     try:
         (letter,) = resolve(letters, [address])
     except LookupError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(Text(str(exc), style="red"))
         return 1
     marker = replayed([letter], read_replay_markers(settings)).get(letter.address)
     console.print(letter_table(letter, marker, SystemClock().now()))
@@ -529,7 +529,7 @@ def run_replay(
     try:
         picked = resolve(letters, refs) if refs else letters
     except LookupError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(Text(str(exc), style="red"))
         return 1
     picked = [x for x in picked if chosen.matches(x, settings.topic_prefix)]
     if not picked:
@@ -538,7 +538,7 @@ def run_replay(
     try:
         decisions = plan(picked, read_replay_markers(settings), settings, fix, again)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(Text(str(exc), style="red"))
         return 1
     if not dry_run:
         send(settings, decisions)
