@@ -19,9 +19,9 @@ from pymongo import InsertOne
 
 from services.common.mongo import blocking_client
 from services.scoring import facts as F
+from services.scoring.domain import partition_of
 from services.scoring.profile import build
 from services.scoring.scores import Population
-from services.scoring.service import partition_of
 from services.scoring.store import encode_facts
 from services.stack.harness import start_platform
 

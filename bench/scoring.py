@@ -34,8 +34,8 @@ from services.scoring import facts as F
 from services.scoring import population as population_math
 from services.scoring import scores as S
 from services.scoring import store as ST
+from services.scoring.metrics import collect_less_often
 from services.scoring.profile import build
-from services.scoring.service import collect_less_often
 from services.stack.harness import ROOT, start_service
 
 from .profiles_http import profile_document

@@ -4,7 +4,7 @@ import sys
 
 from services.common.settings import get_settings
 
-from .app import create_app
+from .main import create_app
 
 settings = get_settings()
 app = create_app(settings)

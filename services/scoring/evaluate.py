@@ -17,7 +17,8 @@ from scipy.stats import rankdata
 from services.common.cdnow import purchases
 from services.common.kafka import ensure_topics
 from services.common.mongo import blocking_client, projection
-from services.stack.harness import start_service, start_stack
+from services.stack.platform import start_service, start_stack
+from services.stack.replay import replay_cdnow
 
 from .model import fit_bgnbd
 
@@ -71,8 +72,6 @@ def baselines(rows: dict[str, Any]) -> dict[str, float]:
 
 
 def run(workdir: Path | None = None, timeout: float = 900.0, log=print) -> dict[str, Any]:
-    from services.stack.commands import replay_cdnow
-
     started = time.perf_counter()
     rows = truth()
     stack = start_stack(workdir)

@@ -195,6 +195,18 @@ class ProfileStore:
         )
         await self.population.replace_one({"_id": "current"}, doc, upsert=True)
 
+    async def counts(self) -> dict[str, dict[Any, int]]:
+        """Profiles by segment, lifecycle stage and ABC class (the profiles gauge)."""
+        counted = {}
+        for dimension, field in (
+            ("segment", "$rfm.segment"),
+            ("lifecycle", "$lifecycle.stage"),
+            ("abc", "$value.abc_class"),
+        ):
+            rows = await self.profiles.aggregate([{"$group": {"_id": field, "n": {"$sum": 1}}}]).to_list(None)
+            counted[dimension] = {row["_id"]: row["n"] for row in rows}
+        return counted
+
 
 def complete_below(pages: list[list[dict[str, Any]]], limit: int) -> int | None:
     """Pages of profiles with stored signals, one a partition, each sorted by batch and cut at

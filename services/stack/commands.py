@@ -10,10 +10,10 @@ from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 
 from services.common.settings import Settings
+from services.stack.replay import replay_cdnow
 
 console = Console()
 
@@ -28,46 +28,6 @@ def admin_key(data_dir: str) -> str:
         if role == "admin":
             return key
     raise SystemExit(f"no admin key: set CRM_API_KEY or run `crm up` first (looked in {keys})")
-
-
-def replay_cdnow(
-    orders_url: str, key: str, until: date | None, chunk: int = 10_000, client: httpx.Client | None = None
-) -> dict[str, int]:
-    """Load CDNOW through the orders service's history import, in chunks."""
-    from services.common.cdnow import import_lines
-
-    totals = {"lines": 0, "accepted": 0, "duplicates": 0, "rejected": 0, "events": 0}
-    own = client is None
-    client = client or httpx.Client(timeout=300.0)
-    try:
-        batch: list[bytes] = []
-
-        def send() -> None:
-            answer = client.post(
-                f"{orders_url}/orders/import",
-                content=b"\n".join(batch),
-                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"},
-            )
-            if answer.status_code != 200:
-                raise SystemExit(f"import failed ({answer.status_code}): {answer.text[:500]}")
-            report = answer.json()
-            for name in totals:
-                totals[name] += report[name]
-            for reject in report["rejects"][:5]:
-                console.print(f"[yellow]rejected[/] line {reject['line']}: {reject['error']}")
-            batch.clear()
-
-        for line in import_lines(until):
-            batch.append(line)
-            if len(batch) >= chunk:
-                send()
-                console.print(f"  {totals['accepted']:>6} orders imported")
-        if batch:
-            send()
-    finally:
-        if own:
-            client.close()
-    return totals
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:

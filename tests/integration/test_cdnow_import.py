@@ -9,8 +9,8 @@ import orjson
 
 from services.common.cdnow import purchases
 from services.common.kafka import ensure_topics
-from services.stack.commands import replay_cdnow
 from services.stack.harness import TopicReader, start_service
+from services.stack.replay import replay_cdnow
 
 
 def test_cdnow_history_is_imported_whole_and_published_once(stack):

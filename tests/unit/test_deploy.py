@@ -29,7 +29,7 @@ def setting_of(variable: str) -> str:
 
 def routes_of(service: str) -> set[str]:
     if service == "scoring":  # faust web pages
-        source = (ROOT / "services" / "scoring" / "app.py").read_text()
+        source = (ROOT / "services" / "scoring" / "api.py").read_text()
         return set(re.findall(r'@app\.page\("([^"]+)"\)', source))
     app = importlib.import_module(f"services.{service}.main").create_app(Settings())
     return set(app.openapi()["paths"])
@@ -143,7 +143,7 @@ def test_the_metric_table_documents_exactly_the_metrics_the_processes_export():
         "services.loyalty.service",
         "services.profiles.service",
         "services.common.peers",
-        "services.scoring.service",
+        "services.scoring.metrics",
     ):
         importlib.import_module(module)
     exported = {}

@@ -260,17 +260,19 @@ def test_warning_fires_once_per_episode_and_recovers_with_hysteresis():
 
 def test_one_clock_event_time_during_a_replay_and_wall_time_live():
     from services.common.clock import ManualClock
-    from services.common.settings import Settings
-    from services.scoring.service import Scorer
+    from services.scoring.domain import ScoringClock
 
     clock = ManualClock(NOW)
-    scorer = Scorer(store=None, settings=Settings(), clock=clock)
-    assert scorer.now() == NOW
-    scorer.watermark, scorer.replaying = datetime(1997, 9, 30, 12, tzinfo=UTC), True  # history arriving
-    assert scorer.now() == scorer.watermark
-    scorer.watermark, scorer.replaying = NOW - timedelta(minutes=3), False  # caught up: live
+    scoring = ScoringClock("auto", clock)
+    assert scoring.now() == NOW
+    scoring.saw(datetime(1997, 9, 30, 12, tzinfo=UTC))  # history arriving
+    assert scoring.replaying and scoring.now() == datetime(1997, 9, 30, 12, tzinfo=UTC)
+    scoring.saw(NOW - timedelta(minutes=3))  # caught up: live
+    assert not scoring.replaying
     clock.advance(days=3)  # a quiet shop: no events for days, and time still moves
-    assert scorer.now() == NOW + timedelta(days=3)
+    assert scoring.now() == NOW + timedelta(days=3)
+    assert ScoringClock("event", clock, watermark=NOW).now() == NOW  # always the events' time
+    assert ScoringClock("wall", clock, watermark=NOW, replaying=True).now() == NOW + timedelta(days=3)
 
 
 def test_batch_model_values_equal_one_by_one():

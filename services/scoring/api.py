@@ -1,0 +1,62 @@
+"""The scorer's web views, on faust's web server: health, readiness, metrics and the
+population. Each translates the request and calls the service."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.common.kafka import broker_reachable
+
+from .models import population_answer, refresh_answer
+
+if TYPE_CHECKING:
+    from .main import Worker
+
+
+def register(app: faust.App, worker: Worker) -> None:
+    @app.page("/healthz")
+    async def healthz(web, request):
+        return web.json({"status": "ok", "service": "scoring"})
+
+    @app.page("/readyz")
+    async def readyz(web, request):
+        mongo = worker.mongo
+        checks = {
+            "database": bool(mongo) and await mongo.ping(),  # type: ignore[union-attr]
+            "broker": await asyncio.to_thread(broker_reachable, worker.settings),
+        }
+        ok = worker.ready.is_set() and all(checks.values())
+        return web.json(
+            {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
+        )
+
+    @app.page("/metrics")
+    async def metrics(web, request):
+        return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/population/refresh")
+    class RefreshPopulation(faust.web.View):
+        """On demand: refresh the population now and score every profile on this worker again."""
+
+        async def post(self, request):
+            if not worker.ready.is_set():
+                return self.json({"status": "starting"}, status=503)
+            scorer = worker.scorer
+            fitted = await scorer.refresh_population()
+            rescored = (
+                await scorer.rescore_all(worker.assigned_partitions())
+                if request.query.get("rescore") == "true"
+                else 0
+            )
+            await scorer.count_profiles()
+            return self.json(refresh_answer(fitted, rescored))
+
+    @app.page("/population")
+    async def population(web, request):
+        if not worker.ready.is_set():
+            return web.json({"status": "starting"}, status=503)
+        return web.json(population_answer(worker.scorer.population))
