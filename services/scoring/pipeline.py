@@ -44,7 +44,7 @@ class Staged:
     seq: int  # orders batches; signals are published and marked by it
 
 
-class Pipeline:
+class BatchPipeline:
     def __init__(
         self,
         store: ProfileStore,

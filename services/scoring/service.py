@@ -23,7 +23,7 @@ from . import metrics
 from . import population as population_math
 from .cache import ProfileCache
 from .domain import ScoringClock
-from .pipeline import Pipeline, Staged
+from .pipeline import BatchPipeline, Staged
 from .scores import Population
 from .signal_outbox import SignalOutbox
 from .store import ProfileStore
@@ -40,7 +40,7 @@ class Scorer:
         self.population = Population()
         self.cache = ProfileCache(settings.scoring_cache_profiles)
         self.outbox = SignalOutbox(store, self.producer)
-        self.pipeline = Pipeline(store, self.cache, self.outbox, self.clock, settings.topic_partitions)
+        self.pipeline = BatchPipeline(store, self.cache, self.outbox, self.clock, settings.topic_partitions)
         self._producer: EventProducer | None = None
 
     def now(self) -> datetime:

@@ -74,7 +74,7 @@ class SignalOutbox:
 
     async def sweep(self, partitions: list[int]) -> None:
         """Signals stored but not known to be published, oldest batch first. Run with no batch
-        writing meanwhile (Pipeline.writes_paused)."""
+        writing meanwhile (BatchPipeline.writes_paused)."""
         while True:
             batches = await self.store.pending_batches(self.published_through, partitions, SWEEP_PAGE)
             if not batches:
