@@ -31,8 +31,8 @@ from faust.transport.drivers.aiokafka import Consumer
 
 # Batches handed over but not yet acknowledged: one publishing its signals, one being written,
 # one staged, and one more fetched so that its read reaches the database before the write in
-# progress ends (pipeline.BatchPipeline._let_next_batch_read). At three, the fourth batch waited for the first
-# one's publish, which queues behind the next write, and the database idled between writes
+# progress ends (pipeline.BatchPipeline._let_next_batch_read). At three, the fourth batch
+# waited for the first one's publish, which queues behind the next write, and the database idled between writes
 # (the scorer part of `make bench` on 300,000 events: 3,956 events/s at three, 4,120 at four,
 # no gain at five or six). A slow agent still holds the fetcher back instead of piling records up in memory.
 IN_FLIGHT = 4
