@@ -77,7 +77,7 @@ class DatabaseCapabilities:
     indexed_id_ranges: bool = True
     # nx-27017 compares dates in Python over every matching document (2.3 s at 30,000 profiles,
     # the database held); numbers go through the index. The scorer keeps its review time as
-    # epoch seconds (`next_review_ts`, written in services/scoring/service.py, read by
+    # epoch seconds (`next_review_ts`, written in services/scoring/pipeline.py, read by
     # services/scoring/store.py `due`), as right on a real server.
     indexed_date_ranges: bool = True
     # nx-27017 projects a find in Python over whole documents under its lock (3.5 s for 30,000
