@@ -27,6 +27,7 @@ __all__ = [
     "start_service",
     "start_stack",
     "unique_id",
+    "until",
 ]
 
 
