@@ -13,7 +13,7 @@ from enum import StrEnum
 
 
 class Segment(StrEnum):
-    """RFM segments (DESIGN.md section 4), Prospect before the first purchase."""
+    """RFM segments (docs/architecture.md, "Scores"), Prospect before the first purchase."""
 
     PROSPECT = "Prospect"
     HIBERNATING = "Hibernating"

@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> faust.App:
     app = faust.App(
         settings.topic_prefix + events.GROUP,
         broker=";".join(f"kafka://{hostport}" for hostport in bootstrap_list(settings)),
-        store="memory://",  # state lives in MongoDB, not in faust tables (DESIGN.md)
+        store="memory://",  # state lives in MongoDB, not in faust tables (docs/architecture.md, "Services")
         datadir=str(settings.data_dir / "faust"),
         web_enabled=True,
         web_port=settings.scoring_port,
