@@ -151,11 +151,10 @@ class ChurnWarning:
     recovered_at: datetime | None = None
     history: tuple[dict[str, Any], ...] = field(default=())
     version: int = 0
-
-    @property
-    def value_at_risk_cents(self) -> int:
-        """What the shop stands to lose: the next year's value times the chance of losing it."""
-        return round(self.clv_cents * self.risk)
+    # What the shop stood to lose when the warning opened: the next year's value times the
+    # chance of losing it (the worklist's order).
+    value_at_risk_cents: int = 0
+    ended_by: str | None = None  # how the scorer saw the episode end: purchase, reasons_cleared, erased
 
     @property
     def is_open(self) -> bool:
@@ -173,6 +172,7 @@ def warning_from_signal(data: dict[str, Any], customer_id: str) -> ChurnWarning:
         abc_class=data.get("abc_class"),
         clv_cents=data.get("clv_cents", 0),
         warned_at=data["warned_at"],
+        value_at_risk_cents=data.get("value_at_risk_cents", round(data.get("clv_cents", 0) * data["risk"])),
     )
 
 
@@ -237,20 +237,22 @@ def close(w: ChurnWarning, outcome: str, by: str, at: datetime) -> ChurnWarning:
     )
 
 
-def recovered(w: ChurnWarning, at: datetime) -> ChurnWarning:
-    """The scorer saw the risk fall back: the episode is over. An outcome agents already
-    recorded stands; otherwise the warning closes as recovered."""
+def recovered(w: ChurnWarning, at: datetime, ended_by: str | None = None) -> ChurnWarning:
+    """The scorer saw the episode end (the customer bought again, what had changed no longer
+    holds, or the customer was erased). An outcome agents already recorded stands; otherwise
+    the warning closes as recovered."""
     if w.recovered_at is not None:
         return w
     if not w.is_open:
-        return replace(w, recovered_at=at)
+        return replace(w, recovered_at=at, ended_by=ended_by)
     return replace(
         w,
         status=WarningStatus.CLOSED,
         outcome=RECOVERED,
         closed_at=at,
         recovered_at=at,
-        history=_logged(w, at, "scorer", "recovered"),
+        ended_by=ended_by,
+        history=_logged(w, at, "scorer", "recovered", **({"ended_by": ended_by} if ended_by else {})),
     )
 
 

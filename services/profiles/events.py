@@ -42,7 +42,8 @@ async def churn_warning(profiles: ProfilesService, event: dict[str, Any]) -> Non
 
 @CONSUMED.on("crm.profile.churn_recovered")
 async def churn_recovered(profiles: ProfilesService, event: dict[str, Any]) -> None:
-    await profiles.recovered(event["data"]["episode_id"], parse_rfc3339(event["data"]["recovered_at"]))
+    data = event["data"]
+    await profiles.recovered(data["episode_id"], parse_rfc3339(data["recovered_at"]), data.get("ended_by"))
 
 
 @CONSUMED.on("crm.profile.segment_changed")

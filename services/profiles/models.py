@@ -140,6 +140,7 @@ def present_warning(w: ChurnWarning) -> dict[str, Any]:
         "outcome": w.outcome,
         "closed_at": _ts(w.closed_at),
         "recovered_at": _ts(w.recovered_at),
+        "ended_by": w.ended_by,
         "history": [{**h, "at": _ts(h["at"])} for h in w.history],
         "version": w.version,
     }

@@ -386,13 +386,14 @@ class ProfilesService:
     async def segment_moved(self, event_id: str, customer_id: str, data: dict[str, Any]) -> None:
         await self.store.add_move(event_id, customer_id, data, parse_rfc3339(data["changed_at"]))
 
-    async def recovered(self, episode_id: str, at: datetime) -> None:
-        """The scorer saw the risk fall: the episode closes as recovered unless already closed."""
+    async def recovered(self, episode_id: str, at: datetime, ended_by: str | None = None) -> None:
+        """The scorer saw the episode end (ended_by: purchase, reasons_cleared, erased): it closes
+        as recovered unless already closed."""
         for _ in range(5):
             current = await self.store.get_warning(episode_id)
             if current is None:
                 return
-            closed = domain.recovered(current, at)
+            closed = domain.recovered(current, at, ended_by)
             if closed == current:
                 return
             try:

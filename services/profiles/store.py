@@ -141,7 +141,6 @@ def warning_document(w: ChurnWarning) -> dict[str, Any]:
         actions=list(w.actions),
         history=list(w.history),
         open_rank=1 if w.is_open else 0,
-        value_at_risk_cents=w.value_at_risk_cents,
     )
     return doc
 
@@ -163,6 +162,8 @@ def warning_from(doc: dict[str, Any]) -> ChurnWarning:
         outcome=doc.get("outcome"),
         history=tuple({**h, "at": as_utc(h["at"])} for h in doc.get("history", ())),
         version=doc.get("version", 0),
+        value_at_risk_cents=doc.get("value_at_risk_cents", round(doc.get("clv_cents", 0) * doc["risk"])),
+        ended_by=doc.get("ended_by"),
         **{t: as_utc(doc[t]) if doc.get(t) is not None else None for t in times},
     )
 

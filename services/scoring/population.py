@@ -10,9 +10,11 @@ from typing import Any
 import numpy as np
 
 from . import scores as S
-from .model import clv, fit_bgnbd, fit_gamma_gamma
+from .model import BgNbd, clv, fit_bgnbd, fit_gamma_gamma
 
 WEEK_DAYS = 7.0
+# "Repeat buyers here usually come back within N days": three in four of them did.
+REPEAT_GAP_PERCENTILE = 75
 
 
 def _cuts(values: np.ndarray) -> tuple[float, ...]:
@@ -31,9 +33,17 @@ def abc_thresholds(trailing: np.ndarray) -> tuple[int, int]:
     return int(spend[min(a_last, len(spend) - 1)]), int(spend[min(b_last, len(spend) - 1)])
 
 
+def sensible(bg: BgNbd) -> bool:
+    """A fit on a young population (weeks of history, few repeat buyers) can run to the edge,
+    a and b near 0: every customer certain to stay or to leave at once. Such a fit is kept out,
+    and the next refit starts again from the parameters in use."""
+    return all(1e-4 < v < 1e4 for v in (bg.r, bg.alpha, bg.a, bg.b))
+
+
 def compute(rows: list[dict[str, Any]], now: datetime, previous: S.Population) -> S.Population:
     """rows: for each customer with a purchase: first_day, last_day, purchase_days, count,
-    net_spend_cents, trailing_spend_cents, mean_gap_days, recency_days."""
+    net_spend_cents, trailing_spend_cents, mean_gap_days, first_gap_days (the days from the
+    first purchase day to the second), recency_days."""
     if not rows:
         return replace(previous, fitted_at=now, customers=0)
     recency = np.array([(now - r["last_day"]).total_seconds() / 86400 for r in rows])
@@ -45,10 +55,13 @@ def compute(rows: list[dict[str, Any]], now: datetime, previous: S.Population) -
     T = np.array([(now - r["first_day"]).total_seconds() / 86400 / WEEK_DAYS for r in rows])
     m = np.where(frequency > 0, np.maximum(monetary, 0) / np.maximum(frequency, 1), 0)  # cents per purchase
     gaps = np.array([r["mean_gap_days"] for r in rows if r.get("mean_gap_days")], float)
+    first_gaps = np.array([r["first_gap_days"] for r in rows if r.get("first_gap_days")], float)
     bg, gg = previous.bgnbd, previous.gamma_gamma
     if len(rows) >= 50 and (x > 0).sum() >= 10:  # too few customers say nothing about the population
         try:
-            bg = fit_bgnbd(x, t_x, T, start=previous.bgnbd)
+            fitted = fit_bgnbd(x, t_x, T, start=previous.bgnbd)
+            if sensible(fitted):
+                bg = fitted
             gg = fit_gamma_gamma(x, m, start=previous.gamma_gamma)
         except (ValueError, FloatingPointError):
             pass
@@ -61,6 +74,9 @@ def compute(rows: list[dict[str, Any]], now: datetime, previous: S.Population) -
         abc_a_min_cents=a_min,
         abc_b_min_cents=b_min,
         median_gap_days=float(np.median(gaps)) if len(gaps) else previous.median_gap_days,
+        repeat_gap_days=float(np.percentile(first_gaps, REPEAT_GAP_PERCENTILE))
+        if len(first_gaps) >= 10
+        else previous.repeat_gap_days,
         median_clv_cents=float(np.median(np.nan_to_num(values))),
         bgnbd=bg,
         gamma_gamma=gg,

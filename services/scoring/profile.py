@@ -13,6 +13,7 @@ from services.common.vocabulary import LoyaltyTier, Segment
 
 from . import facts as F
 from . import scores as S
+from . import warnings as W
 
 SATISFACTION_FIELDS = (*SATISFACTION_DIMENSIONS, "overall")
 IDENTITY = (*F.PERSONAL, "city_tier", "channel", "referred_by")
@@ -99,6 +100,9 @@ def build(
             "net_spend_cents": p.net_cents,
             "average_order_cents": round(p.net_cents / p.count) if p.count else None,
             "mean_gap_days": round(p.mean_gap_days, 2) if p.mean_gap_days else None,
+            "first_gap_days": round((p.days[1] - p.days[0]).total_seconds() / 86400, 2)
+            if len(p.days) > 1
+            else None,
             "purchase_days": len(p.days),
             "first_day": p.days[0] if p.days else None,
             "last_day": p.days[-1] if p.days else None,
@@ -147,19 +151,28 @@ def build(
         "stage": stage,
         "since": before.get("since") if before.get("stage") == stage else now,
     }
-    churn = S.churn(facts, p, v, now)
-    warning = (previous.get("churn") or {}).get("warning")
-    episode_before = (
-        S.Episode(warning.get("open", False), warning.get("episode", 0)) if warning else S.NO_EPISODE
-    )
+    churn = S.churn(facts, p, v, now, population)
     keep = S.worth_keeping(abc, v.clv_12m_cents if v else 0, population)
-    episode, fired = S.warning_step(episode_before, churn, keep)
+    clv_cents = max(0, v.clv_12m_cents if v else 0)
+    value_at_risk = round(clv_cents * churn.risk) if churn else 0
+    step = W.step(
+        W.episode_from((previous.get("churn") or {}).get("warning")),
+        churn.level if churn else None,
+        churn.reasons if churn else [],
+        p.last,
+        keep,
+        facts["erased"],
+        value_at_risk,
+        now,
+    )
+    episode, fired = step.episode, step.fired
     profile["churn"] = {
         "risk": churn.risk if churn else None,
         "level": churn.level if churn else None,
         "reasons": churn.reasons if churn else [],
         "recommended_action": churn.action if churn else None,
-        "warning": {"open": episode.open, "episode": episode.episode},
+        "value_at_risk_cents": value_at_risk,
+        "warning": episode._asdict(),
     }
     profile["service"] = _service(facts, now)
     profile["engagement"] = _engagement(facts, now)
@@ -190,7 +203,7 @@ def build(
             )
         )
     episode_id = f"cw-{facts['customer_id']}-{episode.episode}" if fired else ""
-    if fired == "crm.profile.churn_warning":
+    if fired == W.WARNING:
         signals.append(
             (
                 fired,
@@ -201,13 +214,24 @@ def build(
                     "reasons": [{k: x for k, x in r.items() if x is not None} for r in churn.reasons],
                     "recommended_action": churn.action,
                     "abc_class": abc,
-                    "clv_cents": max(0, v.clv_12m_cents if v else 0),
+                    "clv_cents": clv_cents,
+                    "value_at_risk_cents": value_at_risk,
                     "warned_at": now,
                 },
             )
         )
-    elif fired == "crm.profile.churn_recovered":
-        signals.append((fired, {"episode_id": episode_id, "risk": churn.risk, "recovered_at": now}))
+    elif fired == W.RECOVERED:
+        signals.append(
+            (
+                fired,
+                {
+                    "episode_id": episode_id,
+                    "risk": churn.risk if churn else 0.0,
+                    "recovered_at": now,
+                    "ended_by": step.ended_by,
+                },
+            )
+        )
     born = identity["birth_date"]
     birthday = _birthday_due(born, consented, facts["erased"], now) if born else None
     if birthday and (previous.get("care") or {}).get("birthday") != birthday:

@@ -161,6 +161,7 @@ class ProfileStore:
                     "count": p["count"],
                     "net_spend_cents": p["net_spend_cents"],
                     "mean_gap_days": p.get("mean_gap_days"),
+                    "first_gap_days": p.get("first_gap_days"),
                     "trailing_spend_cents": doc["value"]["trailing_spend_cents"],
                 }
             )
@@ -177,6 +178,7 @@ class ProfileStore:
             abc_a_min_cents=doc["abc_a_min_cents"],
             abc_b_min_cents=doc["abc_b_min_cents"],
             median_gap_days=doc["median_gap_days"],
+            repeat_gap_days=doc.get("repeat_gap_days", Population.repeat_gap_days),
             median_clv_cents=doc["median_clv_cents"],
             bgnbd=BgNbd(**doc["bgnbd"]),
             gamma_gamma=GammaGamma(**doc["gamma_gamma"]),

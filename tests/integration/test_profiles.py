@@ -323,6 +323,20 @@ def test_the_churn_warning_workflow_end_to_end(platform, profiles, stack, prefix
     assert [h["what"] for h in history] == ["assigned", "action", "closed"]
 
 
+def test_a_fresh_buyer_is_not_warned_about_the_moment_they_buy(platform, profiles):
+    """Register, pay one order of 999.00, read the profile a few seconds later: a customer who
+    just bought has not started to slip away, whatever the model's 90-day odds say."""
+    customer = register(profiles, name="Zhou Min", marketing_consent=True)["customer_id"]
+    buy(platform["orders"], customer, 99_900, NOW - timedelta(seconds=5))  # paid, then read
+    profile = scored(profiles, customer, lambda p: p["purchases"]["count"] == 1)
+    churn = profile["churn"]
+    assert churn["warning"]["open"] is False, churn
+    assert churn["level"] != "high", churn
+    assert not [r for r in churn["reasons"] if r["code"] == "silence"], churn["reasons"]
+    time.sleep(2)  # a review or two later: still nothing on the worklist
+    assert profiles.get("/churn-warnings", params={"customer_id": customer}).json()["items"] == []
+
+
 PERSONAL = {
     "name": "Erika Mustermann",
     "email": "erika.m@example.org",

@@ -14,7 +14,9 @@ from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.profiles import domain as profiles_domain
 from services.scoring import facts as F
+from services.scoring import reasons as R
 from services.scoring import scores as S
+from services.scoring import warnings as W
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -215,10 +217,9 @@ def test_service_signals_raise_churn_risk_with_reasons():
     f = fold(base)
     p = S.summarize(f, NOW)
     v = S.value(p, NOW, population)
-    calm = S.churn(f, p, v, NOW)
+    calm = S.churn(f, p, v, NOW, population)
     assert [r["code"] for r in calm.reasons] == ["model_no_purchase_90d"]
-    silence = 20 / 200  # of the tenure since the last purchase
-    logit = math.log(v.p_no_purchase_90d / (1 - v.p_no_purchase_90d)) + S.SILENCE_WEIGHT * silence
+    logit = S.RISK_SCALE * math.log(v.p_no_purchase_90d / (1 - v.p_no_purchase_90d))
     assert calm.risk == pytest.approx(1 / (1 + math.exp(-logit)), abs=1e-4)
     unhappy = base + [
         opened_complaint("k-1", 2, "logistics"),
@@ -234,28 +235,100 @@ def test_service_signals_raise_churn_risk_with_reasons():
         ),
     ]
     f2 = fold(unhappy)
-    worse = S.churn(f2, S.summarize(f2, NOW), v, NOW)
+    worse = S.churn(f2, S.summarize(f2, NOW), v, NOW, population)
     assert worse.risk > calm.risk
-    assert {r["code"] for r in worse.reasons} >= {"open_complaint", "detractor"}
+    reasons = {r["code"]: r for r in worse.reasons}
+    assert {"open_complaint", "detractor"} <= set(reasons)
+    assert reasons["detractor"]["text_en"].startswith("last answered 2 out of 10")
+    assert reasons["open_complaint"]["text_zh"] == "有 1 个投诉尚未解决"
     assert worse.action == "service_recovery"
     assert calm.action == "coupon"  # nothing wrong but time passing: an offer to come back
     detractor = fold(base + unhappy[-1:])  # unhappy in a survey, no complaint
-    assert S.churn(detractor, S.summarize(detractor, NOW), v, NOW).action == "service_recovery"
+    assert S.churn(detractor, S.summarize(detractor, NOW), v, NOW, population).action == "service_recovery"
     # Every recommendation is an action the churn-warning workflow records.
     assert {worse.action, calm.action} <= set(profiles_domain.ACTIONS)
 
 
-def test_warning_fires_once_per_episode_and_recovers_with_hysteresis():
-    high = S.Churn(0.8, "high", (), "coupon")
-    middle = S.Churn(0.6, "medium", (), "coupon")
-    low = S.Churn(0.3, "low", (), "coupon")
-    state, fired = S.warning_step(S.Episode(), high, keep=True)
-    assert fired == "crm.profile.churn_warning" and state.episode == 1
-    assert S.warning_step(state, high, keep=True)[1] is None
-    assert S.warning_step(state, middle, keep=True)[1] is None  # between the thresholds: still open
-    state, fired = S.warning_step(state, low, keep=True)
-    assert fired == "crm.profile.churn_recovered" and not state.open
-    assert S.warning_step(S.Episode(), high, keep=False)[1] is None  # not worth keeping: no warning
+def scored_now(events, now=NOW, population=None):
+    population = population or S.Population(repeat_gap_days=60.0, median_clv_cents=0.0)
+    f = fold(events)
+    p = S.summarize(f, now)
+    return f, p, S.churn(f, p, S.value(p, now, population), now, population)
+
+
+def test_a_fresh_buyer_is_not_at_high_level_nor_overdue_seconds_after_buying():
+    _, p, c = scored_now([paid("o-1", 5 / 86400, 99_900)])
+    assert 0.6 < c.risk < 0.8  # the model's honest odds of no second purchase in 90 days
+    assert c.level == "low"  # but nothing to act on: they just bought
+    assert [r["code"] for r in c.reasons] == ["model_no_purchase_90d"]
+    step = W.step(W.NO_EPISODE, c.level, c.reasons, p.last, True, False, 10_000, NOW)
+    assert step.fired is None and not step.episode.open
+
+
+def test_overdue_against_the_own_cadence_reads_as_a_sentence():
+    regular = [paid(f"o-{k}", 74 + 21 * k, 30_000) for k in range(8)]  # every 21 days, then silence
+    _, p, c = scored_now(regular)
+    overdue = next(r for r in c.reasons if r["code"] == "overdue")
+    assert overdue["numbers"] == {"days_since_last_purchase": 74.0, "usual_gap_days": 21.0}
+    assert overdue["text_en"] == "last bought 74 days ago; usually buys every 21 days"
+    assert overdue["text_zh"] == "上次购买在 74 天前；通常每 21 天购买一次"
+    assert c.level == ("high" if c.risk >= W.HIGH else "medium" if c.risk >= W.MEDIUM else "low")
+    _, _, gone = scored_now([paid(f"o-{k}", 200 + 21 * k, 30_000) for k in range(8)])
+    assert gone.risk >= W.HIGH and gone.level == "high"
+    # At 40 days (less than twice the usual gap) the same customer is not overdue.
+    _, _, earlier = scored_now([paid(f"o-{k}", 40 + 21 * k, 30_000) for k in range(8)])
+    assert "overdue" not in {r["code"] for r in earlier.reasons} and earlier.level != "high"
+
+
+def test_a_one_time_buyer_is_measured_against_the_shops_repeat_buyers():
+    population = S.Population(repeat_gap_days=60.0)
+    _, _, within = scored_now([paid("o-1", 45)], population=population)
+    assert within.level != "high" and len(within.reasons) == 1
+    _, _, beyond = scored_now([paid("o-1", 75)], population=population)
+    late = next(r for r in beyond.reasons if r["code"] == "no_second_purchase")
+    assert late["text_en"] == "bought once, 75 days ago; repeat buyers here usually come back within 60 days"
+    assert beyond.level == "high"
+
+
+def test_service_trouble_right_after_a_purchase_waits_for_the_quiet_days():
+    history = [paid(f"o-{k}", 5 + 30 * k, 30_000) for k in range(4)]
+    trouble = [opened_complaint("k-1", 3, "logistics"), opened_complaint("k-2", 2, "product")]
+    _, p, c = scored_now(history + trouble)
+    assert "open_complaint" in {r["code"] for r in c.reasons}
+    assert c.level != "high"  # bought 5 days ago: nobody is called yet
+    later = NOW + timedelta(days=20)
+    _, p, c = scored_now(history + trouble, later)
+    assert c.level == ("high" if c.risk >= W.HIGH else "medium")
+
+
+def test_a_warning_fires_once_per_episode_and_says_how_it_ended():
+    reasons = [{"code": "overdue"}]
+    bought = NOW - timedelta(days=80)
+    opened = W.step(W.NO_EPISODE, "high", reasons, bought, True, False, 12_345, NOW)
+    assert opened.fired == W.WARNING and opened.episode.episode == 1
+    assert opened.episode.value_at_risk_cents == 12_345 and opened.episode.opened_at == NOW
+    # A restart reads the stored episode back: the same state fires nothing again.
+    restored = W.episode_from(opened.episode._asdict())
+    assert (
+        W.step(restored, "high", reasons, bought, True, False, 99_999, NOW + timedelta(days=1)).fired is None
+    )
+    back = W.step(restored, "low", [], NOW + timedelta(days=2), True, False, 0, NOW + timedelta(days=2))
+    assert (back.fired, back.ended_by, back.episode.open) == (W.RECOVERED, "purchase", False)
+    cleared = W.step(restored, "medium", [{"code": "model_no_purchase_90d"}], bought, True, False, 0, NOW)
+    assert cleared.ended_by == "reasons_cleared"
+    erased = W.step(restored, "high", reasons, bought, True, True, 0, NOW)
+    assert erased.ended_by == "erased"
+    assert (
+        W.step(W.NO_EPISODE, "high", reasons, bought, False, False, 0, NOW).fired is None
+    )  # not worth keeping
+    assert W.step(W.NO_EPISODE, "high", reasons, bought, True, True, 0, NOW).fired is None  # erased
+    assert W.step(back.episode, "high", reasons, bought, True, False, 0, NOW).episode.episode == 2
+
+
+def test_every_reason_has_a_sentence_in_both_languages():
+    assert W.CHANGES | {"model_no_purchase_90d"} == set(R.SENTENCES)
+    for en, zh in R.SENTENCES.values():
+        assert en and zh and en != zh
 
 
 def test_one_clock_event_time_during_a_replay_and_wall_time_live():

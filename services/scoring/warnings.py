@@ -1,0 +1,119 @@
+"""When a churn risk becomes a churn warning. Pure.
+
+A risk ranks customers; a warning interrupts a person, who calls the customer or spends a coupon
+on them. So a warning means the customer started to slip away: something changed (they are
+overdue against their own cadence, or against how long this shop's repeat buyers take to come
+back; their buying fell off; or service went wrong), the risk is high, and the customer is
+worth keeping. Never in the quiet days right after a purchase: whatever the model's 90-day odds,
+a customer who just bought has not left.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from services.common.vocabulary import ChurnLevel
+
+HIGH, MEDIUM = 0.7, 0.4  # risk levels
+QUIET_DAYS = 14.0  # after a purchase nothing warns, whatever the reasons
+# Overdue: silent for longer than this many of the customer's own mean gaps between purchase
+# days. One-time buyers are measured against the shop's repeat buyers' first gap instead
+# (Population.repeat_gap_days).
+OVERDUE_FACTOR = 2.0
+# The reasons that say something changed; the model's probability alone is not one.
+CHANGES = frozenset(
+    (
+        "overdue",
+        "no_second_purchase",
+        "falling_frequency",
+        "open_complaint",
+        "sla_breached",
+        "low_csat",
+        "detractor",
+        "late_delivery",
+        "high_returns",
+    )
+)
+WARNING = "crm.profile.churn_warning"
+RECOVERED = "crm.profile.churn_recovered"
+
+
+def changed(reasons: list[dict[str, Any]]) -> bool:
+    return any(r["code"] in CHANGES for r in reasons)
+
+
+def level(risk: float, reasons: list[dict[str, Any]], days_since_purchase: float | None) -> ChurnLevel:
+    """high: act now (high risk and something changed, past the quiet days); medium: worth a
+    look; low: nothing to do, which includes everyone who just bought."""
+    change = changed(reasons)
+    settled = days_since_purchase is None or days_since_purchase >= QUIET_DAYS
+    if risk >= HIGH and change and settled:
+        return ChurnLevel.HIGH
+    if risk >= MEDIUM and (change or settled):
+        return ChurnLevel.MEDIUM
+    return ChurnLevel.LOW
+
+
+class Episode(NamedTuple):
+    """The churn-warning state kept on the profile: an open episode has fired its one warning,
+    and remembers when and what the shop stood to lose then."""
+
+    open: bool = False
+    episode: int = 0
+    opened_at: datetime | None = None
+    value_at_risk_cents: int = 0
+    # The last purchase when it opened: a later one (by event time, backdated or not) ends it.
+    last_purchase_at: datetime | None = None
+
+
+NO_EPISODE = Episode()
+
+
+class Step(NamedTuple):
+    episode: Episode
+    fired: str | None = None  # WARNING or RECOVERED
+    ended_by: str | None = None  # why an episode closed: purchase, reasons_cleared, erased
+
+
+def step(
+    state: Episode,
+    level_now: str | None,
+    reasons: list[dict[str, Any]],
+    last_purchase: datetime | None,
+    keep: bool,
+    erased: bool,
+    value_at_risk_cents: int,
+    now: datetime,
+) -> Step:
+    """Open an episode (one warning) when the level turns high for a customer worth keeping;
+    close it when they buy again, when nothing that changed holds any more, or when they are
+    erased (nobody is to contact them)."""
+    if state.open:
+        if erased:
+            ended_by = "erased"
+        elif last_purchase is not None and (
+            state.last_purchase_at is None or last_purchase > state.last_purchase_at
+        ):
+            ended_by = "purchase"
+        elif not changed(reasons):
+            ended_by = "reasons_cleared"
+        else:
+            return Step(state)
+        return Step(Episode(False, state.episode), RECOVERED, ended_by)
+    if level_now == "high" and keep and not erased:
+        return Step(Episode(True, state.episode + 1, now, value_at_risk_cents, last_purchase), WARNING)
+    return Step(state)
+
+
+def episode_from(stored: dict[str, Any] | None) -> Episode:
+    """The episode as the profile stored it (profiles written before opened_at had none)."""
+    if not stored:
+        return NO_EPISODE
+    return Episode(
+        stored.get("open", False),
+        stored.get("episode", 0),
+        stored.get("opened_at"),
+        stored.get("value_at_risk_cents", 0),
+        stored.get("last_purchase_at"),
+    )
