@@ -85,6 +85,13 @@ def cmd_model_fit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_model_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
 
+    if args.warnings:
+        from services.scoring import warning_replay
+
+        replayed = warning_replay.run(args.sample, log=lambda line: console.print(line))
+        print(warning_replay.tables(replayed))
+        return 0 if warning_replay.beats_baselines(replayed) else 1
+
     from services.scoring.evaluate import run
 
     result = run(log=lambda line: console.print(line))
@@ -190,6 +197,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     fit.set_defaults(func=cmd_model_fit)
     evaluate = model_sub.add_parser("evaluate", help="replay CDNOW to 1997-09-30 and check the live profiles")
     evaluate.add_argument("--cdnow", action="store_true", required=True)
+    evaluate.add_argument(
+        "--warnings",
+        action="store_true",
+        help="replay CDNOW day by day through the scoring code: churn warnings against two baselines",
+    )
+    evaluate.add_argument("--sample", type=int, default=None, help="with --warnings: this many customers")
     evaluate.set_defaults(func=cmd_model_evaluate)
 
     replay = sub.add_parser("replay", help="load a historical data set through the services")

@@ -275,8 +275,8 @@ def test_overdue_against_the_own_cadence_reads_as_a_sentence():
     assert c.level == ("high" if c.risk >= W.HIGH else "medium" if c.risk >= W.MEDIUM else "low")
     _, _, gone = scored_now([paid(f"o-{k}", 200 + 21 * k, 30_000) for k in range(8)])
     assert gone.risk >= W.HIGH and gone.level == "high"
-    # At 40 days (less than twice the usual gap) the same customer is not overdue.
-    _, _, earlier = scored_now([paid(f"o-{k}", 40 + 21 * k, 30_000) for k in range(8)])
+    # At 30 days (less than one and a half usual gaps) the same customer is not overdue.
+    _, _, earlier = scored_now([paid(f"o-{k}", 30 + 21 * k, 30_000) for k in range(8)])
     assert "overdue" not in {r["code"] for r in earlier.reasons} and earlier.level != "high"
 
 
