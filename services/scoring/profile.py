@@ -164,6 +164,7 @@ def build(
         facts["erased"],
         value_at_risk,
         now,
+        lambda: S.worth_keeping_when_bought(facts, p, population),
     )
     episode, fired = step.episode, step.fired
     profile["churn"] = {

@@ -382,3 +382,12 @@ def churn(
 
 def worth_keeping(abc: str, clv_cents: int, population: Population) -> bool:
     return abc in ("A", "B") or clv_cents > population.median_clv_cents
+
+
+def worth_keeping_when_bought(facts: F.Facts, p: Purchases, population: Population) -> bool:
+    """Worth keeping as of the last purchase (for history that arrives after the fact)."""
+    if p.last is None:
+        return False
+    then = summarize(facts, p.last)
+    v = value(then, p.last, population)
+    return worth_keeping(abc_class(then.trailing_cents, population), v.clv_12m_cents if v else 0, population)

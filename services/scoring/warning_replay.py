@@ -111,7 +111,7 @@ def run(sample: int | None = None, log: Callable[[str], None] = print) -> dict[s
     population = S.Population()
     episodes: dict[str, W.Episode] = {}
     ledgers = {rule: Ledger() for rule in RULES}
-    valued: dict[str, datetime | None] = {}
+    valued: dict[str, W.Episode] = {}
     keep_on: dict[tuple[str, date], bool] = {}  # worth keeping, on each purchase day
     customer_days = 0
     snapshots: list[tuple[float, float, bool]] = []  # risk, BG/NBD P(no purchase), no purchase followed
@@ -152,8 +152,9 @@ def run(sample: int | None = None, log: Callable[[str], None] = print) -> dict[s
             episodes[customer] = step.episode
             if step.fired == W.WARNING:
                 ledgers["platform"].warnings.append((customer, day, since))
-            # The baselines warn the same customers worth keeping (W.still_worth_keeping).
-            worth, valued[customer] = W.still_worth_keeping(valued.get(customer), keep, p.last)
+            # The baselines warn the same customers worth keeping (W.worth_keeping; the replay
+            # scores every day, so the day of the last purchase was judged on that day).
+            worth, valued[customer] = W.worth_keeping(valued.get(customer, W.NO_EPISODE), keep, p.last, bool)
             late, _, _ = S.overdue(p, now, population)
             alive = v.p_alive < 0.5
             for rule, condition in (("gap_2x", late), ("p_alive", alive)):

@@ -10,6 +10,7 @@ a customer who just bought has not left.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -68,8 +69,10 @@ class Episode(NamedTuple):
     value_at_risk_cents: int = 0
     # The last purchase when it opened: a later one (by event time, backdated or not) ends it.
     last_purchase_at: datetime | None = None
-    # The last purchase after which the customer was worth keeping (see still_worth_keeping).
-    valued_purchase_at: datetime | None = None
+    # Whether the customer was worth keeping when they made their last purchase, and which
+    # purchase that was (see worth_keeping).
+    judged_purchase_at: datetime | None = None
+    valued: bool = False
 
 
 NO_EPISODE = Episode()
@@ -81,15 +84,19 @@ class Step(NamedTuple):
     ended_by: str | None = None  # why an episode closed: purchase, reasons_cleared, erased
 
 
-def still_worth_keeping(
-    valued_purchase_at: datetime | None, keep: bool, last_purchase: datetime | None
-) -> tuple[bool, datetime | None]:
-    """(worth keeping, the purchase that made them so). A customer worth keeping when they last
+def worth_keeping(
+    state: Episode, keep_now: bool, last_purchase: datetime | None, kept_when_bought: Callable[[], bool]
+) -> tuple[bool, Episode]:
+    """(worth keeping, the state remembering it). A customer worth keeping when they last
     bought stays so while they are silent: their expected value shrinks with every silent day
-    (that is the risk), which must not talk the shop out of warning about them."""
-    if keep:
-        return True, last_purchase
-    return last_purchase is not None and valued_purchase_at == last_purchase, valued_purchase_at
+    (that is the risk), which must not talk the shop out of warning about them.
+    `kept_when_bought` judges them as of their last purchase, asked once per purchase and only
+    when they are not worth keeping now (history that arrives late)."""
+    if last_purchase is None:
+        return keep_now, state
+    if state.judged_purchase_at != last_purchase:
+        state = state._replace(judged_purchase_at=last_purchase, valued=keep_now or kept_when_bought())
+    return keep_now or state.valued, state
 
 
 def step(
@@ -101,28 +108,34 @@ def step(
     erased: bool,
     value_at_risk_cents: int,
     now: datetime,
+    kept_when_bought: Callable[[], bool] = lambda: False,
 ) -> Step:
     """Open an episode (one warning) when the level turns high for a customer worth keeping;
-    close it when they buy again, when nothing that changed holds any more, or when they are
-    erased (nobody is to contact them)."""
-    worth, valued_at = still_worth_keeping(state.valued_purchase_at, keep, last_purchase)
-    state = state._replace(valued_purchase_at=valued_at)
+    close it when they bought again and are no longer high, when nothing that changed holds
+    any more, or when they are erased (nobody is to contact them)."""
+    worth, state = worth_keeping(state, keep, last_purchase, kept_when_bought)
     if state.open:
         if erased:
             ended_by = "erased"
-        elif last_purchase is not None and (
-            state.last_purchase_at is None or last_purchase > state.last_purchase_at
+        elif level_now != "high" and (
+            last_purchase is not None
+            and (state.last_purchase_at is None or last_purchase > state.last_purchase_at)
         ):
-            ended_by = "purchase"
+            ended_by = "purchase"  # a purchase that still leaves them high (old history) does not
         elif not changed(reasons):
             ended_by = "reasons_cleared"
         else:
             return Step(state)
-        return Step(Episode(False, state.episode, valued_purchase_at=valued_at), RECOVERED, ended_by)
+        return Step(state._replace(open=False, opened_at=None, value_at_risk_cents=0), RECOVERED, ended_by)
     if level_now == "high" and worth and not erased:
-        return Step(
-            Episode(True, state.episode + 1, now, value_at_risk_cents, last_purchase, valued_at), WARNING
+        opened = state._replace(
+            open=True,
+            episode=state.episode + 1,
+            opened_at=now,
+            value_at_risk_cents=value_at_risk_cents,
+            last_purchase_at=last_purchase,
         )
+        return Step(opened, WARNING)
     return Step(state)
 
 
@@ -136,5 +149,6 @@ def episode_from(stored: dict[str, Any] | None) -> Episode:
         stored.get("opened_at"),
         stored.get("value_at_risk_cents", 0),
         stored.get("last_purchase_at"),
-        stored.get("valued_purchase_at"),
+        stored.get("judged_purchase_at"),
+        stored.get("valued", False),
     )

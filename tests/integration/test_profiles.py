@@ -418,3 +418,36 @@ def test_after_erasure_no_personal_field_remains_anywhere(platform, profiles, da
     )
     assert account["lots"] == []
     assert profiles.request("PATCH", f"/customers/{customer}", json={"name": "Back"}).status_code == 409
+
+
+def test_erasing_a_customer_with_an_open_warning_closes_it_and_leaves_nothing_personal(
+    platform, profiles, databases
+):
+    person = {"name": "Tomasz Nowak", "email": "t.nowak@example.org", "phone": "+48 22 555 0101"}
+    customer = register(profiles, **person, city="Lodz")["customer_id"]
+    for k in range(8):
+        buy(platform["orders"], customer, 80_000, NOW - timedelta(days=300 - 20 * k))
+    opened = platform["complaints"].post(
+        "/complaints", json={"customer_id": customer, "category": "logistics", "severity": "high"}
+    )
+    assert opened.status_code == 201
+    profile = scored(
+        profiles, customer, lambda p: p["purchases"]["count"] == 8 and p["churn"]["warning"]["open"]
+    )
+    overdue = next(r for r in profile["churn"]["reasons"] if r["code"] == "overdue")
+    assert overdue["text_en"] == "last bought 160 days ago; usually buys every 20 days"
+    assert overdue["text_zh"] == "上次购买在 160 天前；通常每 20 天购买一次"
+    warning = until(
+        lambda: profiles.get("/churn-warnings", params={"customer_id": customer}).json()["items"],
+        lambda items: len(items) == 1,
+    )[0]
+    assert warning["open"] and warning["value_at_risk_cents"] > 0
+    assert all(r["text_en"] and r["text_zh"] for r in warning["reasons"])
+    erased = profiles.request("DELETE", f"/customers/{customer}", json={"reason": "customer request"})
+    assert erased.status_code == 202, erased.text
+    closed = until(
+        lambda: profiles.get(f"/churn-warnings/{warning['warning_id']}").json(), lambda w: not w["open"]
+    )
+    assert closed["outcome"] == "recovered" and closed["ended_by"] == "erased"
+    stored = databases["profiles"]["churn_warnings"].find_one({"_id": warning["warning_id"]})
+    assert not _contains(stored, (*person.values(), "Lodz"))

@@ -410,3 +410,29 @@ def test_the_backlog_sweep_publishes_only_batches_it_has_read_whole():
     assert complete_below([page(3, 4, 5), page(4, 6)], limit=3) == 5
     # the earliest cut among full pages bounds what is complete
     assert complete_below([page(3, 7, 9), page(2, 4, 6), page(8)], limit=3) == 6
+
+
+def test_a_customer_worth_keeping_when_they_bought_stays_so_while_silent():
+    bought = NOW - timedelta(days=120)
+    asked = []
+
+    def judged_then():
+        asked.append(1)
+        return True
+
+    reasons = [{"code": "overdue"}]
+    # Not worth keeping by today's shrunken value, but they were when they last bought.
+    step = W.step(W.NO_EPISODE, "high", reasons, bought, False, False, 5_000, NOW, judged_then)
+    assert step.fired == W.WARNING and step.episode.valued
+    again = W.step(
+        W.NO_EPISODE._replace(**{"judged_purchase_at": bought}),
+        "high",
+        reasons,
+        bought,
+        False,
+        False,
+        0,
+        NOW,
+        judged_then,
+    )
+    assert again.fired is None and asked == [1]  # judged once per purchase; this one was not worth it
