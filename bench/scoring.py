@@ -184,17 +184,7 @@ def fitted_population(records: list[tuple[bytes, bytes]], now: datetime) -> S.Po
     for facts in F.fold(by_customer, {}, now).values():
         p = S.summarize(facts, now)
         if p.count:
-            rows.append(
-                {
-                    "first_day": p.days[0],
-                    "last_day": p.days[-1],
-                    "purchase_days": len(p.days),
-                    "count": p.count,
-                    "net_spend_cents": p.net_cents,
-                    "mean_gap_days": p.mean_gap_days,
-                    "trailing_spend_cents": p.trailing_cents,
-                }
-            )
+            rows.append(population_math.row(p))
     return population_math.compute(rows, now, S.Population())
 
 

@@ -40,6 +40,21 @@ def sensible(bg: BgNbd) -> bool:
     return all(1e-4 < v < 1e4 for v in (bg.r, bg.alpha, bg.a, bg.b))
 
 
+def row(p: S.Purchases) -> dict[str, Any]:
+    """What `compute` reads of one customer with a purchase (the store reads the same from the
+    stored profiles)."""
+    return {
+        "first_day": p.days[0],
+        "last_day": p.days[-1],
+        "purchase_days": len(p.days),
+        "count": p.count,
+        "net_spend_cents": p.net_cents,
+        "trailing_spend_cents": p.trailing_cents,
+        "mean_gap_days": p.mean_gap_days,
+        "first_gap_days": p.first_gap_days,
+    }
+
+
 def compute(rows: list[dict[str, Any]], now: datetime, previous: S.Population) -> S.Population:
     """rows: for each customer with a purchase: first_day, last_day, purchase_days, count,
     net_spend_cents, trailing_spend_cents, mean_gap_days, first_gap_days (the days from the

@@ -100,9 +100,7 @@ def build(
             "net_spend_cents": p.net_cents,
             "average_order_cents": round(p.net_cents / p.count) if p.count else None,
             "mean_gap_days": round(p.mean_gap_days, 2) if p.mean_gap_days else None,
-            "first_gap_days": round((p.days[1] - p.days[0]).total_seconds() / 86400, 2)
-            if len(p.days) > 1
-            else None,
+            "first_gap_days": round(p.first_gap_days, 2) if p.first_gap_days else None,
             "purchase_days": len(p.days),
             "first_day": p.days[0] if p.days else None,
             "last_day": p.days[-1] if p.days else None,

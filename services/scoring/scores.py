@@ -108,6 +108,11 @@ class Purchases(NamedTuple):
     def average_order_cents(self) -> float | None:
         return self.net_cents / self.count if self.count else None
 
+    @property
+    def first_gap_days(self) -> float | None:
+        """Days from the first purchase day to the second."""
+        return (self.days[1] - self.days[0]).total_seconds() / 86400 if len(self.days) > 1 else None
+
 
 NOTHING_BOUGHT = Purchases(0, None, None, 0, 0, (), None)
 

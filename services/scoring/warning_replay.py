@@ -125,7 +125,7 @@ def run(sample: int | None = None, log: Callable[[str], None] = print) -> dict[s
         ids = list(facts)
         summaries = [S.summarize(facts[c], now) for c in ids]
         if (day - first_day).days % REFIT_DAYS == REFIT_DAYS - 1:
-            population = P.compute([_row(p) for p in summaries], now, population)
+            population = P.compute([P.row(p) for p in summaries], now, population)
         values = S.values(summaries, now, population)
         snapshot = (day - first_day).days % SNAPSHOT_DAYS == 0 and day <= HOLDOUT_END - timedelta(
             days=PRECISION_DAYS
@@ -195,19 +195,6 @@ def run(sample: int | None = None, log: Callable[[str], None] = print) -> dict[s
     }
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
-
-
-def _row(p: S.Purchases) -> dict[str, Any]:
-    return {
-        "first_day": p.days[0],
-        "last_day": p.days[-1],
-        "purchase_days": len(p.days),
-        "count": p.count,
-        "net_spend_cents": p.net_cents,
-        "trailing_spend_cents": p.trailing_cents,
-        "mean_gap_days": p.mean_gap_days,
-        "first_gap_days": (p.days[1] - p.days[0]).total_seconds() / 86400 if len(p.days) > 1 else None,
-    }
 
 
 def _bought_within(days: list[date], after: date, span: int) -> bool:
