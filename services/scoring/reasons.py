@@ -52,9 +52,12 @@ SENTENCES: dict[str, tuple[str, str]] = {
 
 
 def _shown(number: Any) -> Any:
-    """Whole numbers without a decimal point; others to one decimal."""
+    """As a person says it: whole from 10 on ("every 38 days", not 37.8), else to one decimal
+    without a trailing .0 ("every 2.5 days", "every 3 days")."""
     if isinstance(number, float):
-        return int(round(number)) if abs(number - round(number)) < 0.05 else round(number, 1)
+        if abs(number) >= 10 or abs(number - round(number)) < 0.05:
+            return int(round(number))
+        return round(number, 1)
     return number
 
 

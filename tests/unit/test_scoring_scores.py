@@ -436,3 +436,11 @@ def test_a_customer_worth_keeping_when_they_bought_stays_so_while_silent():
         judged_then,
     )
     assert again.fired is None and asked == [1]  # judged once per purchase; this one was not worth it
+
+
+def test_sentences_say_numbers_as_a_person_would():
+    late = R.reason("overdue", 141.2, 56.7, "", days_since_last_purchase=141.2, usual_gap_days=37.8)
+    assert late["text_en"] == "last bought 141 days ago; usually buys every 38 days"
+    assert late["numbers"]["usual_gap_days"] == 37.8  # the exact numbers stay beside the sentence
+    quick = R.reason("overdue", 9.0, 3.8, "", days_since_last_purchase=9.0, usual_gap_days=2.5)
+    assert quick["text_en"] == "last bought 9 days ago; usually buys every 2.5 days"
