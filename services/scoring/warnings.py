@@ -84,6 +84,12 @@ class Step(NamedTuple):
     ended_by: str | None = None  # why an episode closed: purchase, reasons_cleared, erased
 
 
+def stored_precision(when: datetime | None) -> datetime | None:
+    """Times as MongoDB keeps them (milliseconds), so a purchase compared with the one the
+    stored episode remembers is the same purchase after a round trip."""
+    return when.replace(microsecond=when.microsecond // 1000 * 1000) if when is not None else None
+
+
 def worth_keeping(
     state: Episode, keep_now: bool, last_purchase: datetime | None, kept_when_bought: Callable[[], bool]
 ) -> tuple[bool, Episode]:
@@ -94,6 +100,7 @@ def worth_keeping(
     when they are not worth keeping now (history that arrives late)."""
     if last_purchase is None:
         return keep_now, state
+    last_purchase = stored_precision(last_purchase)
     if state.judged_purchase_at != last_purchase:
         state = state._replace(judged_purchase_at=last_purchase, valued=keep_now or kept_when_bought())
     return keep_now or state.valued, state
@@ -113,6 +120,7 @@ def step(
     """Open an episode (one warning) when the level turns high for a customer worth keeping;
     close it when they bought again and are no longer high, when nothing that changed holds
     any more, or when they are erased (nobody is to contact them)."""
+    last_purchase = stored_precision(last_purchase)
     worth, state = worth_keeping(state, keep, last_purchase, kept_when_bought)
     if state.open:
         if erased:

@@ -444,3 +444,12 @@ def test_sentences_say_numbers_as_a_person_would():
     assert late["numbers"]["usual_gap_days"] == 37.8  # the exact numbers stay beside the sentence
     quick = R.reason("overdue", 9.0, 3.8, "", days_since_last_purchase=9.0, usual_gap_days=2.5)
     assert quick["text_en"] == "last bought 9 days ago; usually buys every 2.5 days"
+
+
+def test_an_episode_read_back_from_the_database_sees_the_same_last_purchase():
+    bought = NOW - timedelta(days=90, microseconds=123_456)  # live events carry microseconds
+    opened = W.step(W.NO_EPISODE, "high", [{"code": "overdue"}], bought, True, False, 1, NOW).episode
+    # MongoDB keeps milliseconds: the stored episode comes back without the last three digits.
+    stored = {k: W.stored_precision(v) if isinstance(v, datetime) else v for k, v in opened._asdict().items()}
+    later = W.step(W.episode_from(stored), "medium", [{"code": "overdue"}], bought, False, False, 1, NOW)
+    assert later.fired is None and later.episode.open  # not mistaken for a new purchase
