@@ -1,8 +1,9 @@
 """The scorer's rules, pure. Most of them live in their own modules, each named for its part:
-`facts.py` (what a customer's events leave behind, folded), `scores.py` (RFM, ABC, churn,
-lifecycle and the warning episodes), `profile.py` (the profile and its signals, built from the
-facts), `population.py` (the population statistics and the models' fit) and `model.py`
-(BG/NBD and Gamma-Gamma). This one holds the rest: which clock "now" is, when a stream is
+`facts.py` (what a customer's events leave behind, folded), `scores.py` (RFM, ABC, churn
+risk and its reasons, lifecycle), `warnings.py` (when a churn risk becomes a warning: level,
+episodes), `reasons.py` (each reason's sentence in English and Chinese), `profile.py` (the
+profile and its signals, built from the facts), `population.py` (the population statistics
+and the models' fit) and `model.py` (BG/NBD and Gamma-Gamma). This one holds the rest: which clock "now" is, when a stream is
 a replay of history, and which partition carries a customer."""
 
 from __future__ import annotations
