@@ -167,15 +167,21 @@ async def get_customer(
 @router.get(
     "/customers/{customer_id}/360",
     tags=["customers"],
-    summary="Profile, recent orders, complaints, surveys, loyalty: one answer, partial if a service is down",
+    summary="Profile, recent orders, complaints, surveys, loyalty: one answer from the read model kept "
+    "from events (each section with as_of), or read through to the services (partial if one is down)",
+    dependencies=[Depends(only_params("source"))],
 )
 async def customer_360(
     customer_id: CustomerId,
     request: Request,
+    source: Annotated[
+        Literal["read_model", "services"],
+        Query(description="read_model: kept from events, each section with as_of; services: ask them now"),
+    ] = "read_model",
     _: Principal = Depends(require("viewer")),
     service: ProfilesService = Depends(profiles),
 ) -> ORJSONResponse:
-    return ORJSONResponse(await service.view_360(customer_id, request.headers.get("authorization")))
+    return ORJSONResponse(await service.view_360(customer_id, request.headers.get("authorization"), source))
 
 
 @router.get(

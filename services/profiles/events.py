@@ -1,5 +1,6 @@
 """What the profiles service publishes (crm.customers.v1, crm.interactions.v1) and consumes
-(crm.signals.v1: churn warnings for the workflow, segment moves for the summary)."""
+(crm.signals.v1: churn warnings for the workflow, segment moves for the summary; orders,
+complaints and surveys, loyalty and registrations and erasures: the 360 view's read model)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from services.common.clock import parse_rfc3339
 from services.common.contracts import events_from_facts
 from services.common.handlers import Handlers
+
+from . import activity
 
 if TYPE_CHECKING:
     from .service import ProfilesService
@@ -49,3 +52,17 @@ async def churn_recovered(profiles: ProfilesService, event: dict[str, Any]) -> N
 @CONSUMED.on("crm.profile.segment_changed")
 async def segment_changed(profiles: ProfilesService, event: dict[str, Any]) -> None:
     await profiles.segment_moved(event["id"], event["subject"], event["data"])
+
+
+# --- consumed: what the 360 view's read model folds (activity.py) ---------------------------------
+
+# A group of its own, so the read model never waits behind the churn-warning workflow. The
+# handler only gathers a batch's events by customer: ProfilesService.fold_activity folds them
+# in one read and one bulk write per batch.
+ACTIVITY_GROUP = "crm-profiles-activity"
+FOLDED_INTO_ACTIVITY: Handlers[dict[str, list[dict[str, Any]]]] = Handlers()
+
+
+@FOLDED_INTO_ACTIVITY.on(*activity.FOLDED)
+async def gathered_for_activity(by_customer: dict[str, list[dict[str, Any]]], event: dict[str, Any]) -> None:
+    by_customer.setdefault(event["data"]["customer_id"], []).append(event)

@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.profiles = service
         runtime.background("signals", lambda stop: service.follow_signals(settings, stop))
+        runtime.background("activity", lambda stop: service.follow_activity(settings, stop))
         runtime.on_stop(peers.close)
 
     return service_app(

@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints
 
-from services.common.clock import to_rfc3339
+from services.common.clock import parse_rfc3339, to_rfc3339
 from services.common.fields import Channel, CustomerId, EntityId, LongText, PastTime, ShortText, Strict
-from services.common.vocabulary import ChurnAction
+from services.common.vocabulary import ChurnAction, LoyaltyTier
 
+from .activity import complaint_status, order_status
 from .domain import OUTCOMES, ChurnWarning, Customer
 
 Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
@@ -143,4 +144,85 @@ def present_warning(w: ChurnWarning) -> dict[str, Any]:
         "ended_by": w.ended_by,
         "history": [{**h, "at": _ts(h["at"])} for h in w.history],
         "version": w.version,
+    }
+
+
+# --- the 360 view from its read model (activity.py) ----------------------------------------------
+
+ENTRY_TIER = next(iter(LoyaltyTier)).value  # an account's tier until its first tier change
+
+
+def _time(value: str | None) -> str | None:
+    """A stored stamp in the form every service answers with."""
+    return to_rfc3339(parse_rfc3339(value)) if value else None
+
+
+def _times(entity: dict[str, Any], *internal: str) -> dict[str, Any]:
+    hidden = ("first", "last", *internal)
+    return {k: _time(v) if k.endswith(("_at", "_due")) else v for k, v in entity.items() if k not in hidden}
+
+
+def present_order(order: dict[str, Any]) -> dict[str, Any]:
+    refunds, returns = order.get("refunds", []), order.get("returns", [])
+    return {
+        **_times(order, "returns", "refunds"),
+        "status": order_status(order),
+        "returned_cents": sum(r["amount_cents"] for r in returns),
+        "refunded_cents": sum(r["amount_cents"] for r in refunds),
+        "returns": [{**r, "at": _time(r["at"])} for r in returns],
+        "refunds": [{**r, "at": _time(r["at"])} for r in refunds],
+    }
+
+
+def present_complaint(complaint: dict[str, Any]) -> dict[str, Any]:
+    reopened = complaint.get("reopened", [])
+    return {
+        **_times(complaint, "reopened"),
+        "status": complaint_status(complaint),
+        "escalation_level": complaint.get("escalation_level", 0),
+        "reopen_count": len(reopened),
+        "reopened_at": _time(reopened[-1]) if reopened else None,
+    }
+
+
+def present_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    return _times(entry)
+
+
+def present_activity(activity: dict[str, Any]) -> dict[str, Any]:
+    """The 360 view's orders, complaints, surveys and loyalty from the read model, newest
+    first as the owning services list them, each section with `as_of`: the latest event time
+    folded into it (None: no event yet)."""
+    as_of = {k: _time(v) for k, v in activity["as_of"].items()}
+
+    def newest(section: str, at: str) -> list[dict[str, Any]]:
+        return sorted(activity[section], key=lambda e: e.get(at) or e["first"], reverse=True)
+
+    def section(name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"status": "ok", "items": items, "as_of": as_of.get(name)}
+
+    account = activity["loyalty"]
+    return {
+        "orders": section("orders", [present_order(o) for o in newest("orders", "placed_at")]),
+        "complaints": section(
+            "complaints", [present_complaint(c) for c in newest("complaints", "opened_at")]
+        ),
+        "surveys": section("surveys", [_times(s) for s in newest("surveys", "submitted_at")]),
+        "loyalty": {
+            "status": "ok",
+            "account": {
+                "customer_id": activity["customer_id"],
+                "balance": 0 if activity["erased"] else account.get("balance", 0),  # points lapse
+                "tier": account.get("tier", ENTRY_TIER),
+                "tier_changed_at": _time(account.get("tier_changed_at")),
+                "closed": activity["erased"],  # loyalty closes the account on erasure
+            }
+            if account
+            else None,
+            "ledger": [
+                present_entry(e)
+                for e in sorted(activity["ledger"], key=lambda e: (e["at"], e["entry_id"]), reverse=True)
+            ],
+            "as_of": as_of.get("loyalty"),
+        },
     }

@@ -25,15 +25,16 @@ from services.common.peers import Answer, Peers, Unavailable
 from services.common.settings import Settings
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
-from . import domain
+from . import activity, domain
 from .domain import ChurnWarning, Customer, ProfileFilters, ProfilesError, WarningFilters
-from .events import CONSUMED, GROUP, events_of
+from .events import ACTIVITY_GROUP, CONSUMED, FOLDED_INTO_ACTIVITY, GROUP, events_of
 from .models import (
     MAX_INTERACTIONS,
     ActionIn,
     ConsentIn,
     CustomerIn,
     InteractionIn,
+    present_activity,
     present_customer,
     present_warning,
 )
@@ -128,6 +129,10 @@ class ProfilesService:
                 await self.store.replace_customer(domain.erase(customer, now), session)
             for warning in await self.store.warnings_of(customer_id):
                 await self.store.replace_warning(domain.scrub_notes(warning, SCRUBBED), session)
+            stored = await self.store.activity_of(customer_id, session)
+            scrubbed = activity.erased(stored, customer_id, SCRUBBED)
+            if scrubbed != stored:
+                await self.store.save_activities([scrubbed], session)
             await forget_answers(self.store.db, customer_id, session)
             record = await self.store.record_erasure(customer_id, now, by, reason, session)
             data = {"requested_by": by, **({"reason": reason} if reason else {})}
@@ -192,11 +197,40 @@ class ProfilesService:
         out["registration"] = present_customer(customer) if customer else None
         return out
 
-    async def view_360(self, customer_id: str, authorization: str | None) -> dict[str, Any]:
-        """Everything an agent needs on one screen; the other services are asked at once, and a
-        service that is down makes the answer partial, never an error."""
-        profile = await self.customer_view(customer_id)
-        recent = 20
+    async def view_360(
+        self, customer_id: str, authorization: str | None, source: str = "read_model"
+    ) -> dict[str, Any]:
+        """Everything an agent needs on one screen, in one read of the read model the other
+        services' events keep (activity.py), each section with `as_of`, the latest event time
+        folded into it. A customer the read model has never seen (or `source="services"`) is
+        read through: the other services are asked at once, and a service that is down makes
+        the answer partial, never an error."""
+        profile, stored, warnings = await asyncio.gather(
+            self.customer_view(customer_id),
+            self.store.activity_of(customer_id) if source == "read_model" else _nothing(),
+            self.store.warnings_of(customer_id),
+        )
+        if stored is not None:
+            sections, unavailable = present_activity(stored), []
+        else:
+            sections, unavailable = await self._read_through(customer_id, authorization)
+        return {
+            "customer_id": customer_id,
+            "source": "read_model" if stored is not None else "services",
+            "partial": bool(unavailable),
+            "unavailable": unavailable,
+            "profile": profile,
+            **sections,
+            "churn_warnings": [
+                present_warning(w) for w in sorted(warnings, key=lambda w: w.warned_at, reverse=True)
+            ],
+        }
+
+    async def _read_through(
+        self, customer_id: str, authorization: str | None
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The 360 view's sections asked of the services that own them, as of now."""
+        recent = activity.RECENT
         orders, complaints, surveys, account, ledger = await asyncio.gather(
             self.peers.get("orders", "/orders", authorization, customer_id=customer_id, limit=recent),
             self.peers.get("complaints", "/complaints", authorization, customer_id=customer_id, limit=recent),
@@ -204,26 +238,22 @@ class ProfilesService:
             self.peers.get("loyalty", f"/accounts/{customer_id}", authorization),
             self.peers.get("loyalty", f"/accounts/{customer_id}/ledger", authorization, limit=recent),
         )
-        warnings = await self.store.warnings_of(customer_id)
+        now = to_rfc3339(self.clock.now())
         answers = [orders, complaints, surveys, account, ledger]
         unavailable = sorted({a.service for a in answers if a.status == "unavailable"})
-        return {
-            "customer_id": customer_id,
-            "partial": bool(unavailable),
-            "unavailable": unavailable,
-            "profile": profile,
-            "orders": _section(orders),
-            "complaints": _section(complaints),
-            "surveys": _section(surveys),
+        loyalty_up = "loyalty" not in unavailable
+        sections = {
+            "orders": _section(orders, now),
+            "complaints": _section(complaints, now),
+            "surveys": _section(surveys, now),
             "loyalty": {
-                "status": "unavailable" if "loyalty" in unavailable else "ok",
+                "status": "ok" if loyalty_up else "unavailable",
                 "account": account.body if account.ok else None,
                 "ledger": ledger.body["items"] if ledger.ok else [],
+                "as_of": now if loyalty_up else None,
             },
-            "churn_warnings": [
-                present_warning(w) for w in sorted(warnings, key=lambda w: w.warned_at, reverse=True)
-            ],
         }
+        return sections, unavailable
 
     async def export(self, customer_id: str, authorization: str | None) -> dict[str, Any]:
         """Everything the platform holds about one customer, from every service. All or nothing:
@@ -404,6 +434,30 @@ class ProfilesService:
                 continue  # an agent changed it in between: read again
         raise ConcurrentChange(episode_id)  # the batch is retried
 
+    # --- the 360 view's read model ----------------------------------------------------------------
+
+    async def fold_activity(self, batch: list[kafka.Delivered]) -> list[kafka.Refused]:
+        """Each customer's events in the batch folded onto their document: one read and one
+        bulk write per batch; a document the batch leaves as it was (a redelivery) is not
+        written. A document changed meanwhile (an erasure) fails the batch, which comes again."""
+        by_customer: dict[str, list[dict[str, Any]]] = {}
+        refused: list[kafka.Refused] = []
+        for delivered in batch:
+            await FOLDED_INTO_ACTIVITY.dispatch(by_customer, delivered, refused=refused)
+        if not by_customer:
+            return refused
+        stored = await self.store.activities_of(list(by_customer))
+        changed = []
+        for customer_id, events in by_customer.items():
+            folded = activity.fold(stored.get(customer_id), customer_id, events, SCRUBBED)
+            if folded != stored.get(customer_id):
+                changed.append(folded)
+        await self.store.save_activities(changed)
+        return refused
+
+    async def follow_activity(self, settings: Settings, stop: asyncio.Event) -> None:
+        await kafka.consume(settings, ACTIVITY_GROUP, FOLDED_INTO_ACTIVITY.topics, self.fold_activity, stop)
+
     async def follow_signals(self, settings: Settings, stop: asyncio.Event) -> None:
         """Idempotent per signal: episodes and moves are keyed by their ids."""
         await kafka.consume(settings, GROUP, CONSUMED.topics, CONSUMED.one_by_one(self), stop)
@@ -416,12 +470,16 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _section(answer: Answer) -> dict[str, Any]:
+def _section(answer: Answer, now: str) -> dict[str, Any]:
     if answer.ok:
-        return {"status": "ok", "items": answer.body["items"]}
+        return {"status": "ok", "items": answer.body["items"], "as_of": now}
     if answer.status == "not_found":
-        return {"status": "ok", "items": []}
-    return {"status": "unavailable", "error": answer.error, "items": []}
+        return {"status": "ok", "items": [], "as_of": now}
+    return {"status": "unavailable", "error": answer.error, "items": [], "as_of": None}
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _erasure_answer(record: dict[str, Any], already: bool = False) -> dict[str, Any]:

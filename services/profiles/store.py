@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo import InsertOne, ReplaceOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.clock import as_utc
 from services.common.errors import ConcurrentChange
@@ -21,6 +22,7 @@ WARNINGS = "churn_warnings"
 MOVES = "segment_moves"
 PROFILES = "profiles"  # the scorer's; read only here
 ERASURES = "erasures"  # who was erased, when and by whom: a second erasure or registration is refused
+ACTIVITY = "customer_activity"  # the 360 view's read model (activity.py), one document per customer
 INDEXES = {
     ERASURES: [],
     CUSTOMERS: [index(("registered_at", -1))],
@@ -31,6 +33,7 @@ INDEXES = {
         index("assignee"),
     ],
     MOVES: [index(("at", -1))],
+    ACTIVITY: [],
 }
 WARNING_SORT: Sort = [("open_rank", -1), ("value_at_risk_cents", -1), ("_id", -1)]
 # Where each search criterion and summary dimension sits in a live profile.
@@ -168,6 +171,18 @@ def warning_from(doc: dict[str, Any]) -> ChurnWarning:
     )
 
 
+def activity_document(a: dict[str, Any]) -> dict[str, Any]:
+    doc = {k: v for k, v in a.items() if k != "customer_id"}
+    doc["_id"] = a["customer_id"]
+    return doc
+
+
+def activity_from(doc: dict[str, Any]) -> dict[str, Any]:
+    a = {k: v for k, v in doc.items() if k != "_id"}
+    a["customer_id"] = doc["_id"]
+    return a
+
+
 class ProfilesStore:
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self.db = db
@@ -176,6 +191,7 @@ class ProfilesStore:
         self.moves = db[MOVES]
         self.profiles = db[PROFILES]
         self.erasures = db[ERASURES]
+        self.activity = db[ACTIVITY]
 
     # --- customers ------------------------------------------------------------------------
 
@@ -285,6 +301,43 @@ class ProfilesStore:
     async def moves_between(self, since: datetime | None, until: datetime | None) -> list[tuple[str, str]]:
         query = {"at": between(since, until)} if since or until else {}
         return [(d["from"], d["to"]) async for d in self.moves.find(query, {"from": 1, "to": 1})]
+
+    # --- the 360 view's read model ------------------------------------------------------------
+
+    async def activity_of(
+        self, customer_id: str, session: AsyncIOMotorClientSession | None = None
+    ) -> dict[str, Any] | None:
+        doc = await self.activity.find_one({"_id": customer_id}, session=session)
+        return activity_from(doc) if doc else None
+
+    async def activities_of(self, customer_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """A batch's customers in one read."""
+        docs = await self.activity.find({"_id": {"$in": customer_ids}}).to_list(None)
+        return {d["_id"]: activity_from(d) for d in docs}
+
+    async def save_activities(
+        self, changed: list[dict[str, Any]], session: AsyncIOMotorClientSession | None = None
+    ) -> None:
+        """One bulk write: each document replaces the version it was folded from (a new one is
+        inserted). Another writer in between (an erasure) raises ConcurrentChange, and the
+        caller folds again from what is stored now."""
+        writes = [
+            InsertOne(activity_document({**a, "version": 1}))
+            if a["version"] == 0
+            else ReplaceOne(
+                {"_id": a["customer_id"], "version": a["version"]},
+                activity_document({**a, "version": a["version"] + 1}),
+            )
+            for a in changed
+        ]
+        if not writes:
+            return
+        try:
+            result = await self.activity.bulk_write(writes, ordered=False, session=session)
+        except BulkWriteError as exc:
+            raise ConcurrentChange(f"{len(exc.details.get('writeErrors', []))} activity documents") from None
+        if result.matched_count != sum(1 for a in changed if a["version"]):
+            raise ConcurrentChange("activity documents changed meanwhile")
 
     # --- live profiles (read only) ----------------------------------------------------------
 
