@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from services.common.clock import to_rfc3339
+from services.common.kafka import EventProducer
 from services.common.mongo import blocking_client
 from services.stack.harness import Service, TopicReader, start_platform, unique_id, until
 from tests.conftest import NOW
@@ -145,7 +146,15 @@ def test_an_interaction_batch_publishes_the_valid_and_reports_rejects_by_index(p
     )
 
 
-def test_the_360_view_answers_partially_when_a_service_is_down(platform, profiles):
+def view_360(profiles: Service, customer: str, **params) -> dict:
+    answer = profiles.get(f"/customers/{customer}/360", params=params)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_the_360_view_answers_from_its_read_model_and_partially_when_read_through(
+    platform, profiles, databases
+):
     customer = register(profiles, name="Zhao Min")["customer_id"]
     order_id = buy(platform["orders"], customer, 30_000, NOW - timedelta(days=1))
     complaint = platform["complaints"].post(
@@ -153,29 +162,107 @@ def test_the_360_view_answers_partially_when_a_service_is_down(platform, profile
     )
     assert complaint.status_code == 201
     until(
-        lambda: profiles.get(f"/customers/{customer}/360").json(),
-        lambda v: v["loyalty"]["account"] is not None and v["profile"].get("status") == "scored",
+        lambda: view_360(profiles, customer),
+        lambda v: (
+            v["source"] == "read_model"
+            and v["loyalty"]["account"] is not None
+            and v["complaints"]["items"]
+            and v["profile"].get("status") == "scored"
+        ),
     )
-    whole = profiles.get(f"/customers/{customer}/360").json()
-    assert whole["partial"] is False
+    whole = view_360(profiles, customer)
+    assert whole["partial"] is False and whole["source"] == "read_model"
     assert [o["order_id"] for o in whole["orders"]["items"]] == [order_id]
     assert len(whole["complaints"]["items"]) == 1 and whole["loyalty"]["account"]["balance"] > 0
     assert whole["loyalty"]["ledger"]
 
     platform["complaints"].child.stop()
     try:
+        # the read model answers whole with a service down: it asks nobody
+        assert view_360(profiles, customer)["partial"] is False
         started = time.monotonic()
-        partial = profiles.get(f"/customers/{customer}/360")
-        assert partial.status_code == 200 and time.monotonic() - started < 10
-        body = partial.json()
+        body = view_360(profiles, customer, source="services")
+        assert time.monotonic() - started < 10
         assert body["partial"] is True and body["unavailable"] == ["complaints"]
-        assert body["complaints"]["status"] == "unavailable" and body["orders"]["items"]
+        assert body["complaints"]["status"] == "unavailable" and body["complaints"]["as_of"] is None
+        assert body["orders"]["items"] and body["orders"]["as_of"]
         assert body["profile"]["customer_id"] == customer
+        # a customer the read model has never seen (from before it existed) is read through
+        databases["profiles"]["customer_activity"].delete_one({"_id": customer})
+        body = view_360(profiles, customer)
+        assert body["source"] == "services" and body["unavailable"] == ["complaints"]
         export = profiles.get(f"/customers/{customer}/export")
         assert export.status_code == 503 and "complaints" in export.json()["detail"]
     finally:
         platform["complaints"].child.start()
         platform["complaints"].child.wait_ready(60)
+
+
+def test_the_read_model_follows_payments_complaints_and_points_once_each_and_forgets_on_erasure(
+    platform, profiles, databases, stack, prefix
+):
+    complaints, loyalty = platform["complaints"], platform["loyalty"]
+    customer = register(profiles, name="Qian Yu")["customer_id"]
+    first = buy(platform["orders"], customer, 20_000, NOW - timedelta(days=2))
+    complaint_id = complaints.post(
+        "/complaints", json={"customer_id": customer, "category": "logistics", "severity": "medium"}
+    ).json()["complaint_id"]
+    view = until(
+        lambda: view_360(profiles, customer),
+        lambda v: (
+            [o["status"] for o in v["orders"]["items"]] == ["paid"]
+            and [c["status"] for c in v["complaints"]["items"]] == ["open"]
+            and len(v["loyalty"]["ledger"]) == 1
+        ),
+    )
+    assert view["source"] == "read_model" and view["orders"]["items"][0]["paid_cents"] == 20_000
+    account = loyalty.get(f"/accounts/{customer}").json()
+    assert view["loyalty"]["account"]["balance"] == account["balance"] > 0
+    assert view["loyalty"]["ledger"][0]["kind"] == "earn"
+    assert all(view[s]["as_of"] for s in ("orders", "complaints", "loyalty"))
+    # the same as the services answer when asked now
+    through = view_360(profiles, customer, source="services")
+    assert [o["order_id"] for o in through["orders"]["items"]] == [first]
+    assert [e["entry_id"] for e in through["loyalty"]["ledger"]] == [
+        e["entry_id"] for e in view["loyalty"]["ledger"]
+    ]
+
+    # every event so far delivered again, then new ones behind them on the same partitions
+    seen = []
+    for topic in ("crm.orders.v1", "crm.complaints.v1", "crm.loyalty.v1"):
+        reader = TopicReader(stack, prefix + topic)
+        seen += reader.collect(lambda e: e["subject"] == customer, 1)
+        reader.close()
+    producer = EventProducer(stack.settings(topic_prefix=prefix), "test-redelivery")
+    producer.publish(seen)
+    producer.close()
+    second = buy(platform["orders"], customer, 10_000, NOW - timedelta(days=1))
+    resolution = f"courier {uuid.uuid4().hex[:8]} apologised in person"
+    resolved = complaints.post(f"/complaints/{complaint_id}/resolve", json={"resolution": resolution})
+    assert resolved.status_code == 200, resolved.text
+    after = until(
+        lambda: view_360(profiles, customer),
+        lambda v: (
+            len(v["orders"]["items"]) == 2
+            and v["complaints"]["items"][0]["status"] == "resolved"
+            and len(v["loyalty"]["ledger"]) == 2
+        ),
+    )
+    assert [o["order_id"] for o in after["orders"]["items"]] == [second, first]
+    assert after["orders"]["items"][1] == view["orders"]["items"][0]  # the redelivery changed nothing
+    assert after["complaints"]["items"][0]["resolution"] == resolution
+    assert after["complaints"]["items"][0]["opened_at"] == view["complaints"]["items"][0]["opened_at"]
+    account = until(lambda: loyalty.get(f"/accounts/{customer}").json(), lambda a: a["balance"] > 0)
+    assert after["loyalty"]["account"]["balance"] == account["balance"]  # earned once per order
+
+    erased = profiles.request("DELETE", f"/customers/{customer}", json={"reason": "customer request"})
+    assert erased.status_code == 202, erased.text
+    # scrubbed in the erasure's own request, before any event comes back
+    gone = view_360(profiles, customer)
+    assert gone["source"] == "read_model" and gone["complaints"]["items"][0]["resolution"] == "[erased]"
+    assert gone["loyalty"]["account"]["closed"] and gone["orders"]["items"][0]["paid_cents"] == 10_000
+    stored = databases["profiles"]["customer_activity"].find_one({"_id": customer})
+    assert resolution not in str(stored)
 
 
 def test_search_filters_sorts_and_pages_and_exports_csv(platform, profiles):
