@@ -161,6 +161,13 @@ class ChurnWarning:
         return self.status is not WarningStatus.CLOSED
 
 
+def ever_warned(profile: dict[str, Any] | None) -> bool:
+    """Whether the customer may have churn warnings: the scorer counts the warning episodes it
+    fired in the profile, and a worklist entry only ever comes from one of those."""
+    warning = ((profile or {}).get("churn") or {}).get("warning") or {}
+    return warning.get("episode", 0) > 0
+
+
 def warning_from_signal(data: dict[str, Any], customer_id: str) -> ChurnWarning:
     return ChurnWarning(
         episode_id=data["episode_id"],

@@ -202,14 +202,15 @@ class ProfilesService:
     ) -> dict[str, Any]:
         """Everything an agent needs on one screen, in one read of the read model the other
         services' events keep (activity.py), each section with `as_of`, the latest event time
-        folded into it. A customer the read model has never seen (or `source="services"`) is
+        folded into it; the churn warnings are read only for a customer the scorer has warned
+        about. A customer the read model has never seen (or `source="services"`) is
         read through: the other services are asked at once, and a service that is down makes
         the answer partial, never an error."""
-        profile, stored, warnings = await asyncio.gather(
+        profile, stored = await asyncio.gather(
             self.customer_view(customer_id),
             self.store.activity_of(customer_id) if source == "read_model" else _nothing(),
-            self.store.warnings_of(customer_id),
         )
+        warnings = await self.store.warnings_of(customer_id) if domain.ever_warned(profile) else []
         if stored is not None:
             sections, unavailable = present_activity(stored), []
         else:

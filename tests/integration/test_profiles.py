@@ -378,6 +378,8 @@ def test_the_churn_warning_workflow_end_to_end(platform, profiles, stack, prefix
     )
     warning = listed[0]
     assert warning["status"] == "open" and warning["reasons"] and warning["value_at_risk_cents"] > 0
+    shown = view_360(profiles, customer)["churn_warnings"]  # the agent's screen has it too
+    assert [w["warning_id"] for w in shown] == [warning["warning_id"]]
     board = profiles.get("/churn-warnings").json()["items"]
     opens = [w for w in board if w["open"]]
     assert board[: len(opens)] == opens  # open first

@@ -195,3 +195,9 @@ def test_the_main_currency_is_the_one_most_orders_were_paid_in():
 def test_segment_rule_explains_the_segment(r, f, segment, rule):
     assert segment_rule(r, f) == (segment, rule)
     assert segment_rule(None, None) == ("Prospect", "no purchase yet")
+
+
+def test_only_a_customer_the_scorer_warned_about_can_have_churn_warnings():
+    assert not domain.ever_warned(None)
+    assert not domain.ever_warned({"churn": {"warning": {"open": False, "episode": 0}}})
+    assert domain.ever_warned({"churn": {"warning": {"open": False, "episode": 2}}})  # recovered since
