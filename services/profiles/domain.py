@@ -1,5 +1,7 @@
 """Profiles rules: customer registration and its changes, the churn-warning workflow, and the
-arithmetic of the segment summary and the seasonal index. Pure."""
+arithmetic of the segment summary and the seasonal index. Pure. The 360 view's read model (the
+other services' events folded into one document per customer) has its rules beside this file,
+in activity.py."""
 
 from __future__ import annotations
 
