@@ -231,6 +231,8 @@ def _complaint(
         )
     elif kind == "crm.complaint.escalated":
         complaint["escalation_level"] = max(complaint.get("escalation_level", 0), data["level"])
+        if data["reason"] != "manual":  # first_response_breach or resolution_breach
+            complaint["breaches"] = sorted({*complaint.get("breaches", ()), data["reason"]})
     elif kind == "crm.complaint.reopened":
         complaint["reopened"] = sorted({*complaint.get("reopened", ()), at})
     elif kind == "crm.complaint.resolved":

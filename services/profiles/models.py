@@ -175,13 +175,21 @@ def present_order(order: dict[str, Any]) -> dict[str, Any]:
 
 
 def present_complaint(complaint: dict[str, Any]) -> dict[str, Any]:
+    """In the complaints service's shape as far as events tell (no description, no assignee:
+    ask complaints for those)."""
     reopened = complaint.get("reopened", [])
+    sla = ("first_response_due", "resolution_due", "resolved_within_sla", "resolution_hours")
     return {
-        **_times(complaint, "reopened"),
+        **_times(complaint, "reopened", "breaches", *sla),
         "status": complaint_status(complaint),
         "escalation_level": complaint.get("escalation_level", 0),
         "reopen_count": len(reopened),
         "reopened_at": _time(reopened[-1]) if reopened else None,
+        "sla": {
+            **{k: _time(complaint.get(k)) for k in sla[:2]},
+            **{k: complaint.get(k) for k in sla[2:]},
+            "breaches": complaint.get("breaches", []),
+        },
     }
 
 
@@ -216,6 +224,9 @@ def present_activity(activity: dict[str, Any]) -> dict[str, Any]:
                 "tier": account.get("tier", ENTRY_TIER),
                 "tier_changed_at": _time(account.get("tier_changed_at")),
                 "closed": activity["erased"],  # loyalty closes the account on erasure
+                # Known to loyalty's lots, not to its events: ask loyalty (?source=services).
+                "lifetime_earned": None,
+                "next_expiry": None,
             }
             if account
             else None,

@@ -122,6 +122,14 @@ def history() -> list[dict]:
         ),
         opened("cp-1", 30),
         event("crm.complaint.reopened", 40, complaint_id="cp-1", reopened_at=at(40), reason="still broken"),
+        event(
+            "crm.complaint.escalated",
+            38,
+            complaint_id="cp-1",
+            level=1,
+            reason="resolution_breach",
+            escalated_at=at(38),
+        ),
         resolved("cp-1", 35, "replaced the heel"),
         resolved("cp-1", 45, "refunded the pair"),
         event(
@@ -171,6 +179,8 @@ def test_a_customers_events_become_the_360_sections_with_their_freshness():
     # reopened at 40, resolved again at 45: resolved, with the later resolution
     assert complaint["status"] == "resolved" and complaint["resolution"] == "refunded the pair"
     assert complaint["reopen_count"] == 1 and view["complaints"]["as_of"] == at(45)
+    assert complaint["escalation_level"] == 1 and complaint["sla"]["breaches"] == ["resolution_breach"]
+    assert complaint["sla"]["resolution_due"] == at(30 + 72) and complaint["sla"]["resolved_within_sla"]
     assert view["surveys"]["items"][0]["scores"] == {"service": 4}
     loyalty = view["loyalty"]
     assert loyalty["account"]["balance"] == 29 and loyalty["account"]["tier"] == "silver"
