@@ -210,7 +210,8 @@ def test_the_read_model_follows_payments_complaints_and_points_once_each_and_for
     view = until(
         lambda: view_360(profiles, customer),
         lambda v: (
-            [o["status"] for o in v["orders"]["items"]] == ["paid"]
+            v["source"] == "read_model"
+            and [o["status"] for o in v["orders"]["items"]] == ["paid"]
             and [c["status"] for c in v["complaints"]["items"]] == ["open"]
             and len(v["loyalty"]["ledger"]) == 1
         ),
@@ -243,7 +244,8 @@ def test_the_read_model_follows_payments_complaints_and_points_once_each_and_for
     after = until(
         lambda: view_360(profiles, customer),
         lambda v: (
-            len(v["orders"]["items"]) == 2
+            v["source"] == "read_model"
+            and len(v["orders"]["items"]) == 2
             and v["complaints"]["items"][0]["status"] == "resolved"
             and len(v["loyalty"]["ledger"]) == 2
         ),
