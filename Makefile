@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install tools browser run test test-fast bench lint lock clean
+.PHONY: install tools browser run test test-fast bench chaos lint lock clean
 
 install: $(STAMP)
 
@@ -40,9 +40,14 @@ test-fast: install
 bench: install
 	$(PY) -m bench
 
+# Fault injection under load (issue 18): CHAOS_DURATION, CHAOS_CLIENTS, CHAOS_FAULTS, or
+# ARGS="--duration 300 --faults broker,scorer"; the report is also under .crm/chaos/.
+chaos: install
+	$(PY) -m chaos $(ARGS)
+
 lint: install
-	$(VENV)/bin/ruff check services tests bench
-	$(VENV)/bin/ruff format --check services tests bench
+	$(VENV)/bin/ruff check services tests bench chaos
+	$(VENV)/bin/ruff format --check services tests bench chaos
 
 # Re-resolve the pinned tree after changing pyproject.toml.
 lock:

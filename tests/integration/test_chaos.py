@@ -1,0 +1,56 @@
+"""The short fault-injection run (issue 18, "Nothing lost, nothing doubled"): the whole
+platform under mixed traffic while the scorer, the orders service and the broker are each
+killed with SIGKILL and restarted by the launcher; then every check of `make chaos`, exact.
+
+A check that finds a discrepancy caused by a known defect is marked xfail(strict=True) with
+the defect's name: it keeps running, and fails the day a fix lands so the mark goes too."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from rich.console import Console
+
+from chaos.checks import CHECKS
+from chaos.faults import SHORT
+from chaos.report import print_report
+from chaos.run import Options, Result, Run
+
+
+@pytest.fixture(scope="module")
+def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Result:
+    options = Options(
+        duration=75.0,
+        clients=4,
+        faults=SHORT,
+        warmup=15.0,
+        history_customers=30,
+        quiet_seconds=10.0,
+        data_dir=tmp_path_factory.mktemp("chaos"),
+    )
+    console = Console(stderr=True, width=160)
+    result = asyncio.run(Run(options, console).execute())
+    print_report(result, console)
+    return result
+
+
+def test_every_fault_was_injected_and_recovered(chaos_run: Result) -> None:
+    assert [i.fault for i in chaos_run.injections] == list(SHORT)
+    assert all(i.recovered_after is not None for i in chaos_run.injections), chaos_run.recovery()
+    assert chaos_run.quiet_after is not None, chaos_run.quiet_state
+    accepted = {kind: row["accepted"] for kind, row in chaos_run.writes.items()}
+    assert accepted.get("order", 0) > 50 and accepted.get("pay", 0) > 20, accepted
+
+
+KNOWN = {}
+
+
+@pytest.mark.parametrize(
+    "check", [pytest.param(name, marks=KNOWN[name]) if name in KNOWN else name for name in CHECKS]
+)
+def test_nothing_lost_nothing_doubled(chaos_run: Result, check: str) -> None:
+    found = chaos_run.findings[check]
+    assert not found, f"{CHECKS[check]}: {len(found)} discrepancies, e.g. " + "; ".join(
+        f"{f.customer_id}: {f.what}" for f in found[:5]
+    )
