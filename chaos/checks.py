@@ -98,13 +98,17 @@ class Snapshot:
 
 
 def run_checks(snapshot: Snapshot, ledger: Ledger) -> dict[str, list[Finding]]:
-    return {
+    found = {
         "writes": check_writes(snapshot, ledger),
         "profiles": check_profiles(snapshot, ledger),
         "loyalty": check_loyalty(snapshot),
         "signals": check_signals(snapshot),
         "erasure": check_erasure(snapshot, ledger),
     }
+    for finding in (f for findings in found.values() for f in findings):
+        if finding.check != "erasure" and finding.customer_id in snapshot.erasures:
+            finding.what += " [customer erased]"  # a clue for the diagnosis
+    return found
 
 
 def _answered_then_refused(write: Write) -> bool:
@@ -329,6 +333,7 @@ def check_signals(snapshot: Snapshot) -> list[Finding]:
     expected = set()
     for customer_id, profile in snapshot.profiles.items():
         episodes = (((profile.get("churn") or {}).get("warning")) or {}).get("episode", 0)
+        waiting = _waiting_episodes(profile)
         for k in range(1, episodes + 1):
             episode_id = f"cw-{customer_id}-{k}"
             expected.add(episode_id)
@@ -338,6 +343,12 @@ def check_signals(snapshot: Snapshot) -> list[Finding]:
             if episode_id not in worklist:
                 problems.append("not in the worklist")
             if problems:
+                # Where it stopped: still waiting in the scorer's profile (never published), or
+                # in the worklist though gone from the topic (published, then lost by the broker).
+                if episode_id in waiting:
+                    problems.append("still waiting in the scorer's profile (pending)")
+                elif episode_id in worklist:
+                    problems.append("the worklist has it: published once, then gone from the topic")
                 out.append(Finding("signals", customer_id, f"episode {episode_id}: " + ", ".join(problems)))
     for episode_id in sorted(set(on_topic) - expected):
         out.append(
@@ -347,6 +358,21 @@ def check_signals(snapshot: Snapshot) -> list[Finding]:
                 f"warning {episode_id} on the topic, no such episode",
             )
         )
+    return out
+
+
+def _waiting_episodes(profile: dict[str, Any]) -> set[str]:
+    """Churn warnings the scorer stored with the profile and has not published yet
+    (services/scoring/service.py keeps signals with their profile until the broker has them)."""
+    out = set()
+    for item in profile.get("pending") or []:
+        raw = item.get("event") if isinstance(item, dict) else item
+        try:
+            event = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and event.get("type") == "crm.profile.churn_warning":
+            out.add(event["data"]["episode_id"])
     return out
 
 

@@ -30,7 +30,7 @@ class Options:
     gap: float = 8.0  # traffic between one fault's recovery and the next
     recovery_timeout: float = 120.0
     quiet_seconds: float = 15.0  # nothing pending and nothing moving for this long
-    quiet_timeout: float = 300.0
+    quiet_timeout: float = 180.0
     history_customers: int = 60  # a year of orders each, so churn warnings have someone to warn
     think: float = 0.25  # a client's pause between requests (seconds, on average)
     retry_seconds: float = 90.0  # how long a client retries one write
@@ -223,8 +223,12 @@ class Run:
         started = time.monotonic()
         last, since = None, time.monotonic()
         state: dict[str, Any] = {}
+        next_log = started + 30.0
         while time.monotonic() - started < options.quiet_timeout:
             state = await asyncio.to_thread(self._backlog)
+            if time.monotonic() >= next_log:
+                next_log += 30.0
+                self.log(f"not quiet yet: {state}")
             pending = state["outbox"] + state["signals_waiting"] + sum(state["lag"].values())
             fingerprint = orjson.dumps(state, option=orjson.OPT_SORT_KEYS)
             if fingerprint != last or pending:

@@ -368,7 +368,7 @@ class Client:
             await self.survey(customer)
         elif roll < 0.83:
             await self.redeem(customer)
-        elif roll < 0.97:
+        elif roll < 0.99:
             await self.interactions(customer)
         elif len(self.mine) > 6:
             await self.erase(customer)

