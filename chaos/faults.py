@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from services.stack.embedded import existing_services
+
 from .platform import ChaosPlatform
 from .traffic import Client
 
-SERVICES = ("orders", "complaints", "loyalty", "profiles", "scoring")
 FREEZE_SECONDS = 20.0
 
 
@@ -33,29 +34,33 @@ class Fault:
 # The issue's list, in the order a full run injects them. The embedded broker keeps its log in
 # memory (services/stack/embedded.py `broker_child`), so every broker restart is the broker
 # "coming back empty": its topics re-created by the launcher, every consumer offset gone.
-CATALOGUE = {
-    f.name: f
-    for f in (
+def _catalogue() -> dict[str, Fault]:
+    http = [s for s in existing_services() if s not in ("scoring", "orders")]  # orders goes first
+    faults = (
         Fault("scorer", "SIGKILL the scorer", ("scoring",)),
         Fault("orders", "SIGKILL the orders service", ("orders",)),
         Fault(
             "broker", "SIGKILL the broker; it comes back empty (memory storage, offsets gone)", ("broker",)
         ),
         Fault("database", "SIGKILL the database", ("mongo",)),
-        Fault("complaints", "SIGKILL the complaints service", ("complaints",)),
-        Fault("loyalty", "SIGKILL the loyalty service", ("loyalty",)),
-        Fault("profiles", "SIGKILL the profiles service", ("profiles",)),
+        *(Fault(name, f"SIGKILL the {name} service", (name,)) for name in http),
         Fault("broker+scorer", "SIGKILL the broker and the scorer at once", ("broker", "scoring")),
         Fault(
             "database-freeze",
-            f"SIGSTOP the database for {FREEZE_SECONDS:.0f} s, then SIGCONT",
+            f"SIGSTOP the database for {FREEZE_SECONDS:.0f} s, then SIGCONT (recovery counts from SIGSTOP)",
             ("mongo",),
             True,
         ),
     )
-}
+    return {f.name: f for f in faults}
+
+
+CATALOGUE = _catalogue()
 FULL = tuple(CATALOGUE)
-SHORT = ("scorer", "orders", "broker")
+# `make test`'s short run. The scorer is killed after the broker: until it restarts, a scorer
+# that lived through the broker's restart skips records (see the report of issue 18), which
+# would make the short run's outcome depend on which partitions the traffic hit.
+SHORT = ("orders", "broker", "scorer")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from rich.console import Console
 from services.common import topics
 from services.common.mongo import blocking_client
 from services.common.settings import SERVICE_NAMES, Settings
-from services.stack.embedded import Child, free_port
+from services.stack.embedded import Child, existing_services, free_port
 from services.stack.launcher import KEYS_TEXT, Platform
 
 # The services' timers, quick enough for a run of minutes: churn warnings need the population
@@ -112,7 +112,7 @@ class ChaosPlatform:
         children = self.children()
         if not all(child.alive for child in children.values()):
             return False
-        for name in SERVICE_NAMES:
+        for name in existing_services():
             try:
                 if httpx.get(f"{self.url(name)}/readyz", timeout=timeout).status_code != 200:
                     return False

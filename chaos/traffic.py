@@ -356,22 +356,16 @@ class Client:
             return
         customer = self.rng.choice(self.mine)
         roll = self.rng.random()
-        if roll < 0.25:
-            await self.place_order(customer)
-        elif roll < 0.62:
-            await self.advance_order(customer)
-        elif roll < 0.68:
-            await self.complaint(customer)
-        elif roll < 0.72 and self.complaints:
+        operation = next(name for share, name in MIX if roll < share)
+        if operation == "resolve" and not self.complaints:
+            operation = "survey"
+        if operation == "erase":
+            if len(self.mine) > 6:
+                await self.erase(customer)
+        elif operation == "resolve":
             await self.resolve()
-        elif roll < 0.76:
-            await self.survey(customer)
-        elif roll < 0.83:
-            await self.redeem(customer)
-        elif roll < 0.99:
-            await self.interactions(customer)
-        elif len(self.mine) > 6:
-            await self.erase(customer)
+        else:
+            await getattr(self, operation)(customer)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -382,6 +376,17 @@ class Client:
             )
 
 
+# The mix of a client's steps (besides registering): cumulative shares of a roll in [0, 1).
+MIX = (
+    (0.25, "place_order"),
+    (0.62, "advance_order"),
+    (0.68, "complaint"),
+    (0.72, "resolve"),
+    (0.76, "survey"),
+    (0.83, "redeem"),
+    (0.99, "interactions"),
+    (1.00, "erase"),
+)
 # What a client does next to an order in each status.
 NEXT = {
     "placed": ["pay"] * 9 + ["cancel"],
