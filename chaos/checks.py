@@ -49,6 +49,7 @@ class Snapshot:
     warnings: list[dict[str, Any]]
     signals: list[dict[str, Any]]
     signal_records: int
+    published_marks: dict[int, int] = field(default_factory=dict)  # the scorer's, per partition
     documents: list[tuple[str, str, bytes]] = field(default_factory=list)  # (db.collection, id, text)
 
     @classmethod
@@ -91,6 +92,7 @@ class Snapshot:
                 warnings=list(db["profiles"]["churn_warnings"].find({})),
                 signals=signals,
                 signal_records=len(records),
+                published_marks={d["_id"]: d["seq"] for d in db["profiles"]["signals_published"].find({})},
                 documents=documents,
             )
         finally:
@@ -333,7 +335,7 @@ def check_signals(snapshot: Snapshot) -> list[Finding]:
     expected = set()
     for customer_id, profile in snapshot.profiles.items():
         episodes = (((profile.get("churn") or {}).get("warning")) or {}).get("episode", 0)
-        waiting = _waiting_episodes(profile)
+        stored = _stored_episodes(profile, snapshot.published_marks.get(profile.get("partition"), 0))
         for k in range(1, episodes + 1):
             episode_id = f"cw-{customer_id}-{k}"
             expected.add(episode_id)
@@ -343,10 +345,11 @@ def check_signals(snapshot: Snapshot) -> list[Finding]:
             if episode_id not in worklist:
                 problems.append("not in the worklist")
             if problems:
-                # Where it stopped: still waiting in the scorer's profile (never published), or
-                # in the worklist though gone from the topic (published, then lost by the broker).
-                if episode_id in waiting:
-                    problems.append("still waiting in the scorer's profile (pending)")
+                # Where it stopped: stored with the profile, past its partition's published mark
+                # (waiting) or at or below it (counted as published); or in the worklist though
+                # gone from the topic (published, then lost by the broker).
+                if episode_id in stored:
+                    problems.append(f"stored with the profile, {stored[episode_id]}")
                 elif episode_id in worklist:
                     problems.append("the worklist has it: published once, then gone from the topic")
                 out.append(Finding("signals", customer_id, f"episode {episode_id}: " + ", ".join(problems)))
@@ -361,18 +364,23 @@ def check_signals(snapshot: Snapshot) -> list[Finding]:
     return out
 
 
-def _waiting_episodes(profile: dict[str, Any]) -> set[str]:
-    """Churn warnings the scorer stored with the profile and has not published yet
-    (services/scoring/service.py keeps signals with their profile until the broker has them)."""
-    out = set()
+def _stored_episodes(profile: dict[str, Any], mark: int) -> dict[str, str]:
+    """Churn warnings the scorer stored with the profile (services/scoring/signal_outbox.py:
+    signals wait there until the broker has them), each with where it stands against the
+    partition's published mark."""
+    out = {}
     for item in profile.get("pending") or []:
-        raw = item.get("event") if isinstance(item, dict) else item
+        raw, seq = (item.get("event"), item.get("seq", 0)) if isinstance(item, dict) else (item, 0)
         try:
             event = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
         except orjson.JSONDecodeError:
             continue
         if isinstance(event, dict) and event.get("type") == "crm.profile.churn_warning":
-            out.add(event["data"]["episode_id"])
+            out[event["data"]["episode_id"]] = (
+                f"batch {seq} past the published mark {mark}: waiting"
+                if seq > mark
+                else f"batch {seq} at or below the published mark {mark}: counted as published"
+            )
     return out
 
 
