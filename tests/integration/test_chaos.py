@@ -3,7 +3,10 @@ platform under mixed traffic while the scorer, the orders service and the broker
 killed with SIGKILL and restarted by the launcher; then every check of `make chaos`, exact.
 
 A check that finds a discrepancy caused by a known defect is marked xfail(strict=True) with
-the defect's name: it keeps running, and fails the day a fix lands so the mark goes too."""
+the defect's name: it keeps running, and fails the day a fix lands so the mark goes too. A
+check that fails only when a fault lands at an unlucky moment (the race is real, its timing
+is not under the run's control) is marked xfail(strict=False) with the defect: it still runs,
+and an XPASS in the summary is expected until then."""
 
 from __future__ import annotations
 
@@ -58,7 +61,21 @@ ERASED_POINTS = (
 )
 
 
+ABANDONED = (
+    "a service SIGKILLed inside a transaction leaves it open on nx-27017, neither committed nor "
+    "rolled back and visible to every client, so a retry with the same key meets the half-done "
+    "write (409) and a later database crash drops everything written since"
+)
+
 KNOWN = {
+    "writes": pytest.mark.xfail(
+        strict=False, reason=f"issue 18, when the kill lands mid-transaction: {ABANDONED}"
+    ),
+    "erasure": pytest.mark.xfail(
+        strict=False,
+        reason=f"issue 18, when an erasure lands just before the broker's SIGKILL: {MEMORY}, so the "
+        "scorer never sees crm.customer.erased and its profile keeps the person's fields",
+    ),
     "profiles": pytest.mark.xfail(
         strict=True,
         reason=f"issue 18: {ERASED_POINTS}, so the profile's loyalty mirror keeps the points; "
