@@ -17,6 +17,29 @@ IdempotencyHeader = Annotated[
     str | None,
     Header(alias="Idempotency-Key", description="A retry with the same key returns the first result"),
 ]
+# Money moves (payments, returns, refunds, cancellations that refund, redemptions, adjustments)
+# need the key: without it a client's retry would move the money again. Missing, the request
+# is a 400 naming the header (problems.py turns a missing header into a 400).
+RequiredIdempotencyHeader = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        description="Required: this moves money, and a retry with the same key returns the first "
+        "result instead of moving it again",
+    ),
+]
+
+
+def optional_key(key: IdempotencyHeader = None) -> str | None:
+    """Dependency form of IdempotencyHeader, for endpoints built in a loop."""
+    return key
+
+
+def required_key(key: RequiredIdempotencyHeader) -> str:
+    """Dependency form of RequiredIdempotencyHeader, for endpoints built in a loop."""
+    return key
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 

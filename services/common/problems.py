@@ -103,6 +103,16 @@ def describe_validation_errors(errors: list[dict[str, Any]]) -> tuple[str, list[
     return detail or "invalid request", items
 
 
+def missing_headers(errors: list[dict[str, Any]]) -> list[str]:
+    """Required request headers left out (e.g. Idempotency-Key on a money route): a malformed
+    request, 400, rather than invalid content, 422."""
+    return [
+        str(err["loc"][1])
+        for err in errors
+        if err.get("type") == "missing" and len(err.get("loc") or ()) == 2 and err["loc"][0] == "header"
+    ]
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RuleBroken)
     async def _rule(request: Request, exc: RuleBroken) -> ORJSONResponse:
@@ -116,7 +126,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> ORJSONResponse:
-        detail, items = describe_validation_errors(list(exc.errors()))
+        errors = list(exc.errors())
+        missing = missing_headers(errors)
+        if missing:
+            return problem_response(400, f"missing header(s): {', '.join(missing)}", request, missing=missing)
+        detail, items = describe_validation_errors(errors)
         return problem_response(422, detail, request, errors=items)
 
     @app.exception_handler(StarletteHTTPException)

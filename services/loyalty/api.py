@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse
 
 from services.common.auth import Principal, require
-from services.common.endpoints import IdempotencyHeader, answer, idempotency
+from services.common.endpoints import RequiredIdempotencyHeader, answer, idempotency
 from services.common.fields import CustomerId, Limit, only_params
 
 from .models import AdjustmentIn, RedemptionIn
@@ -56,7 +56,7 @@ async def get_ledger(
 async def redeem(
     customer_id: CustomerId,
     body: RedemptionIn,
-    key: IdempotencyHeader = None,
+    key: RequiredIdempotencyHeader,
     principal: Principal = Depends(require("agent")),
     service: LoyaltyService = Depends(loyalty),
 ) -> ORJSONResponse:
@@ -70,7 +70,7 @@ async def redeem(
 async def adjust(
     customer_id: CustomerId,
     body: AdjustmentIn,
-    key: IdempotencyHeader = None,
+    key: RequiredIdempotencyHeader,
     principal: Principal = Depends(require("admin")),
     service: LoyaltyService = Depends(loyalty),
 ) -> ORJSONResponse:

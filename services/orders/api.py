@@ -8,7 +8,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse
 
 from services.common.auth import Principal, require
-from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
+from services.common.endpoints import (
+    IdempotencyHeader,
+    answer,
+    idempotency,
+    optional_body,
+    optional_key,
+    required_key,
+)
 from services.common.fields import CustomerId, EntityId, Limit, Since, Until, only_params
 from services.common.problems import Problem
 
@@ -17,6 +24,9 @@ from .models import At, CancelIn, OrderIn, PayIn, RefundIn, ReturnIn, ShipIn
 from .service import OrderService
 
 router = APIRouter(tags=["orders"])
+# Transitions that move money (a cancel of a paid order refunds it): the Idempotency-Key is
+# required there, so a client's retry cannot pay, return or refund twice.
+MONEY_ACTIONS = frozenset({Action.PAY, Action.CANCEL, Action.RETURN, Action.REFUND})
 NDJSON_TYPES = {"application/x-ndjson", "application/jsonl"}
 
 
@@ -39,7 +49,7 @@ def _transition(action: Action, model: type[At]):
     async def endpoint(
         order_id: EntityId,
         request: Request,
-        key: IdempotencyHeader = None,
+        key: str | None = Depends(required_key if action in MONEY_ACTIONS else optional_key),
         principal: Principal = Depends(require("agent")),
         service: OrderService = Depends(orders),
     ) -> ORJSONResponse:

@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -296,7 +297,9 @@ class Demo:
         if account.status_code == 200 and account.json()["balance"] >= 100:
             points = self.shop.rng.randint(50, account.json()["balance"] // 2 or 50)
             self.http.post(
-                f"{url}/redemptions", json={"points": points, "reason": "voucher"}, headers=self.agent
+                f"{url}/redemptions",
+                json={"points": points, "reason": "voucher"},
+                headers={**self.agent, "Idempotency-Key": uuid.uuid4().hex},
             )
 
     def general_survey(self, shopper: Shopper) -> None:
@@ -341,8 +344,11 @@ class Demo:
         if action is None:
             return
         body = {"reason": "did not fit"} if action == "return" else None
+        # One key per order and move: money moves need it, and a retry must not repeat them.
         answer = self.http.post(
-            f"{self.settings.url_of('orders')}/orders/{order_id}/{action}", json=body, headers=self.agent
+            f"{self.settings.url_of('orders')}/orders/{order_id}/{action}",
+            json=body,
+            headers={**self.agent, "Idempotency-Key": f"{order_id}-{action}"},
         )
         if answer.status_code == 200:
             new_status = answer.json()["status"]
@@ -350,7 +356,8 @@ class Demo:
                 self.open_orders.append((order_id, new_status))
             elif new_status in ("returned", "partially_returned"):
                 self.http.post(
-                    f"{self.settings.url_of('orders')}/orders/{order_id}/refund", headers=self.agent
+                    f"{self.settings.url_of('orders')}/orders/{order_id}/refund",
+                    headers={**self.agent, "Idempotency-Key": f"{order_id}-refund"},
                 )
 
     def run(self) -> None:

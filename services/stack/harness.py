@@ -104,6 +104,11 @@ def unique_id(prefix: str = "c") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def once() -> dict[str, str]:
+    """A fresh Idempotency-Key header: money routes need one (a retry would move money twice)."""
+    return {"Idempotency-Key": uuid.uuid4().hex}
+
+
 PLATFORM = ("orders", "complaints", "loyalty", "scoring", "profiles")
 
 

@@ -15,7 +15,7 @@ from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.kafka import EventProducer, ensure_topics
 from services.common.mongo import blocking_client
-from services.stack.harness import Service, TopicReader, start_service, unique_id
+from services.stack.harness import Service, TopicReader, once, start_service, unique_id
 from tests.conftest import NOW
 
 
@@ -134,7 +134,9 @@ def test_points_expire_and_redemption_takes_the_oldest_lots_first(loyalty, publi
     )
     account = account_when(loyalty, customer, lambda a: a["balance"] == 350)
     assert account["expiring_soon"] == []
-    redeemed = loyalty.post(f"/accounts/{customer}/redemptions", json={"points": 150, "reason": "voucher"})
+    redeemed = loyalty.post(
+        f"/accounts/{customer}/redemptions", json={"points": 150, "reason": "voucher"}, headers=once()
+    )
     assert redeemed.status_code == 201 and redeemed.json()["balance"] == 200
     ledger = loyalty.get(f"/accounts/{customer}/ledger").json()["items"]
     taken = [lot["points"] for lot in ledger[0]["lots"]]
@@ -175,14 +177,16 @@ def test_concurrent_redemptions_never_overdraw(loyalty, publish):
 
     def spend(_):
         return loyalty.post(
-            f"/accounts/{customer}/redemptions", json={"points": 30, "reason": "race"}
+            f"/accounts/{customer}/redemptions", json={"points": 30, "reason": "race"}, headers=once()
         ).status_code
 
     with ThreadPoolExecutor(10) as pool:
         statuses = sorted(pool.map(spend, range(10)))
     assert statuses == [201] * 3 + [409] * 7
     assert loyalty.get(f"/accounts/{customer}").json()["balance"] == 10
-    refused = loyalty.post(f"/accounts/{customer}/redemptions", json={"points": 11, "reason": "x"})
+    refused = loyalty.post(
+        f"/accounts/{customer}/redemptions", json={"points": 11, "reason": "x"}, headers=once()
+    )
     assert refused.status_code == 409 and refused.json()["available"] == 10
 
 
@@ -195,23 +199,30 @@ def test_redemption_and_adjustment_rules(loyalty, publish):
     again = loyalty.post(f"/accounts/{customer}/redemptions", json={"points": 10, "reason": "x"}, headers=key)
     assert first.json()["entry_id"] == again.json()["entry_id"] and again.json()["balance"] == 90
     assert (
-        loyalty.post(f"/accounts/{customer}/redemptions", json={"points": 0, "reason": "x"}).status_code
+        loyalty.post(
+            f"/accounts/{customer}/redemptions", json={"points": 0, "reason": "x"}, headers=once()
+        ).status_code
         == 422
     )
     assert (
         loyalty.post(
-            f"/accounts/{customer}/adjustments", json={"points": 5, "reason": "sorry"}, role="agent"
+            f"/accounts/{customer}/adjustments",
+            json={"points": 5, "reason": "sorry"},
+            role="agent",
+            headers=once(),
         ).status_code
         == 403
     )
     assert (
-        loyalty.post(f"/accounts/{customer}/adjustments", json={"points": -500, "reason": "x"}).status_code
+        loyalty.post(
+            f"/accounts/{customer}/adjustments", json={"points": -500, "reason": "x"}, headers=once()
+        ).status_code
         == 409
     )
     assert (
-        loyalty.post(f"/accounts/{customer}/adjustments", json={"points": 15, "reason": "goodwill"}).json()[
-            "balance"
-        ]
+        loyalty.post(
+            f"/accounts/{customer}/adjustments", json={"points": 15, "reason": "goodwill"}, headers=once()
+        ).json()["balance"]
         == 105
     )
     assert loyalty.get("/accounts/nobody-here").status_code == 404
@@ -221,6 +232,21 @@ def test_redemption_and_adjustment_rules(loyalty, publish):
         "gold",
         "platinum",
     ]
+
+
+def test_redemptions_and_adjustments_need_an_idempotency_key(loyalty, publish):
+    """A retry without the key would spend or grant the points again: refused up front."""
+    customer = unique_id()
+    publish(paid(customer, "o-1", 10_000))
+    account_when(loyalty, customer, lambda a: a["balance"] == 100)
+    for path in ("redemptions", "adjustments"):
+        refused = loyalty.post(f"/accounts/{customer}/{path}", json={"points": 10, "reason": "x"})
+        assert refused.status_code == 400, refused.text
+        assert "Idempotency-Key" in refused.json()["detail"]
+        spec = loyalty.get("/openapi.json", role=None).json()["paths"][f"/accounts/{{customer_id}}/{path}"]
+        (header,) = [p for p in spec["post"]["parameters"] if p["in"] == "header"]
+        assert header["name"] == "Idempotency-Key" and header["required"] is True
+    assert loyalty.get(f"/accounts/{customer}").json()["balance"] == 100
 
 
 def test_malformed_records_are_dead_lettered_and_consumption_goes_on(loyalty, publish, stack, prefix):

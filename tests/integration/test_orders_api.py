@@ -7,7 +7,7 @@ import uuid
 import orjson
 import pytest
 
-from services.stack.harness import Service, TopicReader, start_service, unique_id
+from services.stack.harness import Service, TopicReader, once, start_service, unique_id
 
 ORDERS_TOPIC = "crm.orders.v1"
 
@@ -53,13 +53,16 @@ def test_full_lifecycle_publishes_exactly_the_expected_events_in_order(orders, r
     order = placed.json()
     assert order["amount_cents"] == 2 * 4500 + 1000 - 500
     oid = order["order_id"]
-    for action in ("pay", "ship", "deliver"):
+    assert orders.post(f"/orders/{oid}/pay", headers=once()).status_code == 200
+    for action in ("ship", "deliver"):
         assert orders.post(f"/orders/{oid}/{action}").status_code == 200
     returned = orders.post(
-        f"/orders/{oid}/return", json={"reason": "too small", "items": [{"sku": "SKU-1", "qty": 1}]}
+        f"/orders/{oid}/return",
+        json={"reason": "too small", "items": [{"sku": "SKU-1", "qty": 1}]},
+        headers=once(),
     )
     assert returned.json()["status"] == "partially_returned"
-    refunded = orders.post(f"/orders/{oid}/refund")
+    refunded = orders.post(f"/orders/{oid}/refund", headers=once())
     assert refunded.json()["refunded_cents"] == returned.json()["returned_cents"] > 0
 
     events = reader.collect(of_customer(customer), 6)
@@ -81,8 +84,8 @@ def test_full_lifecycle_publishes_exactly_the_expected_events_in_order(orders, r
 def test_cancelling_a_paid_order_refunds_it(orders, reader):
     customer = unique_id()
     oid = orders.post("/orders", json=order_body(customer)).json()["order_id"]
-    orders.post(f"/orders/{oid}/pay")
-    cancelled = orders.post(f"/orders/{oid}/cancel", json={"reason": "found it cheaper"})
+    orders.post(f"/orders/{oid}/pay", headers=once())
+    cancelled = orders.post(f"/orders/{oid}/cancel", json={"reason": "found it cheaper"}, headers=once())
     assert cancelled.json()["status"] == "cancelled"
     events = reader.collect(of_customer(customer), 4)
     assert [e["type"] for e in events][-2:] == ["crm.order.cancelled", "crm.order.refunded"]
@@ -109,6 +112,27 @@ def test_retry_with_the_same_idempotency_key_returns_the_first_result(orders, re
     assert len(listed) == 1
 
 
+def test_money_moves_need_an_idempotency_key(orders, reader):
+    """Without the key a client's retry would pay, return or refund twice: refused up front."""
+    customer = unique_id()
+    oid = orders.post("/orders", json=order_body(customer)).json()["order_id"]
+    for action in ("pay", "cancel", "return", "refund"):
+        refused = orders.post(f"/orders/{oid}/{action}")
+        assert refused.status_code == 400, (action, refused.text)
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert "Idempotency-Key" in refused.json()["detail"]
+    assert orders.get(f"/orders/{oid}").json()["status"] == "placed"  # nothing moved
+    assert orders.post(f"/orders/{oid}/ship").status_code == 409  # other moves keep it optional
+    spec = orders.get("/openapi.json", role=None).json()["paths"]
+    for action in ("pay", "cancel", "return", "refund"):
+        (header,) = [
+            p for p in spec[f"/orders/{{order_id}}/{action}"]["post"]["parameters"] if p["in"] == "header"
+        ]
+        assert header["name"] == "Idempotency-Key" and header["required"] is True
+    (ship_header,) = [p for p in spec["/orders/{order_id}/ship"]["post"]["parameters"] if p["in"] == "header"]
+    assert ship_header["required"] is False
+
+
 def test_illegal_transition_is_409_with_the_allowed_ones(orders):
     oid = orders.post("/orders", json=order_body(unique_id())).json()["order_id"]
     answer = orders.post(f"/orders/{oid}/deliver")
@@ -117,7 +141,7 @@ def test_illegal_transition_is_409_with_the_allowed_ones(orders):
     body = answer.json()
     assert body["allowed"] == ["pay", "cancel"] and body["current_status"] == "placed"
     assert "pay, cancel" in body["detail"]
-    assert orders.post("/orders/o-missing/pay").status_code == 404
+    assert orders.post("/orders/o-missing/pay", headers=once()).status_code == 404
 
 
 BAD_BODIES = [
@@ -190,7 +214,7 @@ def test_list_is_newest_first_filtered_and_paginated(orders):
             "/orders", json=order_body(customer, placed_at=f"2026-0{day % 9 + 1}-01T10:00:00Z")
         )
         ids.append(answer.json()["order_id"])
-    orders.post(f"/orders/{ids[0]}/pay")
+    orders.post(f"/orders/{ids[0]}/pay", headers=once())
     seen, cursor = [], None
     while True:
         params = {"customer_id": customer, "limit": 3, **({"cursor": cursor} if cursor else {})}
@@ -262,7 +286,7 @@ def test_history_import_reports_rejects_by_line_and_publishes_historical_times(o
 
 def test_metrics_count_requests_by_route_template_and_transitions(orders):
     oid = orders.post("/orders", json=order_body(unique_id())).json()["order_id"]
-    orders.post(f"/orders/{oid}/pay")
+    orders.post(f"/orders/{oid}/pay", headers=once())
     orders.get("/no/such/path")
     text = orders.get("/metrics", role=None).text
     assert 'crm_http_requests_total{method="POST",route="/orders/{order_id}/pay",status="200"}' in text

@@ -16,7 +16,7 @@ import pytest
 from services.common.clock import to_rfc3339
 from services.common.kafka import EventProducer
 from services.common.mongo import blocking_client
-from services.stack.harness import Service, TopicReader, start_platform, unique_id, until
+from services.stack.harness import Service, TopicReader, once, start_platform, unique_id, until
 from tests.conftest import NOW
 
 DIMENSIONS = ("website", "product", "payment", "service", "logistics", "overall")
@@ -64,7 +64,9 @@ def buy(orders: Service, customer: str, cents: int, at) -> str:
     )
     assert placed.status_code == 201, placed.text
     order_id = placed.json()["order_id"]
-    assert orders.post(f"/orders/{order_id}/pay", json={"at": to_rfc3339(at)}).status_code == 200
+    assert (
+        orders.post(f"/orders/{order_id}/pay", json={"at": to_rfc3339(at)}, headers=once()).status_code == 200
+    )
     return order_id
 
 
@@ -350,7 +352,11 @@ def test_seasonality_index_from_the_orders_service(platform, profiles):
                 "placed_at": f"2025-{month:02d}-10T10:00:00Z",
             },
         ).json()
-        orders.post(f"/orders/{placed['order_id']}/pay", json={"at": f"2025-{month:02d}-10T11:00:00Z"})
+        orders.post(
+            f"/orders/{placed['order_id']}/pay",
+            json={"at": f"2025-{month:02d}-10T11:00:00Z"},
+            headers=once(),
+        )
     season = profiles.get("/analytics/seasonality", params={"currency": "EUR"}).json()
     assert season["currency"] == "EUR" and season["months"] == 3
     assert season["index"] == {"01": 0.5, "02": 1.0, "03": 1.5}
