@@ -79,7 +79,7 @@ class Peers:
                     code=response.status_code,
                 )
             else:
-                answer = Answer(service, "ok", response.json(), code=response.status_code)
+                answer = _success(service, response)
         return self._observed(answer, path, started)
 
     async def send(
@@ -108,7 +108,7 @@ class Peers:
             elif code >= 400:
                 answer = Answer(service, "refused", _problem(response), error=_detail(response), code=code)
             else:
-                answer = Answer(service, "ok", response.json() if response.content else None, code=code)
+                answer = _success(service, response) if response.content else Answer(service, "ok", code=code)
         return self._observed(answer, path, started)
 
     def _observed(self, answer: Answer, path: str, started: float) -> Answer:
@@ -149,3 +149,20 @@ def _problem(response: httpx.Response) -> dict[str, Any]:
 
 def _detail(response: httpx.Response) -> str:
     return str(_problem(response).get("detail") or response.text[:200])
+
+
+def _success(service: str, response: httpx.Response) -> Answer:
+    """A 2xx answer. One that is not JSON (a proxy's HTML page, a misrouted URL) is as good as
+    down: `unavailable`, never an exception in the caller (the 360 view stays partial)."""
+    content_type = response.headers.get("content-type", "")
+    if content_type.split(";")[0].endswith("json"):
+        try:
+            return Answer(service, "ok", response.json(), code=response.status_code)
+        except ValueError:
+            pass
+    return Answer(
+        service,
+        "unavailable",
+        error=f"HTTP {response.status_code} answered {content_type or 'no content type'}, not JSON",
+        code=response.status_code,
+    )
