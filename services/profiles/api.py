@@ -11,8 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import ORJSONResponse, StreamingResponse
 from pydantic import AwareDatetime
 
-from services.common.auth import Principal, require
-from services.common.clock import to_rfc3339
+from services.common.auth import BULK_EXPORT_ROLE, Principal, require
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 from services.common.problems import Problem
@@ -30,6 +29,7 @@ from .models import (
     CustomerPatch,
     EraseIn,
     OutcomeIn,
+    csv_cell,
     present_warning,
 )
 from .service import ProfilesService
@@ -107,8 +107,11 @@ async def search_customers(
     order: Literal["asc", "desc"] | None = Query(None, description="Default: desc, recency asc"),
     limit: Limit = 50,
     cursor: str | None = None,
-    format: Literal["json", "csv"] = "json",
-    _: Principal = Depends(require("viewer")),
+    format: Literal["json", "csv"] = Query(
+        "json",
+        description=f"csv: every matching customer at once; needs the {BULK_EXPORT_ROLE} role and is recorded",
+    ),
+    principal: Principal = Depends(require("viewer")),
     service: ProfilesService = Depends(profiles),
 ) -> Any:
     filters = ProfileFilters(
@@ -125,6 +128,12 @@ async def search_customers(
     if format == "csv":
         if cursor:
             raise Problem(400, "format=csv exports the whole result; leave out cursor")
+        if not principal.can(BULK_EXPORT_ROLE):
+            raise Problem(
+                403,
+                f"a bulk export of personal data needs the {BULK_EXPORT_ROLE} role; the key has {principal.role}",
+            )
+        await service.record_export(principal, filters, sort, order)
         return StreamingResponse(
             _csv(service.search_all(filters, sort, order)),
             media_type="text/csv; charset=utf-8",
@@ -139,12 +148,7 @@ async def _csv(rows):
     writer.writerow(CSV_COLUMNS)
     count = 0
     async for row in rows:
-        writer.writerow(
-            [
-                to_rfc3339(v) if hasattr(v, "isoformat") else ("" if v is None else v)
-                for v in (row[c] for c in CSV_COLUMNS)
-            ]
-        )
+        writer.writerow([csv_cell(row[c]) for c in CSV_COLUMNS])
         count += 1
         if count % 500 == 0:
             yield buffer.getvalue()

@@ -6,7 +6,7 @@ in activity.py."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -328,6 +328,28 @@ class ProfileFilters:
     city: str | None = None
     registered_from: datetime | None = None
     registered_to: datetime | None = None
+
+
+def export_record(
+    export_id: str,
+    by: str,
+    role: str,
+    at: datetime,
+    filters: ProfileFilters,
+    sort: str,
+    order: str | None,
+) -> dict[str, Any]:
+    """What is kept about one bulk export of profiles: who asked, when, for which customers."""
+    return {
+        "export_id": export_id,
+        "by": by,
+        "role": role,
+        "at": at,
+        "format": "csv",
+        "filters": {name: value for name, value in asdict(filters).items() if value is not None},
+        "sort": sort,
+        "order": order,
+    }
 
 
 # Search orders, and the direction each quantity reads best in by default: most valuable,

@@ -40,6 +40,22 @@ CSV_COLUMNS = (
     "churn_level",
 )
 
+# What a spreadsheet reads as a formula when a cell starts with it (OWASP, CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """One exported value as a spreadsheet will read it: text that would start a formula is
+    prefixed with a single quote, so a name such as "=HYPERLINK(...)" stays text. Numbers are
+    numbers (a negative one is no formula) and stay as they are."""
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return to_rfc3339(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
 
 class CustomerIn(Strict):
     customer_id: CustomerId | None = Field(None, description="The shop's own id; generated when absent")

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pymongo.errors import DuplicateKeyError
 
 from services.common import kafka
+from services.common.auth import Principal
 from services.common.clock import Clock, parse_rfc3339, to_rfc3339
 from services.common.contracts import EventValidationError, jsonable, registry
 from services.common.erasure import SCRUBBED, forget_answers
@@ -310,6 +311,16 @@ class ProfilesService:
                 yield row
             if not cursor:
                 return
+
+    async def record_export(
+        self, principal: Principal, filters: ProfileFilters, sort: str, order: str | None
+    ) -> None:
+        """A bulk export of personal data is recorded before it starts: who, when, what filter."""
+        await self.store.record_export(
+            domain.export_record(
+                new_id("ex"), principal.label, principal.role, self.clock.now(), filters, sort, order
+            )
+        )
 
     async def segments(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
         out: dict[str, Any] = {}

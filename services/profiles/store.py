@@ -23,8 +23,10 @@ MOVES = "segment_moves"
 PROFILES = "profiles"  # the scorer's; read only here
 ERASURES = "erasures"  # who was erased, when and by whom: a second erasure or registration is refused
 ACTIVITY = "customer_activity"  # the 360 view's read model (activity.py), one document per customer
+EXPORTS = "exports"  # every bulk export of personal data: who, when, what filter
 INDEXES = {
     ERASURES: [],
+    EXPORTS: [index(("at", -1))],
     CUSTOMERS: [index(("registered_at", -1))],
     WARNINGS: [
         index(("open_rank", -1), ("value_at_risk_cents", -1)),
@@ -192,6 +194,7 @@ class ProfilesStore:
         self.profiles = db[PROFILES]
         self.erasures = db[ERASURES]
         self.activity = db[ACTIVITY]
+        self.exports = db[EXPORTS]
 
     # --- customers ------------------------------------------------------------------------
 
@@ -297,6 +300,9 @@ class ProfilesStore:
             )
         except DuplicateKeyError:
             pass  # a redelivered signal
+
+    async def record_export(self, record: dict[str, Any]) -> None:
+        await self.exports.insert_one({"_id": record["export_id"], **record})
 
     async def moves_between(self, since: datetime | None, until: datetime | None) -> list[tuple[str, str]]:
         query = {"at": between(since, until)} if since or until else {}

@@ -3,7 +3,12 @@ embedded stack: peers that answer nonsense, bulk exports of personal data."""
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
+import time
+import uuid
+from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -11,6 +16,15 @@ import pytest
 
 from services.common.mongo import blocking_client
 from services.stack.harness import Service, start_platform, start_service
+from tests.conftest import NOW
+
+
+def until(fetch, condition, timeout: float = 40.0):
+    deadline = time.monotonic() + timeout
+    while not condition(value := fetch()):
+        assert time.monotonic() < deadline, f"never happened; last: {str(value)[:500]}"
+        time.sleep(0.25)
+    return value
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +95,40 @@ def test_the_360_view_stays_partial_when_a_peer_answers_html(stack, platform, ht
         assert body["complaints"]["status"] == "ok" and body["loyalty"]["status"] == "ok"
     finally:
         misrouted.stop()
+
+
+def test_bulk_csv_export_escapes_formulas_needs_agent_and_is_recorded(profiles, profiles_db):
+    city = f"city-{uuid.uuid4().hex[:6]}"
+    names = ['=HYPERLINK("http://evil","x")', "+1 555", "-2", "@SUM(A1)", "Plain Name"]
+    customers = [
+        profiles.post("/customers", json={"channel": "app", "name": name, "city": city}).json()["customer_id"]
+        for name in names
+    ]
+    for customer in customers:
+        until(
+            lambda c=customer: profiles.get(f"/customers/{c}").json(), lambda p: p.get("status") == "scored"
+        )
+
+    refused = profiles.get("/customers", params={"city": city, "format": "csv"}, role="viewer")
+    assert refused.status_code == 403 and "agent" in refused.json()["detail"]
+    assert (
+        profiles.get("/customers", params={"city": city}, role="viewer").status_code == 200
+    )  # reads stay open
+
+    exported = profiles.get("/customers", params={"city": city, "format": "csv"}, role="agent")
+    assert exported.status_code == 200, exported.text
+    rows = {r["customer_id"]: r["name"] for r in csv.DictReader(io.StringIO(exported.text))}
+    assert [rows[c] for c in customers] == [
+        '\'=HYPERLINK("http://evil","x")',
+        "'+1 555",
+        "'-2",
+        "'@SUM(A1)",
+        "Plain Name",
+    ]
+
+    recorded = list(profiles_db["exports"].find({"filters.city": city}))
+    assert len(recorded) == 1  # the refused one was not an export
+    (record,) = recorded
+    assert record["by"] == "agent" and record["role"] == "agent" and record["format"] == "csv"
+    assert record["filters"] == {"city": city}
+    assert record["at"].replace(tzinfo=UTC) == NOW  # the platform's clock (the module's clock file)

@@ -201,3 +201,19 @@ def test_only_a_customer_the_scorer_warned_about_can_have_churn_warnings():
     assert not domain.ever_warned(None)
     assert not domain.ever_warned({"churn": {"warning": {"open": False, "episode": 0}}})
     assert domain.ever_warned({"churn": {"warning": {"open": False, "episode": 2}}})  # recovered since
+
+
+def test_exported_cells_never_start_a_spreadsheet_formula():
+    from services.profiles.models import csv_cell
+
+    assert [csv_cell(v) for v in ("=1+1", "+31", "-x", "@A1", "\tx", "\rx", "Ada", "")] == [
+        "'=1+1",
+        "'+31",
+        "'-x",
+        "'@A1",
+        "'\tx",
+        "'\rx",
+        "Ada",
+        "",
+    ]
+    assert csv_cell(-5) == -5 and csv_cell(None) == ""  # numbers stay numbers
