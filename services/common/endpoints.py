@@ -3,7 +3,7 @@ outcome, and optional JSON bodies for transition endpoints."""
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +41,28 @@ def required_key(key: RequiredIdempotencyHeader) -> str:
 
 
 Model = TypeVar("Model", bound=BaseModel)
+
+
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema for a hand-written `requestBody` in the OpenAPI, with the models it
+    uses inlined: pydantic refers to them as `#/$defs/...`, which does not resolve inside the
+    OpenAPI document (request models are not recursive, so inlining ends)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(
+                    {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+                )
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
 
 
 def answer(outcome: Outcome) -> ORJSONResponse:

@@ -9,7 +9,7 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel
 
 from services.common.auth import Principal, require
-from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
+from services.common.endpoints import IdempotencyHeader, answer, body_schema, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 
 from .domain import Action, ComplaintFilters, Status
@@ -72,7 +72,7 @@ for _action, _model, _summary in (
         {
             "requestBody": {
                 "required": _model is ResolveIn or _model is AssignIn or _model is ReopenIn,
-                "content": {"application/json": {"schema": _model.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(_model)}},
             }
         }
         if _model

@@ -11,6 +11,7 @@ from services.common.auth import Principal, require
 from services.common.endpoints import (
     IdempotencyHeader,
     answer,
+    body_schema,
     idempotency,
     optional_body,
     optional_key,
@@ -77,7 +78,7 @@ for _action, _model, _summary in (
         openapi_extra={
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": _model.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(_model)}},
             }
         },
     )
