@@ -114,4 +114,5 @@ def require(role: str):
             raise Problem(403, f"this needs the {role} role; the key has {principal.role}")
         return principal
 
+    dependency.required_role = role  # read by services/common/routes.py's checks
     return dependency

@@ -4,7 +4,9 @@ embedded stack: peers that answer nonsense, bulk exports of personal data."""
 from __future__ import annotations
 
 import csv
+import importlib
 import io
+import re
 import threading
 import time
 import uuid
@@ -14,7 +16,10 @@ from typing import Any
 
 import pytest
 
+from services.common.auth import ROLES
 from services.common.mongo import blocking_client
+from services.common.routes import ROUTE_ROLES, routes_of
+from services.common.settings import Settings
 from services.stack.harness import Service, start_platform, start_service
 from tests.conftest import NOW
 
@@ -132,3 +137,43 @@ def test_bulk_csv_export_escapes_formulas_needs_agent_and_is_recorded(profiles, 
     assert record["by"] == "agent" and record["role"] == "agent" and record["format"] == "csv"
     assert record["filters"] == {"city": city}
     assert record["at"].replace(tzinfo=UTC) == NOW  # the platform's clock (the module's clock file)
+
+
+def served_routes(service: str) -> list[str]:
+    """Every "METHOD /path" the service's app serves, read from the app itself."""
+    app = importlib.import_module(f"services.{service}.main").create_app(Settings())
+    return [name for name, _ in routes_of(app)]
+
+
+@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles"])
+def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, service):
+    """Walks every route the service serves against the running platform; a route the table
+    does not name fails here."""
+    served = served_routes(service)
+    table = ROUTE_ROLES[service]
+    assert sorted(set(served) - table.keys()) == [], "routes missing from services/common/routes.py"
+    assert sorted(table.keys() - set(served)) == [], "the table names routes the service does not serve"
+    client = platform[service]
+    checked = 0
+    for name in served:
+        method, template = name.split(" ", 1)
+        path = re.sub(r"\{[^}]+\}", "x-1", template)
+        role = table[name]
+        if role is None:
+            assert client.request(method, path, role=None).status_code < 400, name
+            continue
+        anonymous = client.request(method, path, role=None)
+        assert anonymous.status_code == 401, (name, anonymous.status_code, anonymous.text)
+        assert anonymous.headers["www-authenticate"] == "Bearer"
+        assert (
+            client.request(method, path, role=None, headers={"Authorization": "Bearer nope"}).status_code
+            == 401
+        )
+        lower = ROLES.index(role) - 1
+        if lower >= 0:
+            refused = client.request(method, path, role=ROLES[lower])
+            assert refused.status_code == 403, (name, ROLES[lower], refused.status_code, refused.text)
+        allowed = client.request(method, path, role=role)
+        assert allowed.status_code not in (401, 403), (name, role, allowed.status_code, allowed.text)
+        checked += 1
+    assert checked >= 5

@@ -1,0 +1,114 @@
+"""Every route of every service and the least role it needs: the one declaration of who may
+call what. The routers state their role with `auth.require(role)`; the tests check every
+route against this table (tests/unit/test_routes.py reads the apps, and
+tests/integration/test_access.py asks a running platform: no key 401, a lower role 403), so a
+route the table does not name, or names with another role, fails them.
+
+None: open without a key (health, readiness, metrics and the API documents)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI
+
+# What the shared HTTP shell (services/common/http.py) and FastAPI serve on every service.
+SHELL: dict[str, str | None] = {
+    "GET /healthz": None,
+    "GET /readyz": None,
+    "GET /metrics": None,
+    "GET /openapi.json": None,
+    "GET /docs": None,
+    "GET /docs/oauth2-redirect": None,
+    "GET /redoc": None,
+}
+
+ROUTE_ROLES: dict[str, dict[str, str | None]] = {
+    "orders": {
+        **SHELL,
+        "POST /orders": "agent",
+        "POST /orders/{order_id}/pay": "agent",
+        "POST /orders/{order_id}/ship": "agent",
+        "POST /orders/{order_id}/deliver": "agent",
+        "POST /orders/{order_id}/cancel": "agent",
+        "POST /orders/{order_id}/return": "agent",
+        "POST /orders/{order_id}/refund": "agent",
+        "GET /orders/{order_id}": "viewer",
+        "GET /orders": "viewer",
+        "GET /sales/monthly": "viewer",
+        "POST /orders/import": "admin",
+    },
+    "complaints": {
+        **SHELL,
+        "POST /complaints": "agent",
+        "POST /complaints/{complaint_id}/assign": "agent",
+        "POST /complaints/{complaint_id}/await-customer": "agent",
+        "POST /complaints/{complaint_id}/resolve": "agent",
+        "POST /complaints/{complaint_id}/close": "agent",
+        "POST /complaints/{complaint_id}/reopen": "agent",
+        "POST /complaints/{complaint_id}/escalate": "agent",
+        "GET /complaints/stats": "viewer",
+        "GET /complaints/{complaint_id}": "viewer",
+        "GET /complaints": "viewer",
+        "POST /surveys": "agent",
+        "GET /surveys/stats": "viewer",
+        "GET /surveys": "viewer",
+    },
+    "loyalty": {
+        **SHELL,
+        "GET /tiers": "viewer",
+        "GET /accounts/{customer_id}": "viewer",
+        "GET /accounts/{customer_id}/ledger": "viewer",
+        "POST /accounts/{customer_id}/redemptions": "agent",
+        "POST /accounts/{customer_id}/adjustments": "admin",
+    },
+    "profiles": {
+        **SHELL,
+        "POST /customers": "agent",
+        "PATCH /customers/{customer_id}": "agent",
+        "PUT /customers/{customer_id}/consent": "agent",
+        # format=csv, a bulk export of personal data, needs auth.BULK_EXPORT_ROLE
+        "GET /customers": "viewer",
+        "GET /customers/{customer_id}": "viewer",
+        "GET /customers/{customer_id}/360": "viewer",
+        "GET /customers/{customer_id}/export": "admin",
+        "DELETE /customers/{customer_id}": "admin",
+        "POST /interactions": "agent",
+        "GET /segments": "viewer",
+        "GET /analytics/seasonality": "viewer",
+        "GET /churn-warnings": "viewer",
+        "GET /churn-warnings/{warning_id}": "viewer",
+        "POST /churn-warnings/{warning_id}/assign": "agent",
+        "POST /churn-warnings/{warning_id}/actions": "agent",
+        "POST /churn-warnings/{warning_id}/outcome": "agent",
+    },
+}
+
+
+def routes_of(app: FastAPI) -> Iterator[tuple[str, Any]]:
+    """("METHOD /path", route) for every route a FastAPI app serves, through included routers."""
+
+    def walk(routes: list[Any], prefix: str) -> Iterator[tuple[str, Any]]:
+        for route in routes:
+            if hasattr(route, "original_router"):  # an included router, resolved lazily by FastAPI
+                yield from walk(route.original_router.routes, prefix + route.include_context.prefix)
+                continue
+            for method in sorted(getattr(route, "methods", None) or ()):
+                if method != "HEAD":
+                    yield f"{method} {prefix}{route.path}", route
+
+    return walk(app.routes, "")
+
+
+def required_role(route: Any) -> str | None:
+    """The role a route's `auth.require` dependency asks for; None when it asks for none."""
+
+    def find(dependant: Any) -> str | None:
+        for dependency in getattr(dependant, "dependencies", ()):
+            role = getattr(dependency.call, "required_role", None) or find(dependency)
+            if role:
+                return role
+        return None
+
+    return find(getattr(route, "dependant", None))
