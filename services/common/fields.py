@@ -39,6 +39,10 @@ ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip
 LongText = Annotated[str, StringConstraints(max_length=2000)]
 Cents = Annotated[int, Field(ge=0, le=MAX_CENTS)]
 Limit = Annotated[int, Field(ge=1, le=500)]
+# Free-form numbers (e.g. interaction attributes): integers every JSON reader holds exactly
+# (I-JSON, RFC 7493), so a bigger one is a 422, not a failure to store or publish it.
+JsonInt = Annotated[int, Field(ge=-(2**53 - 1), le=2**53 - 1)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 
 
 def _not_future(value: datetime) -> datetime:

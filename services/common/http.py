@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import ORJSONResponse, Response
@@ -37,6 +38,17 @@ class BodyPolicy:
 
     def for_path(self, path: str) -> tuple[set[str], int]:
         return self.overrides.get(path, self.default)
+
+    def describe(self) -> str:
+        """The limits as the OpenAPI document states them."""
+        lines = [
+            f"Request bodies: at most {self.default[1]:,} bytes (413 beyond) of "
+            f"{' or '.join(sorted(self.default[0]))} (415 otherwise), valid UTF-8 JSON without "
+            "lone surrogates, NaN or Infinity, nested at most 1,024 deep (422 otherwise)."
+        ]
+        for path, (media_types, limit) in sorted(self.overrides.items()):
+            lines.append(f"`{path}`: at most {limit:,} bytes of {' or '.join(sorted(media_types))}.")
+        return " ".join(lines)
 
 
 class _TooLarge(Exception):
@@ -75,7 +87,19 @@ class RequestShell:
                 await refusal(scope, receive, send_with_id)
                 return
             limit = self.policy.for_path(scope["path"])[1]
-            await self.app(scope, _limited(receive, limit), send_with_id)
+            receive = _limited(receive, limit)
+            if _json_body(scope, headers):
+                body = await _read_body(receive)
+                unreadable = _unreadable_json(body)
+                if unreadable is not None:
+                    await problems.problem_response(
+                        422,
+                        f"body: not valid JSON: {unreadable}",
+                        errors=[{"field": "body", "message": unreadable, "in": "body"}],
+                    )(scope, receive, send_with_id)
+                    return
+                receive = _replay(body, receive)
+            await self.app(scope, receive, send_with_id)
         except _TooLarge:
             if not status_holder["started"]:
                 limit = self.policy.for_path(scope["path"])[1]
@@ -116,6 +140,53 @@ class RequestShell:
         return None
 
 
+def _json_body(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    if scope["method"] not in ("POST", "PUT", "PATCH"):
+        return False
+    content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return content_type == b"application/json" or content_type.endswith(b"+json")
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _unreadable_json(body: bytes) -> str | None:
+    """Why a JSON body cannot be taken in, or None. Read with orjson, strict where Python's own
+    parser is lenient and what it lets through breaks later (a 500 instead of a 4xx): lone
+    surrogates, NaN and Infinity, numbers beyond a double (1e400), invalid UTF-8, nesting
+    deeper than 1,024. The endpoint parses the same bytes again, knowing they are sound."""
+    if not body.strip():
+        return None  # transitions take an empty body; FastAPI reports a missing one
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return str(exc)
+    return None
+
+
+def _replay(body: bytes, receive_rest: Receive) -> Receive:
+    """The body read already, then whatever the client sends next (its disconnect)."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive_rest()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
 def _limited(receive: Receive, limit: int) -> Receive:
     seen = 0
 
@@ -143,9 +214,10 @@ def create_app(
     body_media_types: set[str] | None = None,
     description: str = "",
 ) -> FastAPI:
+    policy = BodyPolicy(settings.max_body_bytes, body_overrides, body_media_types)
     app = FastAPI(
         title=title,
-        description=description,
+        description=f"{description}\n\n{policy.describe()}".strip(),
         version="1.0.0",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
@@ -176,7 +248,5 @@ def create_app(
 
     for router in routers:
         app.include_router(router)
-    app.add_middleware(
-        RequestShell, policy=BodyPolicy(settings.max_body_bytes, body_overrides, body_media_types)
-    )
+    app.add_middleware(RequestShell, policy=policy)
     return app

@@ -6,7 +6,6 @@ import csv
 import io
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import ORJSONResponse, StreamingResponse
 from pydantic import AwareDatetime
@@ -230,12 +229,20 @@ async def erase_customer(
     summary=f"A batch of up to {MAX_INTERACTIONS} interactions; valid ones are published, rejects reported by index",
 )
 async def record_interactions(
-    items: Annotated[list[dict[str, Any]], Body(description="InteractionIn objects")],
+    items: Annotated[
+        list[dict[str, Any]],
+        Body(
+            description=f"InteractionIn objects; more than {MAX_INTERACTIONS} is a 413",
+            json_schema_extra={"maxItems": MAX_INTERACTIONS},
+        ),
+    ],
+    request: Request,
     key: IdempotencyHeader = None,
     principal: Principal = Depends(require("agent")),
     service: ProfilesService = Depends(profiles),
 ) -> ORJSONResponse:
-    idem = IdempotencyKey.from_request(key, principal, "POST /interactions", orjson.dumps(items))
+    # The batch as sent identifies the request (items are not validated yet, so not re-encoded).
+    idem = IdempotencyKey.from_request(key, principal, "POST /interactions", await request.body())
     return answer(await service.record_interactions(items, idem))
 
 

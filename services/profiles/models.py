@@ -8,13 +8,29 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints
 
 from services.common.clock import parse_rfc3339, to_rfc3339
-from services.common.fields import Channel, CustomerId, EntityId, LongText, PastTime, ShortText, Strict
+from services.common.fields import (
+    Channel,
+    CustomerId,
+    EntityId,
+    FiniteFloat,
+    JsonInt,
+    LongText,
+    PastTime,
+    ShortText,
+    Strict,
+)
 from services.common.vocabulary import ChurnAction, LoyaltyTier
 
 from .activity import complaint_status, order_status
 from .domain import OUTCOMES, ChurnWarning, Customer
 
-Email = Annotated[str, StringConstraints(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+# No whitespace or control characters anywhere (a NUL in an address is a 422, not a 500).
+Email = Annotated[
+    str,
+    StringConstraints(
+        max_length=254, pattern=r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
+    ),
+]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,20}$")]
 Gender = Literal["female", "male", "other", "unspecified"]
 CityTier = Annotated[int, Field(ge=1, le=5)]
@@ -107,7 +123,16 @@ class InteractionIn(Strict):
     ]
     channel: Channel | None = None
     occurred_at: PastTime | None = Field(None, description="Defaults to now")
-    attributes: Annotated[dict[str, str | int | float | bool | None], Field(max_length=20)] | None = None
+    attributes: (
+        Annotated[
+            dict[
+                Annotated[str, StringConstraints(max_length=64)],
+                Annotated[str, StringConstraints(max_length=2000)] | JsonInt | FiniteFloat | bool | None,
+            ],
+            Field(max_length=20),
+        ]
+        | None
+    ) = None
 
 
 class AssignIn(Strict):

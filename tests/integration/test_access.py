@@ -6,15 +6,22 @@ from __future__ import annotations
 import csv
 import importlib
 import io
+import json
 import re
+import string
 import threading
 import time
 import uuid
 from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
 
 from services.common.auth import ROLES
 from services.common.mongo import blocking_client
@@ -177,3 +184,248 @@ def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, servic
         assert allowed.status_code not in (401, 403), (name, role, allowed.status_code, allowed.text)
         checked += 1
     assert checked >= 5
+
+
+# --- fuzzing every operation from its OpenAPI ---------------------------------------------------
+
+# Values that broke parsers and encoders before: lone surrogates, control characters, numbers a
+# double or an int64 cannot hold, formula starts, long and empty text.
+NASTY = [
+    "\ud800",
+    "a\udfffb",
+    "\x00",
+    "ada\x1f@example.com",
+    "ada@exa\x00mple.com",
+    "x\u202ey",
+    "=1+1",
+    "\U0001f600" * 50,
+    "x" * 5000,
+    "",
+    " ",
+    10**30,
+    -(10**30),
+    2**63,
+    -(2**63) - 1,
+    1e308,
+    -0.0,
+    5e-324,
+    True,
+    None,
+]
+OVERSIZED = 1_100_000  # more than the default body limit, CRM_MAX_BODY_BYTES
+# Bodies no JSON encoder would write, sent as raw bytes.
+RAW_BODIES = [
+    b'{"name": "\\ud800"}',
+    b'[{"customer_id": "c-1", "kind": "login", "attributes": {"k": "\\udc00"}}]',
+    b"[" * 10_000 + b"]" * 10_000,
+    b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    b"[1e400]",
+    b'{"points": 1e400, "reason": "x"}',
+    b'[{"customer_id": "c-1", "kind": "login", "attributes": {"n": 123456789012345678901234567890}}]',
+    b'{"points": 123456789012345678901234567890, "reason": "x"}',
+    b"NaN",
+    b'{"x": Infinity}',
+    b"\xff\xfe\x00",
+    b'"\x01"',
+    b'{"email": "a\\u0000b@c.de", "channel": "app"}',
+    b"[" + b'{"customer_id": "c-1", "kind": "login"},' * 20_000 + b"{}]",
+    b'{"a": "' + b"x" * OVERSIZED + b'"}',
+]
+EXAMPLES_PER_OPERATION = 12
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "status"),
+    [
+        ("/interactions", b'[{"customer_id": "c-1", "kind": "login", "attributes": {"k": "\\ud800"}}]', 422),
+        ("/interactions", b"[" * 10_000 + b"]" * 10_000, 422),
+        ("/interactions", b'[{"customer_id": "c-1", "kind": "login", "attributes": {"n": 1e400}}]', 422),
+        ("/interactions", b'[{"customer_id": "c-1", "kind": "login", "attributes": {"n": NaN}}]', 422),
+        (
+            "/interactions",
+            b'[{"customer_id": "c-1", "kind": "login", "attributes": {"n": 12345678901234567890123}}]',
+            200,
+        ),
+        ("/customers", b'{"channel": "app", "email": "ada\\u0000@example.com"}', 422),
+        ("/customers", b'{"channel": "app", "email": "ada\\u001f@example.com"}', 422),
+        ("/customers", b'{"channel": "app", "name": "\\udfff"}', 422),
+    ],
+)
+def test_bodies_no_encoder_writes_are_4xx_not_500(profiles, path, raw, status):
+    answer = profiles.post(path, content=raw, headers={"Content-Type": "application/json"}, role="agent")
+    assert answer.status_code == status, answer.text
+    if status == 422:
+        assert answer.headers["content-type"].startswith("application/problem+json")
+
+
+def _json_values():
+    leaves = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=True, allow_infinity=True)
+        | st.text(max_size=20)
+        | st.sampled_from(NASTY)
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
+
+
+@st.composite
+def _poisoned(draw, base):
+    """A valid value with some of its leaves swapped for nasty ones."""
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return draw(st.sampled_from(NASTY)) if draw(st.integers(0, 3)) == 0 else node
+
+    return walk(draw(base))
+
+
+def _schema_strategy(schema: dict[str, Any], components: dict[str, Any]):
+    """Values for a schema of the OpenAPI, valid ones and poisoned ones; any JSON where the
+    generator cannot read the schema."""
+    try:
+        valid = from_schema({**schema, "components": components})
+        return valid | _poisoned(valid) | _json_values()
+    except Exception:  # noqa: BLE001 - a schema hypothesis-jsonschema cannot generate from
+        return _json_values()
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _encode(value: Any) -> bytes:
+    # ensure_ascii writes a lone surrogate as the escape a client would send; allow_nan the
+    # NaN and Infinity tokens some encoders write.
+    return json.dumps(value, ensure_ascii=True, allow_nan=True).encode()
+
+
+def _operations(spec: dict[str, Any]):
+    for template, item in spec["paths"].items():
+        for method, operation in item.items():
+            yield method.upper(), template, operation
+
+
+def _operation_strategy(template: str, operation: dict[str, Any], components: dict[str, Any]):
+    parameters = operation.get("parameters", [])
+    path_params = {
+        p["name"]: _schema_strategy(p.get("schema", {}), components) | st.sampled_from(NASTY)
+        for p in parameters
+        if p["in"] == "path"
+    }
+    query_params = {
+        p["name"]: st.none() | _schema_strategy(p.get("schema", {}), components) | st.sampled_from(NASTY)
+        for p in parameters
+        if p["in"] == "query"
+    }
+    content = operation.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        body = st.none() | _schema_strategy(content["application/json"].get("schema", {}), components).map(
+            _encode
+        )
+        media_type = "application/json"
+    elif content:
+        media_type = next(iter(content))
+        body = st.none() | st.builds(
+            lambda lines: b"\n".join(lines), st.lists(_json_values().map(_encode), max_size=5)
+        )
+    else:
+        body, media_type = st.none(), None
+    key = st.none() | st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=1, max_size=40)
+    return st.fixed_dictionaries(
+        {
+            "path": st.fixed_dictionaries(path_params),
+            "query": st.fixed_dictionaries(query_params),
+            "body": body,
+            "key": key,
+        }
+    ), media_type
+
+
+def _send(client: Service, method: str, template: str, case: dict[str, Any], media_type: str | None):
+    path = template
+    for name, value in case["path"].items():
+        path = path.replace(
+            "{" + name + "}", quote(_as_text(value).encode("utf-8", "surrogatepass"), safe="")
+        )
+    params = [
+        (name, _as_text(value).encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+        for name, value in case["query"].items()
+        if value is not None
+    ]
+    headers = {}
+    if case["key"]:
+        headers["Idempotency-Key"] = case["key"]
+    if case["body"] is not None and media_type:
+        headers["Content-Type"] = media_type
+    return client.request(method, path, params=params, content=case["body"], headers=headers)
+
+
+def _fuzz(strategy, send) -> None:
+    @settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        phases=[Phase.generate],  # report every failure rather than spend minutes shrinking
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy)
+    def run(case):
+        send(case)
+
+    run()
+
+
+@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles"])
+def test_no_input_makes_any_operation_answer_5xx(platform, service):
+    """Every operation of the service's OpenAPI, with values generated from its schemas (valid
+    ones, ones with nasty leaves, any JSON) and raw bodies no encoder writes: never a 5xx."""
+    client = platform[service]
+    spec = client.get("/openapi.json", role=None).json()
+    components = spec.get("components", {})
+    failures: list[str] = []
+
+    def check(method: str, template: str, answer, sent: Any) -> None:
+        if answer.status_code >= 500:
+            failures.append(
+                f"{method} {template} -> {answer.status_code} {answer.text[:200]} for {str(sent)[:300]}"
+            )
+
+    started = time.monotonic()
+    for method, template, operation in _operations(spec):
+        strategy, media_type = _operation_strategy(template, operation, components)
+
+        _fuzz(
+            strategy,
+            lambda case, m=method, t=template, mt=media_type: check(
+                m, t, _send(client, m, t, case, mt), case
+            ),
+        )
+        if media_type is not None:
+            path = re.sub(r"\{[^}]+\}", "x-1", template)
+            for raw in RAW_BODIES:
+                try:
+                    answer = client.request(
+                        method,
+                        path,
+                        content=raw,
+                        headers={"Content-Type": media_type, "Idempotency-Key": "k"},
+                    )
+                except httpx.TransportError:
+                    # The oversized body: the server answers 413 from its Content-Length and
+                    # closes the connection before reading it, which a client may see as a reset.
+                    assert len(raw) > OVERSIZED, (method, template, raw[:100])
+                    continue
+                check(method, template, answer, raw[:100])
+    assert failures == [], "\n".join(failures)
+    assert time.monotonic() - started < 120
