@@ -495,6 +495,43 @@ def net_sales(paid: int, returned: int, refunded: int, refunded_for_returns: int
     return paid - returned - (refunded - refunded_for_returns)
 
 
+@dataclass(frozen=True)
+class SalesChange:
+    """What one order's change adds to its month of payment's sales (kept pre-aggregated, so
+    reading sales by month never reads every order)."""
+
+    month: str  # YYYY-MM of the payment
+    currency: str
+    net_sales_cents: int
+    orders: int
+
+
+def sales_change(before: Order | None, after: Order) -> SalesChange | None:
+    """The change to monthly sales when `before` (None: a new order) becomes `after`."""
+    paid_at = after.times.get(Action.PAY.value)
+    if after.paid_cents <= 0 or paid_at is None:
+        return None
+    was_paid = before is not None and before.paid_cents > 0 and Action.PAY.value in before.times
+    cents = after.net_sales_cents - (before.net_sales_cents if was_paid else 0)
+    orders = 0 if was_paid else 1
+    if not cents and not orders:
+        return None
+    return SalesChange(paid_at.strftime("%Y-%m"), after.currency, cents, orders)
+
+
+def sales_totals(changes: Iterable[SalesChange | None]) -> list[SalesChange]:
+    """Changes summed by month and currency."""
+    totals: dict[tuple[str, str], list[int]] = {}
+    for change in changes:
+        if change is not None:
+            row = totals.setdefault((change.month, change.currency), [0, 0])
+            row[0] += change.net_sales_cents
+            row[1] += change.orders
+    return [
+        SalesChange(month, currency, cents, n) for (month, currency), (cents, n) in sorted(totals.items())
+    ]
+
+
 def monthly_sales(paid: Iterable[tuple[str, datetime, int]]) -> list[dict[str, Any]]:
     """(currency, paid at, net sales) of paid orders -> net sales by currency and month of
     payment, oldest first."""

@@ -17,9 +17,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
-        app.state.orders = OrderService(
+        app.state.orders = orders = OrderService(
             store.OrderStore(runtime.mongo.db), runtime.writes, clock_from(settings.clock_file)
         )
+        runtime.background("sales-rebuild", lambda stop: orders.rebuild_sales())
         # Orders hold amounts and items, nothing personal: erasure forgets the stored answers.
         runtime.background(
             "erasure", lambda stop: follow_erasures(settings, "orders", runtime.mongo.db, None, stop)

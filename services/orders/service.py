@@ -4,7 +4,7 @@ in one transaction."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession
@@ -86,6 +86,7 @@ class OrderService:
                 raise domain.no_order(order_id)
             change = apply(order)
             saved = await self.store.replace(change.order, session)
+            await self.store.count_sales([domain.sales_change(order, change.order)], session)
             return Outcome(200, present(saved), change_events(change))
 
         outcome = await self.writes.run(work, key)
@@ -125,8 +126,18 @@ class OrderService:
         return {"items": [present(o) for o in found], "next_cursor": next_cursor}
 
     async def monthly_sales(self, paid_from: datetime | None, paid_to: datetime | None) -> dict[str, Any]:
-        rows = [row async for row in self.store.paid_sales(paid_from, paid_to)]
-        return {"items": domain.monthly_sales(rows)}
+        """Whole months: from the month of `paid_from` to the month before `paid_to` ends."""
+        first = paid_from.astimezone(UTC).strftime("%Y-%m") if paid_from else None
+        last = (paid_to.astimezone(UTC) - timedelta(microseconds=1)).strftime("%Y-%m") if paid_to else None
+        return {"items": await self.store.monthly_sales(first, last)}
+
+    async def rebuild_sales(self) -> None:
+        """Once, at start: monthly sales of the orders stored before they were kept."""
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            return Outcome(200, {"months": await self.store.rebuild_sales(session)})
+
+        await self.writes.run(work)
 
     # --- history import -----------------------------------------------------------------
 
@@ -182,6 +193,7 @@ class OrderService:
                 fresh.append(order)
                 events.extend(order_events)
             await self.store.insert(fresh, session)
+            await self.store.count_sales([domain.sales_change(None, o) for o in fresh], session)
             return Outcome(200, {"accepted": len(fresh), "duplicates": len(chunk) - len(fresh)}, events)
 
         outcome = await self.writes.run(work)

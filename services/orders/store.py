@@ -13,15 +13,30 @@ from services.common.errors import ConcurrentChange
 from services.common.mongo import between, index
 from services.common.pagination import page
 
-from .domain import Action, Item, Order, OrderFilters, Status, net_sales
+from .domain import (
+    Action,
+    Item,
+    Order,
+    OrderFilters,
+    SalesChange,
+    Status,
+    monthly_sales,
+    net_sales,
+    sales_totals,
+)
 
 ORDERS = "orders"
+# Net sales by month of payment and currency, kept with every order change (a row a month and
+# currency, so sales by month never read every order).
+MONTHLY_SALES = "monthly_sales"
+SALES_REBUILT = "rebuilt from the orders"  # the marker row of `rebuild_sales`
 INDEXES = {
     ORDERS: [
         index("customer_id", ("placed_at", -1)),
         index("status", ("placed_at", -1)),
         index(("placed_at", -1)),
-    ]
+    ],
+    MONTHLY_SALES: [index("month")],
 }
 LIST_SORT = [("placed_at", -1), ("_id", -1)]
 
@@ -79,6 +94,54 @@ def from_document(doc: dict[str, Any]) -> Order:
 class OrderStore:
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self.orders = db[ORDERS]
+        self.sales = db[MONTHLY_SALES]
+
+    async def count_sales(
+        self, changes: list[SalesChange | None], session: AsyncIOMotorClientSession
+    ) -> None:
+        """Add orders' changes to the monthly sales, in the transaction that stores them."""
+        for total in sales_totals(changes):
+            await self.sales.update_one(
+                {"_id": f"{total.month} {total.currency}"},
+                {
+                    "$set": {"month": total.month, "currency": total.currency},
+                    "$inc": {"net_sales_cents": total.net_sales_cents, "orders": total.orders},
+                },
+                upsert=True,
+                session=session,
+            )
+
+    async def monthly_sales(self, first_month: str | None, last_month: str | None) -> list[dict[str, Any]]:
+        """Rows of net sales by month (YYYY-MM, both ends included) and currency, oldest first."""
+        months: dict[str, str] = {}
+        if first_month:
+            months["$gte"] = first_month
+        if last_month:
+            months["$lte"] = last_month
+        docs = await self.sales.find({"month": months} if months else {}).to_list(None)
+        return sorted(
+            (
+                {k: d[k] for k in ("month", "currency", "net_sales_cents", "orders")}
+                for d in docs
+                if "month" in d and (d["orders"] or d["net_sales_cents"])
+            ),
+            key=lambda row: (row["month"], row["currency"]),
+        )
+
+    async def rebuild_sales(self, session: AsyncIOMotorClientSession) -> int:
+        """Monthly sales counted again from every paid order, once per database (a marker row
+        says it was done): the orders stored before monthly sales were kept count too. Rows
+        written by payments meanwhile are replaced, as their orders are read here as well.
+        Months written."""
+        if await self.sales.find_one({"_id": SALES_REBUILT}, session=session) is not None:
+            return 0
+        rows = monthly_sales([row async for row in self.paid_sales(None, None, session)])
+        await self.sales.delete_many({}, session=session)
+        await self.sales.insert_many(
+            [{"_id": SALES_REBUILT}, *({"_id": f"{r['month']} {r['currency']}", **r} for r in rows)],
+            session=session,
+        )
+        return len(rows)
 
     async def get(self, order_id: str, session: AsyncIOMotorClientSession | None = None) -> Order | None:
         doc = await self.orders.find_one({"_id": order_id}, session=session)
@@ -104,8 +167,11 @@ class OrderStore:
             raise ConcurrentChange(order.order_id)
         return saved
 
-    async def paid_sales(self, since: datetime | None, until: datetime | None):
-        """(currency, paid at, net sales) of every order paid in [since, until)."""
+    async def paid_sales(
+        self, since: datetime | None, until: datetime | None, session: AsyncIOMotorClientSession | None = None
+    ):
+        """(currency, paid at, net sales) of every order paid in [since, until): reads every
+        paid order, so only for rebuilding the monthly sales."""
         fields = {
             "currency": 1,
             "times": 1,
@@ -114,7 +180,7 @@ class OrderStore:
             "refunded_cents": 1,
             "refunded_for_returns_cents": 1,
         }
-        async for d in self.orders.find({"paid_cents": {"$gt": 0}}, fields):
+        async for d in self.orders.find({"paid_cents": {"$gt": 0}}, fields, session=session):
             paid_at = d.get("times", {}).get(Action.PAY.value)
             if paid_at is None:
                 continue

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import orjson
 import pytest
 
+from services.common.mongo import blocking_client
 from services.stack.harness import Service, TopicReader, once, start_service, unique_id
 
 ORDERS_TOPIC = "crm.orders.v1"
@@ -322,3 +324,64 @@ def test_the_embedded_database_is_detected_and_concurrent_transactions_all_commi
     mongo, written = asyncio.run(write_many())
     assert mongo.capabilities == EMBEDDED
     assert written == 20
+
+
+def test_monthly_sales_are_kept_with_every_order_change_not_read_from_every_order(stack, orders):
+    """Sales by month come from rows kept with each payment, return and refund (a viewer's
+    read never scans every order); orders stored before those rows existed are counted once
+    when the service starts on their database."""
+    database = blocking_client(stack.mongo_url)[orders.env["CRM_DB_PREFIX"] + "orders"]
+    currency = "SEK"  # this test's own currency: other tests' sales stay out of its rows
+
+    def sold(month: str, days: int = 1) -> str:
+        placed = orders.post(
+            "/orders", json=order_body(unique_id(), currency=currency, placed_at=f"{month}-0{days}T09:00:00Z")
+        ).json()["order_id"]
+        paid = orders.post(f"/orders/{placed}/pay", json={"at": f"{month}-0{days}T10:00:00Z"}, headers=once())
+        assert paid.status_code == 200, paid.text
+        return placed
+
+    sold("2025-03")
+    march = sold("2025-03", 2)
+    april = sold("2025-04")
+    for action in ("ship", "deliver"):
+        orders.post(f"/orders/{april}/{action}", json={"at": "2025-04-03T10:00:00Z"})
+    orders.post(
+        f"/orders/{april}/return",
+        json={"at": "2025-05-02T10:00:00Z", "reason": "too small", "items": [{"sku": "SKU-2", "qty": 1}]},
+        headers=once(),
+    )
+    cancelled = orders.post(
+        f"/orders/{march}/cancel",
+        json={"at": "2025-03-05T10:00:00Z", "reason": "changed mind"},
+        headers=once(),
+    )
+    assert cancelled.status_code == 200, cancelled.text  # paid, so refunded in full
+
+    def ours(answer):
+        return [r for r in answer.json()["items"] if r["currency"] == currency]
+
+    expected = [
+        {"month": "2025-03", "currency": currency, "net_sales_cents": 9500, "orders": 2},
+        {
+            "month": "2025-04",
+            "currency": currency,
+            "net_sales_cents": 8550,
+            "orders": 1,
+        },  # SKU-2 less its discount share,
+    ]
+    assert ours(orders.get("/sales/monthly", role="viewer")) == expected
+    assert ours(orders.get("/sales/monthly", params={"from": "2025-04-01T00:00:00Z"})) == expected[1:]
+    assert ours(orders.get("/sales/monthly", params={"to": "2025-04-01T00:00:00Z"})) == expected[:1]
+    kept = {d["_id"]: d["net_sales_cents"] for d in database["monthly_sales"].find({"currency": currency})}
+    assert kept == {f"2025-03 {currency}": 9_500, f"2025-04 {currency}": 8_550}
+
+    # A database from before monthly sales were kept: its paid orders count once, at start.
+    database["monthly_sales"].delete_many({})
+    orders.restart()
+    deadline = time.monotonic() + 20
+    while ours(orders.get("/sales/monthly")) != expected:
+        assert time.monotonic() < deadline, orders.get("/sales/monthly").text
+        time.sleep(0.2)
+    orders.restart()
+    assert ours(orders.get("/sales/monthly")) == expected  # counted once, not again at each start

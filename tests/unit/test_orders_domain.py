@@ -259,3 +259,15 @@ def test_history_rebuild_of_a_return_refunds_it_with_the_stated_reason():
     assert returned["reason"] == "too small" and returned["full"] is True
     assert refunded["reason"] == "return" and refunded["amount_cents"] == 700
     assert o.status is Status.REFUNDED and o.net_sales_cents == 0
+
+
+def test_sales_change_counts_an_order_once_in_its_month_of_payment_and_follows_its_money():
+    placed = order()
+    assert domain.sales_change(None, placed) is None  # not paid: no sales
+    paid = domain.pay(placed, T0 + timedelta(hours=1)).order
+    first = domain.sales_change(placed, paid)
+    assert first == domain.SalesChange("2026-11", paid.currency, 2000, 1)
+    refunded = domain.cancel(paid, T0 + timedelta(days=40), "x", "rf-1").order
+    later = domain.sales_change(paid, refunded)  # refunded in December: November's sales shrink
+    assert later == domain.SalesChange("2026-11", paid.currency, -2000, 0)
+    assert domain.sales_totals([first, later, None]) == [domain.SalesChange("2026-11", paid.currency, 0, 1)]
