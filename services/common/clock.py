@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from .errors import RuleBroken
+
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
@@ -74,3 +76,37 @@ class FileClock:
 def clock_from(path) -> Clock:
     """The clock a service runs on: wall time, or the file's when CRM_CLOCK_FILE is set."""
     return FileClock(path) if path else SystemClock()
+
+
+# Reads a viewer can ask for that summarise a period (complaint and survey stats, segment moves)
+# cover at most this long, so no such read runs over the whole history.
+MAX_PERIOD = timedelta(days=366)
+PERIOD_RULE = (
+    f"`from` and `to` bound a half-open period of at most {MAX_PERIOD.days} days (422 beyond); "
+    f"one left out is {MAX_PERIOD.days} days from the other, both left out the {MAX_PERIOD.days} "
+    "days up to now."
+)
+
+
+def bounded_period(
+    since: datetime | None, until: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """A half-open period [since, until) of at most MAX_PERIOD. A missing end is filled in
+    from the other one (or now): `until` MAX_PERIOD after `since`, `since` MAX_PERIOD before
+    `until`; neither given is the MAX_PERIOD up to now."""
+    if since is None and until is None:
+        until = now
+    if until is None:
+        until = since + MAX_PERIOD  # type: ignore[operator]
+    if since is None:
+        since = until - MAX_PERIOD
+    if since >= until:
+        raise RuleBroken(
+            f"the period is empty: from {to_rfc3339(since)} is not before to {to_rfc3339(until)}"
+        )
+    if until - since > MAX_PERIOD:
+        raise RuleBroken(
+            f"the period is longer than {MAX_PERIOD.days} days: ask for at most {MAX_PERIOD.days} days at a time",
+            max_days=MAX_PERIOD.days,
+        )
+    return since, until

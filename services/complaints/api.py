@@ -9,6 +9,7 @@ from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel
 
 from services.common.auth import Principal, require
+from services.common.clock import PERIOD_RULE
 from services.common.endpoints import IdempotencyHeader, answer, body_schema, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 
@@ -92,6 +93,7 @@ for _action, _model, _summary in (
     "/complaints/stats",
     tags=["complaints"],
     summary="Counts, SLA compliance and medians over a date range",
+    description=PERIOD_RULE,
     dependencies=[Depends(only_params("from", "to", "category", "severity"))],
 )
 async def complaint_stats(
@@ -168,6 +170,7 @@ async def submit_survey(
     "/surveys/stats",
     tags=["surveys"],
     summary="Averages per dimension, CSAT and NPS over a date range",
+    description=PERIOD_RULE,
     dependencies=[Depends(only_params("from", "to"))],
 )
 async def survey_stats(

@@ -15,7 +15,7 @@ import structlog
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter, Gauge, Histogram
 
-from services.common.clock import Clock
+from services.common.clock import Clock, bounded_period
 from services.common.erasure import SCRUBBED
 from services.common.errors import ConcurrentChange
 from services.common.fields import new_id
@@ -194,6 +194,7 @@ class ComplaintService:
     async def complaint_stats(
         self, since: datetime | None, until: datetime | None, category: str | None, severity: str | None
     ) -> dict[str, Any]:
+        since, until = bounded_period(since, until, self.clock.now())
         found = await self.store.opened_between(since, until, category, severity)
         return {
             "from": since,
@@ -203,6 +204,7 @@ class ComplaintService:
         }
 
     async def survey_stats(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        since, until = bounded_period(since, until, self.clock.now())
         return {
             "from": since,
             "to": until,

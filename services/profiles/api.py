@@ -11,6 +11,7 @@ from fastapi.responses import ORJSONResponse, StreamingResponse
 from pydantic import AwareDatetime
 
 from services.common.auth import BULK_EXPORT_ROLE, Principal, require
+from services.common.clock import PERIOD_RULE
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
 from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 from services.common.problems import Problem
@@ -253,6 +254,7 @@ async def record_interactions(
     "/segments",
     tags=["analytics"],
     summary="Counts, revenue share and average CLV by segment, stage, ABC class and tier; moves in a period",
+    description=PERIOD_RULE,
     dependencies=[Depends(only_params("from", "to"))],
 )
 async def segments(

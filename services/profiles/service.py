@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common import kafka
 from services.common.auth import Principal
-from services.common.clock import Clock, parse_rfc3339, to_rfc3339
+from services.common.clock import Clock, bounded_period, parse_rfc3339, to_rfc3339
 from services.common.contracts import EventValidationError, jsonable, registry
 from services.common.erasure import SCRUBBED, forget_answers
 from services.common.errors import ConcurrentChange, Kind
@@ -327,9 +327,10 @@ class ProfilesService:
         for dimension in ("segment", "lifecycle_stage", "abc_class", "tier"):
             out[f"by_{dimension}"] = domain.group_summary(await self.store.group_totals(dimension))
         out["customers"] = sum(v["customers"] for v in out["by_segment"].values())
+        since, until = bounded_period(since, until, self.clock.now())
         out["moves"] = {
-            "from": to_rfc3339(since) if since else None,
-            "to": to_rfc3339(until) if until else None,
+            "from": to_rfc3339(since),
+            "to": to_rfc3339(until),
             **domain.moves_summary(await self.store.moves_between(since, until)),
         }
         return out

@@ -186,6 +186,32 @@ def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, servic
     assert checked >= 5
 
 
+@pytest.mark.parametrize(
+    ("service", "path"),
+    [("complaints", "/complaints/stats"), ("complaints", "/surveys/stats"), ("profiles", "/segments")],
+)
+def test_period_summaries_a_viewer_can_ask_for_are_bounded(platform, service, path):
+    """A viewer's summary over a period never runs over the whole history: at most 366 days."""
+    client = platform[service]
+    too_long = client.get(
+        path, params={"from": "2020-01-01T00:00:00Z", "to": "2022-01-01T00:00:00Z"}, role="viewer"
+    )
+    assert too_long.status_code == 422, too_long.text
+    assert too_long.json()["max_days"] == 366 and "366 days" in too_long.json()["detail"]
+    backwards = client.get(
+        path, params={"from": "2022-01-01T00:00:00Z", "to": "2021-01-01T00:00:00Z"}, role="viewer"
+    )
+    assert backwards.status_code == 422
+    year = client.get(
+        path, params={"from": "2025-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"}, role="viewer"
+    )
+    assert year.status_code == 200, year.text
+    unbounded = client.get(path, role="viewer")
+    assert unbounded.status_code == 200
+    period = unbounded.json().get("moves", unbounded.json())  # /segments reports its period under moves
+    assert period["from"] is not None and period["to"] is not None
+
+
 # --- fuzzing every operation from its OpenAPI ---------------------------------------------------
 
 # Values that broke parsers and encoders before: lone surrogates, control characters, numbers a

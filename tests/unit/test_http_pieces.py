@@ -53,3 +53,22 @@ def test_keys_file_holds_hashes_and_roles_rank(tmp_path):
         with pytest.raises(Problem) as caught:
             table.authenticate(header)
         assert caught.value.status == 401
+
+
+def test_a_period_is_bounded_and_filled_in_from_either_end():
+    from datetime import UTC, datetime, timedelta
+
+    from services.common.clock import MAX_PERIOD, bounded_period
+    from services.common.errors import RuleBroken
+
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    assert bounded_period(None, None, now) == (now - MAX_PERIOD, now)
+    assert bounded_period(now, None, now) == (now, now + MAX_PERIOD)
+    assert bounded_period(None, now, now) == (now - MAX_PERIOD, now)
+    assert bounded_period(now - timedelta(days=366), now, now) == (now - timedelta(days=366), now)
+    for since, until in ((now - timedelta(days=367), now), (now, now), (now, now - timedelta(days=1))):
+        try:
+            bounded_period(since, until, now)
+        except RuleBroken:
+            continue
+        raise AssertionError(f"{since}..{until} accepted")
