@@ -102,17 +102,23 @@ class ApiKeys:
         raise Problem(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
 
 
+def authorize(keys: ApiKeys, authorization: str | None, role: str) -> Principal:
+    """The caller's principal, which must hold at least `role`: a Problem (401 without a known
+    key, 403 with a lower role) otherwise. `require` serves FastAPI; the scorer's web views
+    call this directly."""
+    principal = keys.authenticate(authorization)
+    if not principal.can(role):
+        raise Problem(403, f"this needs the {role} role; the key has {principal.role}")
+    return principal
+
+
 def require(role: str):
     """FastAPI dependency: the caller's principal, which must hold at least `role`."""
     if role not in _RANK:
         raise ValueError(role)
 
     def dependency(request: Request) -> Principal:
-        keys: ApiKeys = request.app.state.api_keys
-        principal = keys.authenticate(request.headers.get("authorization"))
-        if not principal.can(role):
-            raise Problem(403, f"this needs the {role} role; the key has {principal.role}")
-        return principal
+        return authorize(request.app.state.api_keys, request.headers.get("authorization"), role)
 
     dependency.required_role = role  # read by services/common/routes.py's checks
     return dependency

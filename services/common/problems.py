@@ -65,6 +65,13 @@ class Problem(Exception):
         self.extra = extra
 
 
+def problem_body(
+    status: int, detail: str, *, title: str | None = None, type_: str = "about:blank"
+) -> dict[str, Any]:
+    """The members every problem document has (RFC 9457)."""
+    return {"type": type_, "title": title or _TITLES.get(status, "Error"), "status": status, "detail": detail}
+
+
 def problem_response(
     status: int,
     detail: str,
@@ -75,12 +82,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> ORJSONResponse:
-    body: dict[str, Any] = {
-        "type": type_,
-        "title": title or _TITLES.get(status, "Error"),
-        "status": status,
-        "detail": detail,
-    }
+    body = problem_body(status, detail, title=title, type_=type_)
     if request is not None:
         body["instance"] = request.url.path
         request_id = request.scope.get("state", {}).get("request_id")

@@ -83,7 +83,32 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "POST /churn-warnings/{warning_id}/actions": "agent",
         "POST /churn-warnings/{warning_id}/outcome": "agent",
     },
+    # faust's web server: the scorer's views (services/scoring/api.py, which reads its roles
+    # here) and the one built-in page left on, faust's status index.
+    "scoring": {
+        "GET /healthz": None,
+        "GET /readyz": None,
+        "GET /metrics": None,
+        "GET /": None,
+        "GET /population": "viewer",
+        "POST /population/refresh": "admin",
+    },
 }
+
+
+def web_routes_of(app: Any) -> list[str]:
+    """ "METHOD /path" for every route a faust app's web server serves (the scorer): its views
+    and the built-in blueprints left on."""
+    from faust.web import View
+
+    names = []
+    for path, view in app.web.views.items():
+        for method in ("get", "post", "put", "patch", "delete"):
+            if getattr(type(view), method) is not getattr(View, method):
+                names.append(f"{method.upper()} {path}")
+    for prefix, _ in app.web.blueprints._enabled:  # faust's own pages: each a GET at its prefix
+        names.append(f"GET {prefix}/")
+    return names
 
 
 def routes_of(app: FastAPI) -> Iterator[tuple[str, Any]]:

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.auth import ApiKeys, authorize
 from services.common.kafka import broker_reachable
+from services.common.problems import PROBLEM_JSON, Problem, problem_body
+from services.common.routes import ROUTE_ROLES
 
 from .models import population_answer, refresh_answer
 
@@ -18,6 +21,21 @@ if TYPE_CHECKING:
 
 
 def register(app: faust.App, worker: Worker) -> None:
+    keys = ApiKeys(worker.settings.api_keys_file)
+
+    def refusal(view: faust.web.View, request, role: str):
+        """None when the request's API key holds `role`, else the 401 or 403 to answer with."""
+        try:
+            authorize(keys, request.headers.get("Authorization"), role)
+        except Problem as problem:
+            return view.json(
+                {**problem_body(problem.status, problem.detail), "instance": request.path},
+                content_type=PROBLEM_JSON,
+                status=problem.status,
+                headers=problem.headers,
+            )
+        return None
+
     @app.page("/healthz")
     async def healthz(web, request):
         return web.json({"status": "ok", "service": "scoring"})
@@ -43,6 +61,10 @@ def register(app: faust.App, worker: Worker) -> None:
         """On demand: refresh the population now and score every profile on this worker again."""
 
         async def post(self, request):
+            if (
+                refused := refusal(self, request, ROUTE_ROLES["scoring"]["POST /population/refresh"])
+            ) is not None:
+                return refused
             if not worker.ready.is_set():
                 return self.json({"status": "starting"}, status=503)
             scorer = worker.scorer
@@ -57,6 +79,8 @@ def register(app: faust.App, worker: Worker) -> None:
 
     @app.page("/population")
     async def population(web, request):
+        if (refused := refusal(web, request, ROUTE_ROLES["scoring"]["GET /population"])) is not None:
+            return refused
         if not worker.ready.is_set():
             return web.json({"status": "starting"}, status=503)
         return web.json(population_answer(worker.scorer.population))

@@ -53,6 +53,12 @@ def create_app(settings: Settings | None = None) -> faust.App:
         web_port=settings.scoring_port,
         web_bind=settings.host,
         web_host=settings.host,
+        # faust's own pages (partition router, tables, graph, statistics) would answer anyone
+        # without a key; only its plain status index stays (services/common/routes.py).
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         topic_disable_leader=True,
         topic_allow_declare=False,  # topics are created by `crm topics`
         consumer_auto_offset_reset="earliest",
