@@ -129,6 +129,11 @@ class Peers:
             if not answer.ok:
                 raise Unavailable(answer)
             items += answer.body["items"]
+            if "next_cursor" not in answer.body and len(answer.body["items"]) >= limit:
+                # A full page from a list that does not page: the rest would be left out silently.
+                raise Unavailable(
+                    Answer(service, "unavailable", error=f"{path} answered a full page and no cursor")
+                )
             cursor = answer.body.get("next_cursor")
             if not cursor:
                 return items

@@ -185,13 +185,14 @@ async def survey_stats(
 @router.get(
     "/surveys",
     tags=["surveys"],
-    summary="A customer's surveys, newest first",
-    dependencies=[Depends(only_params("customer_id", "limit"))],
+    summary="A customer's surveys, newest first, a page at a time",
+    dependencies=[Depends(only_params("customer_id", "limit", "cursor"))],
 )
 async def list_surveys(
     customer_id: CustomerId,
     limit: Limit = 50,
+    cursor: str | None = None,
     _: Principal = Depends(require("viewer")),
     service: ComplaintService = Depends(complaints),
 ) -> dict[str, Any]:
-    return await service.surveys_of(customer_id, limit)
+    return await service.surveys_of(customer_id, limit, cursor)

@@ -211,8 +211,9 @@ class ComplaintService:
             **domain.survey_stats(await self.store.surveys_between(since, until)),
         }
 
-    async def surveys_of(self, customer_id: str, limit: int) -> dict[str, Any]:
-        return {"items": [present_survey(d) for d in await self.store.surveys_of(customer_id, limit)]}
+    async def surveys_of(self, customer_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
+        found, next_cursor = await self.store.surveys_of(customer_id, limit, cursor)
+        return {"items": [present_survey(d) for d in found], "next_cursor": next_cursor}
 
     # --- the SLA watcher --------------------------------------------------------------------
 

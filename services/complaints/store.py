@@ -28,6 +28,7 @@ INDEXES = {
     SURVEYS: [index("customer_id", ("submitted_at", -1)), index(("submitted_at", -1))],
 }
 LIST_SORT = [("opened_at", -1), ("_id", -1)]
+SURVEY_SORT = [("submitted_at", -1), ("_id", -1)]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -196,11 +197,8 @@ class ComplaintStore:
             query["submitted_at"] = submitted
         return await self.surveys.find(query).to_list(None)
 
-    async def surveys_of(self, customer_id: str, limit: int) -> list[dict[str, Any]]:
-        """A customer's surveys, newest first."""
-        return (
-            await self.surveys.find({"customer_id": customer_id})
-            .sort([("submitted_at", -1)])
-            .limit(limit)
-            .to_list(None)
-        )
+    async def surveys_of(
+        self, customer_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A customer's surveys, newest first, a page at a time (an export reads them all)."""
+        return await page(self.surveys, {"customer_id": customer_id}, SURVEY_SORT, limit, cursor)

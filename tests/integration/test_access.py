@@ -12,6 +12,7 @@ import string
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -188,6 +189,25 @@ def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, servic
         assert allowed.status_code not in (401, 403), (name, role, allowed.status_code, allowed.text)
         checked += 1
     assert checked == sum(1 for role in table.values() if role) > 0
+
+
+def test_the_privacy_export_holds_every_survey_past_500(platform, profiles):
+    """The export pages through every service; a customer with 501 surveys gets all 501."""
+    customer = profiles.post("/customers", json={"channel": "app"}, role="agent").json()["customer_id"]
+    complaints = platform["complaints"]
+    scores = {d: 4 for d in ("website", "product", "payment", "service", "logistics", "overall")}
+
+    def survey(_):
+        return complaints.post(
+            "/surveys", json={"customer_id": customer, "scores": scores, "recommend": 8}, role="agent"
+        ).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert set(pool.map(survey, range(501))) == {201}
+    exported = profiles.get(f"/customers/{customer}/export", role="admin")
+    assert exported.status_code == 200, exported.text
+    surveys = exported.json()["surveys"]
+    assert len(surveys) == 501 == len({s["survey_id"] for s in surveys})
 
 
 @pytest.mark.parametrize(
