@@ -28,26 +28,8 @@ from services.common.auth import ROLES
 from services.common.mongo import blocking_client
 from services.common.routes import ROUTE_ROLES, routes_of, web_routes_of
 from services.common.settings import Settings
-from services.stack.harness import Service, start_platform, start_service
+from services.stack.harness import Service, start_service, until
 from tests.conftest import NOW
-
-
-def until(fetch, condition, timeout: float = 40.0):
-    deadline = time.monotonic() + timeout
-    while not condition(value := fetch()):
-        assert time.monotonic() < deadline, f"never happened; last: {str(value)[:500]}"
-        time.sleep(0.25)
-    return value
-
-
-@pytest.fixture(scope="module")
-def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
-    started = start_platform(
-        stack, tmp_path_factory.mktemp("faust"), CRM_TOPIC_PREFIX=prefix, CRM_CLOCK_FILE=str(clock_file)
-    )
-    yield started
-    for service in started.values():
-        service.stop()
 
 
 @pytest.fixture(scope="module")

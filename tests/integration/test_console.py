@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from services.common.clock import to_rfc3339
-from services.stack.harness import ROOT, Service, start_console, start_platform
+from services.stack.harness import ROOT, Service, start_console
 from tests.conftest import NOW
 from tests.integration.test_profiles import DIMENSIONS, buy, register, scored, until
 
@@ -34,16 +34,6 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.fixture(scope="module")
-def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
-    started = start_platform(
-        stack, tmp_path_factory.mktemp("faust"), CRM_TOPIC_PREFIX=prefix, CRM_CLOCK_FILE=str(clock_file)
-    )
-    yield started
-    for service in started.values():
-        service.stop()
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,10 @@ import pytest
 from services.common.clock import to_rfc3339
 from services.common.kafka import EventProducer
 from services.common.mongo import blocking_client
-from services.stack.harness import Service, TopicReader, once, start_platform, unique_id, until
+from services.stack.harness import Service, TopicReader, once, unique_id, until
 from tests.conftest import NOW
 
 DIMENSIONS = ("website", "product", "payment", "service", "logistics", "overall")
-
-
-@pytest.fixture(scope="module")
-def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
-    started = start_platform(
-        stack, tmp_path_factory.mktemp("faust"), CRM_TOPIC_PREFIX=prefix, CRM_CLOCK_FILE=str(clock_file)
-    )
-    yield started
-    for service in started.values():
-        service.stop()
 
 
 @pytest.fixture(scope="module")
