@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
@@ -79,6 +80,8 @@ class DatabaseCapabilities:
     # the database held); numbers go through the index. The scorer keeps its review time as
     # epoch seconds (`next_review_ts`, written in services/scoring/pipeline.py, read by
     # services/scoring/store.py `due`), as right on a real server.
+    # Period reads (complaints' `opened_ts`, surveys' `submitted_ts`, segment moves' `at_ts`)
+    # select on epoch seconds too (`epoch_seconds`).
     indexed_date_ranges: bool = True
     # nx-27017 projects a find in Python over whole documents under its lock (3.5 s for 30,000
     # profiles with their facts); the same read as an aggregation pipeline is served in SQL
@@ -203,6 +206,25 @@ def projection(*fields: str) -> dict[str, int]:
     """A projection of the top-level fields that hold `fields` (dotted paths allowed); callers
     read the nested value (`DatabaseCapabilities.nested_projection`)."""
     return {name.split(".", 1)[0]: 1 for name in fields}
+
+
+def epoch_seconds(when: datetime) -> float:
+    """A time as epoch seconds, kept beside a date that reads select by range: a range of
+    numbers is served by an index on every server, one of dates is not on the embedded one
+    (`DatabaseCapabilities.indexed_date_ranges`)."""
+    return when.timestamp()
+
+
+async def add_epoch_seconds(collection: Any, date_field: str, seconds_field: str) -> int:
+    """Give documents stored before `seconds_field` was kept beside `date_field` their value
+    (writes keep it from then on); run once at start. Documents changed."""
+    changed = 0
+    async for doc in collection.find({seconds_field: {"$exists": False}}, {date_field: 1}):
+        when = doc.get(date_field)
+        if isinstance(when, datetime):
+            await collection.update_one({"_id": doc["_id"]}, {"$set": {seconds_field: epoch_seconds(when)}})
+            changed += 1
+    return changed
 
 
 def between(start: Any | None, end: Any | None) -> dict[str, Any] | None:

@@ -21,8 +21,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
         # VIP targets come from the live profile, read through the profiles API.
         peers = Peers(settings)
+        complaints = store.ComplaintStore(runtime.mongo.db)
         service = ComplaintService(
-            store.ComplaintStore(runtime.mongo.db),
+            complaints,
             runtime.writes,
             clock_from(settings.clock_file),
             policy,
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         runtime.on_stop(peers.close)
         app.state.complaints = service
+        runtime.background("epoch-seconds", lambda stop: complaints.add_epoch_seconds())
         runtime.background("sla-watcher", lambda stop: service.run_watcher(stop, settings.sla_watch_seconds))
         runtime.background(
             "erasure",

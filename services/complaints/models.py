@@ -113,4 +113,8 @@ def present(c: Complaint, policy: SlaPolicy, now: datetime) -> dict[str, Any]:
 
 
 def present_survey(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: (to_rfc3339(v) if isinstance(v, datetime) else v) for k, v in s.items() if k != "_id"}
+    return {
+        k: (to_rfc3339(v) if isinstance(v, datetime) else v)
+        for k, v in s.items()
+        if k not in ("_id", "submitted_ts")
+    }

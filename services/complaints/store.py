@@ -9,7 +9,7 @@ from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
 
 from services.common.clock import as_utc
 from services.common.errors import ConcurrentChange
-from services.common.mongo import between, index
+from services.common.mongo import add_epoch_seconds, between, epoch_seconds, index
 from services.common.pagination import page
 
 from .domain import ACTIVE, Complaint, ComplaintFilters, Status, Targets
@@ -23,12 +23,17 @@ INDEXES = {
         index(("opened_at", -1)),
         index("next_check"),
         index("assignee", ("opened_at", -1)),
+        index("opened_ts"),
     ],
     # One CSAT survey per complaint is enforced on the complaint (its survey_id, versioned).
-    SURVEYS: [index("customer_id", ("submitted_at", -1)), index(("submitted_at", -1))],
+    SURVEYS: [index("customer_id", ("submitted_at", -1)), index(("submitted_at", -1)), index("submitted_ts")],
 }
 LIST_SORT = [("opened_at", -1), ("_id", -1)]
 SURVEY_SORT = [("submitted_at", -1), ("_id", -1)]
+
+
+def _seconds(value: datetime | None) -> float | None:
+    return epoch_seconds(value) if value is not None else None
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -46,6 +51,7 @@ def to_document(c: Complaint, next_check: datetime | None) -> dict[str, Any]:
         "description": c.description,
         "vip": c.vip,
         "opened_at": c.opened_at,
+        "opened_ts": epoch_seconds(c.opened_at),  # what period reads select on (mongo.epoch_seconds)
         "targets": {
             "first_response_hours": c.targets.first_response_hours,
             "resolution_hours": c.targets.resolution_hours,
@@ -184,18 +190,26 @@ class ComplaintStore:
         self, start: datetime | None, end: datetime | None, category: str | None, severity: str | None
     ) -> list[Complaint]:
         query: dict[str, Any] = {k: v for k, v in (("category", category), ("severity", severity)) if v}
-        if (opened := between(start, end)) is not None:
-            query["opened_at"] = opened
+        if (opened := between(_seconds(start), _seconds(end))) is not None:
+            query["opened_ts"] = opened
         return [from_document(d) async for d in self.complaints.find(query, {"history": 0})]
 
     async def insert_survey(self, survey: dict[str, Any], session: AsyncIOMotorClientSession) -> None:
-        await self.surveys.insert_one({"_id": survey["survey_id"], **survey}, session=session)
+        await self.surveys.insert_one(
+            {"_id": survey["survey_id"], **survey, "submitted_ts": epoch_seconds(survey["submitted_at"])},
+            session=session,
+        )
 
     async def surveys_between(self, start: datetime | None, end: datetime | None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {}
-        if (submitted := between(start, end)) is not None:
-            query["submitted_at"] = submitted
+        if (submitted := between(_seconds(start), _seconds(end))) is not None:
+            query["submitted_ts"] = submitted
         return await self.surveys.find(query).to_list(None)
+
+    async def add_epoch_seconds(self) -> None:
+        """Complaints and surveys stored before their epoch seconds were kept get them."""
+        await add_epoch_seconds(self.complaints, "opened_at", "opened_ts")
+        await add_epoch_seconds(self.surveys, "submitted_at", "submitted_ts")
 
     async def surveys_of(
         self, customer_id: str, limit: int, cursor: str | None

@@ -18,10 +18,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
         peers = Peers(settings)
-        service = ProfilesService(
-            store.ProfilesStore(runtime.mongo.db), runtime.writes, clock_from(settings.clock_file), peers
-        )
+        profiles = store.ProfilesStore(runtime.mongo.db)
+        service = ProfilesService(profiles, runtime.writes, clock_from(settings.clock_file), peers)
         app.state.profiles = service
+        runtime.background("epoch-seconds", lambda stop: profiles.add_epoch_seconds())
         runtime.background("signals", lambda stop: service.follow_signals(settings, stop))
         runtime.background("activity", lambda stop: service.follow_activity(settings, stop))
         runtime.on_stop(peers.close)

@@ -12,7 +12,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.clock import as_utc
 from services.common.errors import ConcurrentChange
-from services.common.mongo import between, index
+from services.common.mongo import add_epoch_seconds, between, epoch_seconds, index
 from services.common.pagination import Sort, page
 
 from .domain import ChurnWarning, Customer, ProfileFilters, WarningFilters, WarningStatus
@@ -34,7 +34,7 @@ INDEXES = {
         index("status"),
         index("assignee"),
     ],
-    MOVES: [index(("at", -1))],
+    MOVES: [index(("at", -1)), index("at_ts")],
     ACTIVITY: [],
 }
 WARNING_SORT: Sort = [("open_rank", -1), ("value_at_risk_cents", -1), ("_id", -1)]
@@ -296,6 +296,7 @@ class ProfilesStore:
                     "from": data["from_segment"],
                     "to": data["to_segment"],
                     "at": at,
+                    "at_ts": epoch_seconds(at),  # what period reads select on (mongo.epoch_seconds)
                 }
             )
         except DuplicateKeyError:
@@ -305,7 +306,8 @@ class ProfilesStore:
         await self.exports.insert_one({"_id": record["export_id"], **record})
 
     async def moves_between(self, since: datetime | None, until: datetime | None) -> list[tuple[str, str]]:
-        query = {"at": between(since, until)} if since or until else {}
+        seconds = between(epoch_seconds(since) if since else None, epoch_seconds(until) if until else None)
+        query = {"at_ts": seconds} if seconds else {}
         return [(d["from"], d["to"]) async for d in self.moves.find(query, {"from": 1, "to": 1})]
 
     # --- the 360 view's read model ------------------------------------------------------------
@@ -344,6 +346,10 @@ class ProfilesStore:
             raise ConcurrentChange(f"{len(exc.details.get('writeErrors', []))} activity documents") from None
         if result.matched_count != sum(1 for a in changed if a["version"]):
             raise ConcurrentChange("activity documents changed meanwhile")
+
+    async def add_epoch_seconds(self) -> None:
+        """Segment moves stored before their epoch seconds were kept get them."""
+        await add_epoch_seconds(self.moves, "at", "at_ts")
 
     # --- live profiles (read only) ----------------------------------------------------------
 

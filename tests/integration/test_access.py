@@ -263,7 +263,7 @@ RAW_BODIES = [
     b"[" + b'{"customer_id": "c-1", "kind": "login"},' * 20_000 + b"{}]",
     b'{"a": "' + b"x" * OVERSIZED + b'"}',
 ]
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 25
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import pytest
 from services.common.clock import to_rfc3339
 from services.common.mongo import blocking_client
 from services.stack.embedded import free_port
-from services.stack.harness import Service, TopicReader, start_service, start_stack, unique_id
+from services.stack.harness import Service, TopicReader, start_service, start_stack, unique_id, until
 
 T0 = datetime(2026, 11, 16, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
 OFFICE_POLICY = """
@@ -364,3 +364,29 @@ def test_events_are_published_exactly_once_across_a_broker_restart(tmp_path):
     finally:
         service.stop()
         stack.stop()
+
+
+def test_stats_select_by_epoch_seconds_also_for_what_was_stored_before(stack, complaints, clock):
+    """Period reads select on epoch seconds (an index serves that on every server); complaints
+    and surveys stored before those were kept get them when the service starts."""
+    start = datetime(2032, 6, 1, 9, 0, tzinfo=UTC)  # a period no other test touches
+    clock.set(start)
+    for _ in range(2):
+        opened = complaints.post(
+            "/complaints", json={"customer_id": unique_id(), "category": "product", "severity": "low"}
+        )
+        assert opened.status_code == 201, opened.text
+    scores = {d: 3 for d in ("website", "product", "payment", "service", "logistics", "overall")}
+    complaints.post("/surveys", json={"customer_id": unique_id(), "scores": scores, "recommend": 5})
+    window = {"from": "2032-06-01T00:00:00Z", "to": "2032-07-01T00:00:00Z"}
+    database = blocking_client(stack.mongo_url)[complaints.env["CRM_DB_PREFIX"] + "complaints"]
+    in_window = {"opened_at": {"$gte": start - timedelta(hours=1), "$lt": start + timedelta(hours=1)}}
+    assert database["complaints"].count_documents({**in_window, "opened_ts": {"$exists": True}}) == 2
+    # As stored before: no epoch seconds. After a restart they are back and counted.
+    database["complaints"].update_many(in_window, {"$unset": {"opened_ts": ""}})
+    database["surveys"].update_many({"recommend": 5, "scores.website": 3}, {"$unset": {"submitted_ts": ""}})
+    complaints.restart()
+    until(
+        lambda: complaints.get("/complaints/stats", params=window).json()["total"]["count"], lambda n: n == 2
+    )
+    until(lambda: complaints.get("/surveys/stats", params=window).json()["surveys"], lambda n: n == 1)
