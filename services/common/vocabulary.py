@@ -28,6 +28,22 @@ class Segment(StrEnum):
     CHAMPIONS = "Champions"
 
 
+# The RFM map of docs/architecture.md ("Scores"), first match wins: (R from, R to, F from, F to, segment).
+# The scorer places customers with it; the console draws the same map on its dashboard.
+SEGMENT_RULES = (
+    (1, 2, 1, 2, Segment.HIBERNATING),
+    (1, 2, 3, 4, Segment.AT_RISK),
+    (1, 2, 5, 5, Segment.CANT_LOSE_THEM),
+    (3, 3, 1, 2, Segment.ABOUT_TO_SLEEP),
+    (3, 3, 3, 3, Segment.NEED_ATTENTION),
+    (3, 4, 4, 5, Segment.LOYAL),
+    (4, 4, 1, 1, Segment.PROMISING),
+    (5, 5, 1, 1, Segment.NEW),
+    (4, 5, 2, 3, Segment.POTENTIAL_LOYALIST),
+    (5, 5, 4, 5, Segment.CHAMPIONS),
+)
+
+
 class LifecycleStage(StrEnum):
     PROSPECT = "prospect"
     EXPLORATION = "exploration"

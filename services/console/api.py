@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 
 from services.common.peers import Answer
-from services.scoring.scores import SEGMENT_RULES
+from services.common.vocabulary import SEGMENT_RULES
 
 from . import domain, messages
 from .models import (

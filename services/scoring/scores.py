@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from services.common.vocabulary import ChurnAction, ChurnLevel, LifecycleStage, Segment
+from services.common.vocabulary import SEGMENT_RULES, ChurnAction, ChurnLevel, LifecycleStage, Segment
 
 from . import facts as F
 from . import reasons as R
@@ -47,21 +47,6 @@ def quintile(value: float, bounds: tuple[float, ...], higher_is_better: bool = T
     """1 to 5 against four ascending cut points (a value on a cut counts as the better side
     when lower is better: 10 days with a cut at 10 is a 5)."""
     return bisect_right(bounds, value) + 1 if higher_is_better else 5 - bisect_left(bounds, value)
-
-
-# The RFM map of docs/architecture.md ("Scores"), first match wins: (R from, R to, F from, F to, segment).
-SEGMENT_RULES = (
-    (1, 2, 1, 2, Segment.HIBERNATING),
-    (1, 2, 3, 4, Segment.AT_RISK),
-    (1, 2, 5, 5, Segment.CANT_LOSE_THEM),
-    (3, 3, 1, 2, Segment.ABOUT_TO_SLEEP),
-    (3, 3, 3, 3, Segment.NEED_ATTENTION),
-    (3, 4, 4, 5, Segment.LOYAL),
-    (4, 4, 1, 1, Segment.PROMISING),
-    (5, 5, 1, 1, Segment.NEW),
-    (4, 5, 2, 3, Segment.POTENTIAL_LOYALIST),
-    (5, 5, 4, 5, Segment.CHAMPIONS),
-)
 
 
 def _span(low: int, high: int) -> str:
