@@ -18,6 +18,7 @@ from services.common.http import create_app as http_app
 from services.common.mongo import Mongo, ensure_indexes
 from services.common.peers import Peers
 from services.common.settings import Settings, get_settings
+from services.common.vocabulary import ChurnAction, ChurnLevel, LifecycleStage, LoyaltyTier, Segment
 
 from . import api, store
 from .service import ConsoleService
@@ -61,6 +62,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Autoescape on for every template: no text from a person or a service is read as HTML.
     templates = Jinja2Templates(
         env=jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True)
+    )
+    # The pages list the shared words (filters, the funnel, the actions) from the one vocabulary.
+    templates.env.globals.update(
+        segments=list(reversed(Segment)),  # best first, as the dashboard's map reads
+        lifecycle_stages=list(LifecycleStage),
+        loyalty_tiers=list(LoyaltyTier),
+        churn_levels=list(ChurnLevel),
+        churn_actions=list(ChurnAction),
     )
     app.state.templates = templates
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
+from services.common.vocabulary import ChurnAction, ChurnLevel, LoyaltyTier
+
 Text = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 Required = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
@@ -32,8 +34,8 @@ class SearchForm(Form):
     segment: Text | None = None
     lifecycle_stage: Text | None = None
     abc_class: Literal["A", "B", "C"] | None = None
-    tier: Literal["member", "silver", "gold", "platinum"] | None = None
-    churn_level: Literal["low", "medium", "high"] | None = None
+    tier: LoyaltyTier | None = None
+    churn_level: ChurnLevel | None = None
     min_risk: Annotated[float, Field(ge=0, le=1)] | None = None
     city: Text | None = None
     sort: Literal["clv", "risk", "spend", "recency"] = "clv"
@@ -64,7 +66,7 @@ class RedeemForm(Form):
 
 
 class WarningActionForm(Form):
-    action: Literal["call", "coupon", "email", "service_recovery"]
+    action: ChurnAction
     note: Note | None = None
 
 
