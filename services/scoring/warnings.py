@@ -125,7 +125,7 @@ def step(
     if state.open:
         if erased:
             ended_by = "erased"
-        elif level_now != "high" and (
+        elif level_now != ChurnLevel.HIGH and (
             last_purchase is not None
             and (state.last_purchase_at is None or last_purchase > state.last_purchase_at)
         ):
@@ -135,7 +135,7 @@ def step(
         else:
             return Step(state)
         return Step(state._replace(open=False, opened_at=None, value_at_risk_cents=0), RECOVERED, ended_by)
-    if level_now == "high" and worth and not erased:
+    if level_now == ChurnLevel.HIGH and worth and not erased:
         opened = state._replace(
             open=True,
             episode=state.episode + 1,
