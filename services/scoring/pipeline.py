@@ -237,8 +237,8 @@ class BatchPipeline:
             "pending": pending,
             "pending_seq": seq if pending else 0,
             "partition": partition,
-            # Seconds, not a date: nx-27017 compares dates in Python over every matching
-            # document (2.3 s at 30,000 profiles, the database held); numbers go through the index.
+            # Seconds, not a date (`DatabaseCapabilities.indexed_date_ranges` in
+            # services/common/mongo.py): numbers go through the index on every server.
             "next_review_ts": (now + REVIEW_EVERY).timestamp(),
             "updated_at": SystemClock().now(),
             "scored_at": now,
