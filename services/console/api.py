@@ -18,6 +18,7 @@ from services.common.peers import Answer
 from services.common.vocabulary import SEGMENT_RULES
 
 from . import domain, messages
+from .domain import Session
 from .models import (
     AssignForm,
     ComplaintForm,
@@ -31,7 +32,6 @@ from .models import (
     field_errors,
 )
 from .service import ConsoleService, Done
-from .store import Session
 
 router = APIRouter(include_in_schema=False)
 SESSION_COOKIE = "crm_console_session"

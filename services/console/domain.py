@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -261,3 +261,21 @@ def ticks(top: float, count: int = 4) -> list[float]:
 
 def value_at_risk(warnings: Sequence[dict[str, Any]]) -> int:
     return sum(int(w.get("value_at_risk_cents") or 0) for w in warnings if w.get("open"))
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in person: who they are to the other services (their key and role) and the
+    page's CSRF token; services/console/store.py keeps it."""
+
+    session_id: str = field(repr=False)
+    api_key: str = field(repr=False)  # never in a log line or a traceback's locals
+    role: str
+    label: str
+    csrf: str = field(repr=False)
+    language: str
+    expires_at: datetime
+
+    @property
+    def authorization(self) -> str:
+        return f"Bearer {self.api_key}"

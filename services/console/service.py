@@ -15,6 +15,7 @@ from services.common.clock import Clock
 from services.common.peers import Answer, Peers
 from services.common.problems import Problem
 
+from .domain import Session
 from .models import (
     AssignForm,
     ComplaintForm,
@@ -25,7 +26,7 @@ from .models import (
     SearchForm,
     WarningActionForm,
 )
-from .store import Session, SessionStore
+from .store import SessionStore
 
 PAGE_SIZE = 25
 QUEUE_STATUSES = ("open", "assigned", "awaiting_customer")

@@ -5,33 +5,19 @@ id; the person's API key, role and CSRF token stay here. A session ends on sign-
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
 from services.common.mongo import index
 
+from .domain import Session
+
 SESSIONS = "sessions"
 # Expired sessions are removed on the service's own clock (each sign-in sweeps them), not by a
 # TTL index, whose wall clock would disagree with a rehearsal's or a test's clock.
 # Expiry is kept as epoch seconds: a plain number compares and updates the same everywhere.
 INDEXES = {SESSIONS: [index("expires_ts")]}
-
-
-@dataclass(frozen=True)
-class Session:
-    session_id: str = field(repr=False)
-    api_key: str = field(repr=False)  # never in a log line or a traceback's locals
-    role: str
-    label: str
-    csrf: str = field(repr=False)
-    language: str
-    expires_at: datetime
-
-    @property
-    def authorization(self) -> str:
-        return f"Bearer {self.api_key}"
 
 
 class SessionStore:
