@@ -7,8 +7,10 @@ kafka-python is synchronous; async code calls these from a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -18,7 +20,15 @@ import orjson
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    InvalidProducerEpochError,
+    KafkaError,
+    KafkaTimeoutError,
+    OutOfOrderSequenceNumberError,
+    ProducerFencedError,
+    TopicAlreadyExistsError,
+    UnknownProducerIdError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from . import metrics, topics
@@ -49,28 +59,126 @@ def broker_reachable(settings: Settings, timeout: float = 1.0) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """One record to send: where, its key and bytes, its headers, and its event type (metrics)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    event_type: str = "raw"
+
+
+# The broker no longer knows the producer's id (it restarted empty, or expired the id): an
+# idempotent producer cannot go on from there; kafka-python then fails InitProducerId for good.
+PRODUCER_STATE_ERRORS = (
+    UnknownProducerIdError,
+    OutOfOrderSequenceNumberError,
+    InvalidProducerEpochError,
+    ProducerFencedError,
+)
+
+
+def _noting_a_forgotten_id(producer: KafkaProducer) -> KafkaProducer:
+    """Mark the producer when the broker answers that it does not know its id. kafka-python
+    takes that, for a partition it has no acknowledged offset on, as the id having aged out
+    and sends the batch again, which a broker that restarted empty refuses the same way until
+    the delivery timeout; elsewhere it ends in a fatal state. Either way only a new producer
+    (a new id) gets through, so `_broken` tells its owner to replace it."""
+    state = getattr(producer, "_transaction_manager", None)
+    if state is not None and hasattr(state, "reset_sequence_for_partition"):
+        reset = state.reset_sequence_for_partition
+
+        def reset_and_note(tp: TopicPartition) -> None:
+            producer.crm_id_forgotten = True  # type: ignore[attr-defined]
+            reset(tp)
+
+        state.reset_sequence_for_partition = reset_and_note
+    return producer
+
+
+def _broken(producer: KafkaProducer) -> bool:
+    """A producer that will never send again: the broker forgot its id, its idempotence state
+    is fatal (kafka-python keeps it so until closed) or its sender thread died."""
+    state = getattr(producer, "_transaction_manager", None)
+    sender = getattr(producer, "_sender", None)
+    return bool(
+        getattr(producer, "crm_id_forgotten", False)
+        or (state is not None and state.has_fatal_error())
+        or (sender is not None and not sender.is_alive())
+    )
+
+
+def _acknowledged(producer: KafkaProducer, future: Any, deadline: float) -> Exception | None:
+    """Wait for one send: None once acknowledged, else why not. Stops waiting as soon as the
+    producer is broken: its pending sends would only expire at the delivery timeout."""
+    while True:
+        try:
+            future.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+            return None
+        except KafkaTimeoutError as exc:
+            if future.is_done or time.monotonic() >= deadline or _broken(producer):
+                return exc
+        except Exception as exc:  # noqa: BLE001 - every failure means "not acknowledged"
+            return exc
+
+
 class EventProducer:
     """Publishes validated events, keyed by customer id so one customer's events stay in order.
 
     acks=all and idempotence: a retried send after a lost acknowledgement is not written twice.
+    A producer the broker no longer accepts (it restarted empty and forgot the producer's id)
+    is replaced here by a new one, and what it failed to send is sent again on it, so its users
+    (outbox relays, the scorer's signals, dead-letter sends) recover without code of their own.
     """
 
     def __init__(self, settings: Settings, client_id: str) -> None:
         self.settings = settings
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_list(settings),
-            client_id=client_id,
-            acks="all",
-            enable_idempotence=True,
-            retries=2**31 - 1,
-            delivery_timeout_ms=30_000,
-            request_timeout_ms=10_000,
-            max_block_ms=10_000,
-            linger_ms=5,
-            batch_size=256 * 1024,
-            compression_type=None,
-            allow_auto_create_topics=False,
+        self.client_id = client_id
+        self.replacements = 0
+        self._lock = threading.Lock()
+        self._raw: list[tuple[Outgoing, KafkaProducer, Any]] = []  # send_raw's sends, looked at by flush
+        self._producer: KafkaProducer | None = self._build()
+
+    def _build(self) -> KafkaProducer:
+        return _noting_a_forgotten_id(
+            KafkaProducer(
+                bootstrap_servers=bootstrap_list(self.settings),
+                client_id=self.client_id,
+                acks="all",
+                enable_idempotence=True,
+                retries=2**31 - 1,
+                delivery_timeout_ms=30_000,
+                request_timeout_ms=10_000,
+                max_block_ms=10_000,
+                linger_ms=5,
+                batch_size=256 * 1024,
+                compression_type=None,
+                allow_auto_create_topics=False,
+            )
         )
+
+    def _current(self) -> KafkaProducer:
+        """The producer to send with; a broken one is replaced first."""
+        with self._lock:
+            if self._producer is None or _broken(self._producer):
+                self._replace_locked()
+            return self._producer
+
+    def _replace(self, broken: KafkaProducer) -> None:
+        with self._lock:
+            if self._producer is broken:  # another thread may have replaced it already
+                self._replace_locked()
+
+    def _replace_locked(self) -> None:
+        old, self._producer = self._producer, None
+        if old is not None:
+            log.warning("replacing a producer the broker no longer accepts", client_id=self.client_id)
+            with contextlib.suppress(Exception):
+                old.close(timeout=0)
+        self._producer = self._build()  # raises while the broker is away: the next send tries again
+        self.replacements += 1
 
     def topic_of(self, event: dict[str, Any]) -> str:
         return topics.physical(topics.topic_for_type(event["type"]), self.settings)
@@ -84,28 +192,68 @@ class EventProducer:
             schemas = registry()
             for event in events:
                 schemas.validate(event)
-        futures = []
-        for event in events:
-            topic = self.topic_of(event)
-            futures.append(
-                (
-                    topic,
-                    event["type"],
-                    self._producer.send(topic, key=event["subject"].encode(), value=encode(event)),
-                )
-            )
-        self._wait(futures, timeout)
+        items = [
+            Outgoing(self.topic_of(e), e["subject"].encode(), encode(e), event_type=e["type"]) for e in events
+        ]
+        self._require(items, timeout)
 
     def publish_encoded(self, records: Sequence[bytes], *, timeout: float = 60.0) -> None:
-        """Publish events that were validated and encoded earlier (the outbox's rows)."""
-        futures = []
-        for raw in records:
-            head = orjson.loads(raw)
-            topic = self.topic_of(head)
-            futures.append(
-                (topic, head["type"], self._producer.send(topic, key=head["subject"].encode(), value=raw))
-            )
-        self._wait(futures, timeout)
+        """Publish events that were validated and encoded earlier; PublishError unless the
+        broker acknowledged every one."""
+        self._require([self.encoded(raw) for raw in records], timeout)
+
+    def encoded(self, raw: bytes) -> Outgoing:
+        """An event validated and encoded earlier (an outbox row's record), ready to send."""
+        head = orjson.loads(raw)
+        return Outgoing(self.topic_of(head), head["subject"].encode(), raw, event_type=head["type"])
+
+    def deliver(self, items: Sequence[Outgoing], *, timeout: float = 60.0) -> list[Exception | None]:
+        """Send every item and wait: for each, None once the broker acknowledged it, else why
+        not. What a broken producer lost goes once more on its replacement, within `timeout`."""
+        deadline = time.monotonic() + timeout
+        try:
+            producer = self._current()
+        except Exception as exc:  # noqa: BLE001 - no producer (the broker is away): nothing sent
+            return [exc] * len(items)
+        outcomes = self._attempt(producer, items, deadline)
+        failed = [k for k, error in enumerate(outcomes) if error is not None]
+        if failed and (
+            _broken(producer) or any(isinstance(outcomes[k], PRODUCER_STATE_ERRORS) for k in failed)
+        ):
+            try:
+                self._replace(producer)
+                producer = self._current()
+            except Exception as exc:  # noqa: BLE001 - the broker went away meanwhile
+                return [exc if error is not None else None for error in outcomes]
+            for k, error in zip(
+                failed, self._attempt(producer, [items[k] for k in failed], deadline), strict=True
+            ):
+                outcomes[k] = error
+        return outcomes
+
+    def _attempt(
+        self, producer: KafkaProducer, items: Sequence[Outgoing], deadline: float
+    ) -> list[Exception | None]:
+        sent: list[Any] = []
+        for item in items:
+            try:
+                sent.append(
+                    producer.send(item.topic, key=item.key, value=item.value, headers=list(item.headers))
+                )
+            except Exception as exc:  # noqa: BLE001 - refused before sending (too large, no metadata)
+                sent.append(exc)
+        outcomes: list[Exception | None] = []
+        for item, future in zip(items, sent, strict=True):
+            error = future if isinstance(future, Exception) else _acknowledged(producer, future, deadline)
+            outcomes.append(error)
+            if error is None:
+                metrics.EVENTS_PUBLISHED.labels(item.topic, item.event_type).inc()
+        return outcomes
+
+    def _require(self, items: Sequence[Outgoing], timeout: float) -> None:
+        failed = next((error for error in self.deliver(items, timeout=timeout) if error is not None), None)
+        if failed is not None:
+            raise PublishError(f"broker did not acknowledge: {failed!r}") from failed
 
     def send_raw(
         self,
@@ -114,29 +262,33 @@ class EventProducer:
         value: bytes | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Any:
-        return self._producer.send(topic, key=key, value=value, headers=headers or [])
-
-    def _wait(self, futures: list[tuple[str, str, Any]], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        self._producer.flush(timeout=timeout)
-        failed: Exception | None = None
-        for topic, etype, future in futures:
-            try:
-                future.get(timeout=max(0.0, deadline - time.monotonic()))
-                metrics.EVENTS_PUBLISHED.labels(topic, etype).inc()
-            except (KafkaError, Exception) as exc:  # noqa: BLE001 - every failure means "not acknowledged"
-                failed = failed or exc
-        if failed is not None:
-            raise PublishError(f"broker did not acknowledge: {failed!r}") from failed
+        """Send without waiting; `flush` sends again what a broken producer lost. Callers that
+        must know it arrived use `deliver`."""
+        item = Outgoing(topic, key, value, tuple(headers or ()))
+        producer = self._current()
+        future = producer.send(topic, key=key, value=value, headers=list(item.headers))
+        with self._lock:
+            self._raw.append((item, producer, future))
+        return future
 
     def flush(self, timeout: float = 30.0) -> None:
-        self._producer.flush(timeout=timeout)
+        """Wait for the raw sends so far; what a broken producer lost goes again on a new one
+        (logged, not raised, when that fails too)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            raw, self._raw = self._raw, []
+        lost = [item for item, producer, future in raw if _acknowledged(producer, future, deadline)]
+        if lost:
+            remaining = max(1.0, deadline - time.monotonic())
+            failed = [error for error in self.deliver(lost, timeout=remaining) if error is not None]
+            if failed:
+                log.warning("raw sends not acknowledged", count=len(failed), error=repr(failed[0]))
 
     def close(self, timeout: float = 5.0) -> None:
-        try:
-            self._producer.close(timeout=timeout)
-        except Exception:  # noqa: BLE001 - closing a producer whose broker is gone
-            pass
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):  # closing a producer whose broker is gone
+                producer.close(timeout=timeout)
 
 
 def ensure_topics(
