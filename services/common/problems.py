@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from pymongo.errors import ConnectionFailure as PyMongoConnectionFailure
+from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import Kind, RuleBroken
@@ -141,17 +142,21 @@ def install(app: FastAPI) -> None:
             exc.status_code, str(exc.detail), request, headers=getattr(exc, "headers", None)
         )
 
-    @app.exception_handler(PyMongoConnectionFailure)
-    async def _database_away(request: Request, exc: PyMongoConnectionFailure) -> ORJSONResponse:
-        # The database is unreachable or overloaded, not the request at fault: nothing was
-        # written (writes are transactions), so the client may simply retry.
-        log.warning("database unavailable", path=request.url.path, error=str(exc))
-        return problem_response(
-            503,
-            "the database is unavailable; nothing was changed, retry shortly",
-            request,
-            headers={"Retry-After": "1"},
+    @app.exception_handler(PyMongoError)
+    async def _database_away(request: Request, exc: PyMongoError) -> ORJSONResponse:
+        # The database is unreachable or did not answer in time, not the request at fault.
+        # Writes are transactions: a refused one changed nothing, but one that timed out while
+        # committing may have landed, hence the Idempotency-Key advice.
+        if not (exc.timeout or isinstance(exc, PyMongoConnectionFailure)):
+            return await _unexpected(request, exc)
+        log.warning("database unavailable", path=request.url.path, error=str(exc), timeout=exc.timeout)
+        detail = (
+            "the database did not answer in time; retry shortly (with the same Idempotency-Key "
+            "if the request must not be applied twice)"
+            if exc.timeout
+            else "the database is unavailable; nothing was changed, retry shortly"
         )
+        return problem_response(503, detail, request, headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> ORJSONResponse:

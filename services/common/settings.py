@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     api_keys_file: Path = Path(".crm/api-keys.hashed")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_import_bytes: int = Field(64 * 1_048_576, ge=1024)
+    # Seconds a write's transaction may take (waiting for its turn included) before the
+    # request answers 503 with Retry-After (services/common/mongo.py Mongo.transaction).
+    db_timeout_seconds: float = Field(10.0, gt=0)
     log_level: str = "info"
     log_json: bool = True
 
