@@ -110,6 +110,12 @@ class DatabaseCapabilities:
     # signals waiting in a profile as JSON text (services/scoring/store.py `encode_facts`);
     # outbox rows, only ever inserted, hold binary records (services/common/outbox.py).
     binary_in_updates: bool = True
+    # nx-27017 stores a date set by an update of an existing document (or by
+    # find_one_and_update) as text ("2026-11-30 12:27:09.530000"), which no date condition
+    # matches again; only an insert or an upsert's insert keeps it a date. A date a condition
+    # reads after updates is kept as epoch seconds: the outbox lease's `expires_ts`
+    # (services/common/outbox.py).
+    dates_in_updates: bool = True
     # nx-27017 fails counting or aggregating a collection that does not exist yet instead of
     # answering zero. `ensure_indexes` creates every collection a service names at start.
     empty_missing_collection: bool = True
@@ -141,6 +147,7 @@ EMBEDDED = DatabaseCapabilities(
     nested_projection=False,
     compound_index_with_id=False,
     binary_in_updates=False,
+    dates_in_updates=False,
     empty_missing_collection=False,
 )
 

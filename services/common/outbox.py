@@ -6,9 +6,9 @@ once), which consumers absorb by deduplicating on the event id.
 A row holds one write's events (up to ROW_EVENTS), already encoded: fewer, smaller documents
 to store (half the cost of a row per event on the embedded server) and nothing to re-encode
 when publishing. Rows are inserted and deleted, never updated, so their records stay binary
-(`DatabaseCapabilities.binary_in_updates` in services/common/mongo.py). The relay's deletes
-and the lease go through `Mongo.transaction`, which runs them one at a time where the server
-cannot interleave transactions (`DatabaseCapabilities.concurrent_transactions`).
+(`DatabaseCapabilities.binary_in_updates` in services/common/mongo.py). The relay uses no
+transaction: its lease is one atomic update, renewed page by page while it drains, and its
+deletes are idempotent.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -39,7 +38,6 @@ log = structlog.get_logger(__name__)
 OUTBOX = "outbox"
 LEASES = "outbox_lease"
 INDEXES = {OUTBOX: [index("created_at")], LEASES: []}
-LEASE_SECONDS = 15
 ROW_EVENTS = 100
 BACKLOG_REPORT_SECONDS = 5.0
 
@@ -111,15 +109,17 @@ class Outbox:
             )
             if not batch:
                 return
+            # Renewed before every page, so a long drain keeps the lease and each publish has
+            # all of it; lost (we stalled past it), the new holder publishes from here.
+            if not await self._hold_lease(renew=True):
+                return
             producer = await self._producer_ready()
             records = [bytes(raw) for row in batch for raw in row["records"]]
             await asyncio.to_thread(producer.publish_encoded, records)
-            ids = [doc["_id"] for doc in batch]
-
-            async def forget(session: AsyncIOMotorClientSession, ids: list = ids) -> None:
-                await self.collection.delete_many({"_id": {"$in": ids}}, session=session)
-
-            await self.mongo.transaction(forget)
+            # Not a transaction: deleting a published row twice or not at all (then it is
+            # published again) is harmless, and two relays' transactions would interleave on
+            # the embedded server (`DatabaseCapabilities.concurrent_transactions`).
+            await self.collection.delete_many({"_id": {"$in": [doc["_id"] for doc in batch]}})
             if len(batch) < self.settings.outbox_batch:
                 return
 
@@ -133,29 +133,39 @@ class Outbox:
             producer, self._producer = self._producer, None
             await asyncio.to_thread(producer.close, 2.0)
 
-    async def _hold_lease(self) -> bool:
-        """Only one relay per database publishes, so replicas never race on the same events."""
-        now = self._clock.now()
-        if self._lease_until is not None and now < self._lease_until - timedelta(
-            seconds=2 * LEASE_SECONDS / 3
+    async def _hold_lease(self, renew: bool = False) -> bool:
+        """Only one relay per database publishes, so replicas never race on the same events.
+        One atomic update takes the lease when it is free or expired, or renews our own; no
+        transaction (a refused upsert inside one would abort it and, on a replica set, retry
+        it for two minutes). Between drains it is renewed once a third of it has passed."""
+        lease = self.settings.outbox_lease_seconds
+        if (
+            not renew
+            and self._lease_until is not None
+            and time.monotonic() < self._lease_until - 2 * lease / 3
         ):
             return True
-
-        async def claim(session: AsyncIOMotorClientSession) -> bool:
-            try:
-                await self.mongo.db[LEASES].update_one(
-                    {"_id": "relay", "$or": [{"holder": self._holder}, {"expires_at": {"$lt": now}}]},
-                    {"$set": {"holder": self._holder, "expires_at": now + timedelta(seconds=LEASE_SECONDS)}},
-                    upsert=True,
-                    session=session,
-                )
-                return True
-            except DuplicateKeyError:
-                return False
-
-        held = await self.mongo.transaction(claim)
-        self._lease_until = now + timedelta(seconds=LEASE_SECONDS) if held else None
-        return held
+        asked = time.monotonic()
+        now = self._clock.now().timestamp()  # epoch seconds (`DatabaseCapabilities.dates_in_updates`)
+        try:
+            await self.mongo.db[LEASES].update_one(
+                # `$or` over the one lease document (`DatabaseCapabilities.indexed_or` is moot)
+                {
+                    "_id": "relay",
+                    "$or": [
+                        {"holder": self._holder},
+                        {"expires_ts": {"$lt": now}},
+                        {"expires_ts": {"$exists": False}},  # an earlier version's, never renewed
+                    ],
+                },
+                {"$set": {"holder": self._holder, "expires_ts": now + lease}},
+                upsert=True,
+            )
+        except DuplicateKeyError:  # another relay holds it: the upsert found no free lease
+            self._lease_until = None
+            return False
+        self._lease_until = asked + lease  # counted from before asking: never longer than the database's
+        return True
 
     async def _report_backlog(self) -> None:
         try:

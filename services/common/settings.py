@@ -51,6 +51,8 @@ class Settings(BaseSettings):
 
     outbox_poll_seconds: float = Field(1.0, gt=0)
     outbox_batch: int = Field(200, ge=1)  # rows per publish; a row holds up to 100 events
+    # One relay per database publishes; another takes over this long after it stops renewing.
+    outbox_lease_seconds: float = Field(15.0, gt=0)
     idempotency_ttl_hours: int = Field(48, ge=1)
     # Tests and rehearsals only: read "now" from this file instead of the wall clock.
     clock_file: Path | None = None

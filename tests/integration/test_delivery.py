@@ -3,12 +3,15 @@ and database when they restart, stall or refuse."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 import uuid
 
+from services.common import outbox
 from services.common.kafka import EventProducer, ensure_topics
+from services.common.mongo import Mongo, ensure_indexes
 from services.stack.harness import TopicReader, start_service, start_stack, unique_id
 from tests.integration.test_platform import paid_event
 
@@ -76,3 +79,103 @@ def test_a_write_the_stalled_database_cannot_take_answers_503_with_retry_after_i
     finally:
         orders.stop()
         stack.stop()
+
+
+async def test_two_relays_with_a_short_lease_publish_every_row_once_and_take_over_in_time(stack):
+    settings = stack.settings(
+        topic_prefix=f"l{uuid.uuid4().hex[:6]}.",
+        db_prefix=f"t{uuid.uuid4().hex[:8]}_",
+        outbox_lease_seconds=2.0,
+        outbox_batch=1,  # many small pages: the drain outlasts the lease several times
+        outbox_poll_seconds=0.1,
+    )
+    ensure_topics(settings)
+    customer = unique_id()
+    events = [paid_event(customer) for _ in range(1000)]
+    handles = [await Mongo.open(settings, "orders") for _ in range(2)]  # two processes' handles
+    await ensure_indexes(handles[0].db, outbox.INDEXES)
+    relays = [outbox.Outbox(mongo, settings, "orders") for mongo in handles]
+    rows = handles[0].db[outbox.OUTBOX]
+
+    async def store(session) -> None:
+        for event in events:
+            await relays[0].add(session, [event])  # a row each
+
+    await handles[0].transaction(store)
+    stops = [asyncio.Event(), asyncio.Event()]
+    running = [asyncio.create_task(relay.run(stop)) for relay, stop in zip(relays, stops, strict=True)]
+
+    async def until(condition, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not await condition():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    try:
+        assert await until(lambda: _fewer_rows_than(rows, 600), 60)
+        # The relay holding the lease stops between pages (a process shutting down); the
+        # other takes over once the lease expires, and no row goes out twice meanwhile.
+        lease = await handles[0].db[outbox.LEASES].find_one({"_id": "relay"})
+        holder = next(k for k, relay in enumerate(relays) if relay._holder == lease["holder"])
+        stops[holder].set()
+        await running[holder]
+        assert await until(lambda: _fewer_rows_than(rows, 1), 60), "no relay took over"
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*running)
+        for mongo in handles:
+            mongo.close()
+    reader = TopicReader(stack, settings.topic_prefix + "crm.orders.v1")
+    seen = await asyncio.to_thread(reader.collect, lambda e: e["subject"] == customer, 1000, 60, 2)
+    reader.close()
+    assert len(seen) == 1000
+    assert sorted(e["id"] for e in seen) == sorted(e["id"] for e in events)  # none twice
+
+
+async def _fewer_rows_than(rows, count: int) -> bool:
+    return await rows.count_documents({}) < count
+
+
+async def test_a_relay_takes_over_a_lease_its_stopped_holder_had_renewed(stack):
+    settings = stack.settings(
+        topic_prefix=f"l{uuid.uuid4().hex[:6]}.",
+        db_prefix=f"t{uuid.uuid4().hex[:8]}_",
+        outbox_lease_seconds=1.0,
+        outbox_poll_seconds=0.1,
+    )
+    ensure_topics(settings)
+    handles = [await Mongo.open(settings, "orders") for _ in range(2)]
+    await ensure_indexes(handles[0].db, outbox.INDEXES)
+    first, second = (outbox.Outbox(mongo, settings, "orders") for mongo in handles)
+    stops = [asyncio.Event(), asyncio.Event()]
+    running = [asyncio.create_task(first.run(stops[0]))]
+    try:
+        await asyncio.sleep(2.5)  # the first relay takes the lease and renews it several times
+        running.append(asyncio.create_task(second.run(stops[1])))
+        stops[0].set()
+        await running[0]
+        customer = unique_id()
+        event = paid_event(customer)
+
+        async def store(session) -> None:
+            await first.add(session, [event])
+
+        await handles[0].transaction(store)
+        rows = handles[0].db[outbox.OUTBOX]
+        deadline = time.monotonic() + 15
+        while await rows.count_documents({}) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert await rows.count_documents({}) == 0, "the lease never expired"
+    finally:
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*running)
+        for mongo in handles:
+            mongo.close()
+    reader = TopicReader(stack, settings.topic_prefix + "crm.orders.v1")
+    seen = await asyncio.to_thread(reader.collect, lambda e: e["subject"] == customer, 1, 30, 1)
+    reader.close()
+    assert [e["id"] for e in seen] == [event["id"]]
