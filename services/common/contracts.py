@@ -20,6 +20,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 
 from .clock import SystemClock, to_rfc3339
+from .errors import RuleBroken
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_BASE = "https://schemas.crm.example"
@@ -201,8 +202,31 @@ def build_event(
     return event
 
 
+# The largest encoded event the platform publishes. The producer sends requests of up to
+# 1 MiB (kafka.EventProducer, as Kafka's default message.max.bytes takes); the rest leaves
+# room for the key, the headers and the batch framing. An API body may be 1 MiB itself
+# (settings.max_body_bytes), so a write whose event would be larger is refused with a 413
+# (`encode_bounded`) instead of being accepted and then refused by the broker.
+MAX_EVENT_BYTES = 1_000_000
+
+
 def encode(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event)
+
+
+def encode_bounded(event: dict[str, Any]) -> bytes:
+    """`encode`, refusing an event larger than MAX_EVENT_BYTES (RuleBroken, HTTP 413: a
+    request answers it; a consumer's handler dead-letters the event that led to it)."""
+    raw = encode(event)
+    if len(raw) > MAX_EVENT_BYTES:
+        raise RuleBroken(
+            f"the {event['type']} event this makes would be {len(raw)} bytes; events are at most "
+            f"{MAX_EVENT_BYTES} bytes: send less (e.g. fewer or shorter attributes)",
+            status=413,
+            size=len(raw),
+            limit=MAX_EVENT_BYTES,
+        )
+    return raw
 
 
 def decode(raw: bytes | None) -> dict[str, Any]:

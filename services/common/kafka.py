@@ -22,10 +22,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import (
     InvalidProducerEpochError,
+    InvalidRecordError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
     OutOfOrderSequenceNumberError,
     ProducerFencedError,
+    RecordListTooLargeError,
     TopicAlreadyExistsError,
     UnknownProducerIdError,
 )
@@ -61,13 +64,15 @@ def broker_reachable(settings: Settings, timeout: float = 1.0) -> bool:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One record to send: where, its key and bytes, its headers, and its event type (metrics)."""
+    """One record to send: where, its key and bytes, its headers, and the event's type (for
+    metrics) and id (for logs)."""
 
     topic: str
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...] = ()
     event_type: str = "raw"
+    event_id: str = ""
 
 
 # The broker no longer knows the producer's id (it restarted empty, or expired the id): an
@@ -78,6 +83,10 @@ PRODUCER_STATE_ERRORS = (
     InvalidProducerEpochError,
     ProducerFencedError,
 )
+
+
+# The broker will never take this record as it is: retrying cannot help (the outbox parks it).
+RECORD_REFUSED_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError)
 
 
 def _noting_a_forgotten_id(producer: KafkaProducer) -> KafkaProducer:
@@ -154,6 +163,7 @@ class EventProducer:
                 max_block_ms=10_000,
                 linger_ms=5,
                 batch_size=256 * 1024,
+                max_request_size=1_048_576,  # Kafka's default; contracts.MAX_EVENT_BYTES fits
                 compression_type=None,
                 allow_auto_create_topics=False,
             )
@@ -193,7 +203,10 @@ class EventProducer:
             for event in events:
                 schemas.validate(event)
         items = [
-            Outgoing(self.topic_of(e), e["subject"].encode(), encode(e), event_type=e["type"]) for e in events
+            Outgoing(
+                self.topic_of(e), e["subject"].encode(), encode(e), event_type=e["type"], event_id=e["id"]
+            )
+            for e in events
         ]
         self._require(items, timeout)
 
@@ -205,7 +218,9 @@ class EventProducer:
     def encoded(self, raw: bytes) -> Outgoing:
         """An event validated and encoded earlier (an outbox row's record), ready to send."""
         head = orjson.loads(raw)
-        return Outgoing(self.topic_of(head), head["subject"].encode(), raw, event_type=head["type"])
+        return Outgoing(
+            self.topic_of(head), head["subject"].encode(), raw, event_type=head["type"], event_id=head["id"]
+        )
 
     def deliver(self, items: Sequence[Outgoing], *, timeout: float = 60.0) -> list[Exception | None]:
         """Send every item and wait: for each, None once the broker acknowledged it, else why

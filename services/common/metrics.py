@@ -32,6 +32,10 @@ OUTBOX_OLDEST_AGE = Gauge(
     "crm_outbox_oldest_pending_age_seconds", "Age of the oldest unpublished outbox event."
 )
 OUTBOX_RELAY_ERRORS = Counter("crm_outbox_relay_errors_total", "Failed attempts to publish outbox events.")
+OUTBOX_PARKED = Counter(
+    "crm_outbox_parked_total",
+    "Outbox events the broker refused for good (too large), set aside with the reason.",
+)
 CONSUMER_COMMITS = Counter(
     "crm_consumer_commits_total", "Offset commits after effects were stored.", ["group"]
 )

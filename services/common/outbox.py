@@ -24,12 +24,12 @@ from typing import Any
 import structlog
 from bson import Binary, ObjectId
 from motor.motor_asyncio import AsyncIOMotorClientSession
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from . import metrics
 from .clock import SystemClock, as_utc
-from .contracts import encode, registry
-from .kafka import EventProducer
+from .contracts import encode_bounded, registry
+from .kafka import RECORD_REFUSED_ERRORS, EventProducer, PublishError
 from .mongo import Mongo, index
 from .settings import Settings
 
@@ -37,9 +37,31 @@ log = structlog.get_logger(__name__)
 
 OUTBOX = "outbox"
 LEASES = "outbox_lease"
-INDEXES = {OUTBOX: [index("created_at")], LEASES: []}
+PARKED = "outbox_parked"  # events the broker refused for good, with the reason
+INDEXES = {OUTBOX: [index("created_at")], LEASES: [], PARKED: [index("parked_at")]}
 ROW_EVENTS = 100
+# Bytes of records a row holds at most, far under MongoDB's 16 MB document limit (an event is
+# at most contracts.MAX_EVENT_BYTES, so a row is at most about ROW_BYTES + 1 MB).
+ROW_BYTES = 8 * 1_048_576
 BACKLOG_REPORT_SECONDS = 5.0
+
+
+def _rows(records: list[bytes]) -> list[list[bytes]]:
+    """Records in rows of at most ROW_EVENTS records and about ROW_BYTES bytes, in order."""
+    rows: list[list[bytes]] = []
+    size = 0
+    for raw in records:
+        if not rows or len(rows[-1]) >= ROW_EVENTS or size + len(raw) > ROW_BYTES:
+            rows.append([])
+            size = 0
+        rows[-1].append(raw)
+        size += len(raw)
+    return rows
+
+
+def _retriable(error: Exception | None) -> bool:
+    """Not acknowledged, but may be later (the broker away, slow, or its producer replaced)."""
+    return error is not None and not isinstance(error, RECORD_REFUSED_ERRORS)
 
 
 class Outbox:
@@ -65,12 +87,8 @@ class Outbox:
             schemas.validate(event)
         now = self._clock.now()
         rows = [
-            {
-                "_id": ObjectId(),
-                "records": [Binary(encode(e)) for e in events[k : k + ROW_EVENTS]],
-                "created_at": now,
-            }
-            for k in range(0, len(events), ROW_EVENTS)
+            {"_id": ObjectId(), "records": [Binary(raw) for raw in records], "created_at": now}
+            for records in _rows([encode_bounded(e) for e in events])
         ]
         await self.collection.insert_many(rows, session=session, ordered=True)
 
@@ -113,15 +131,55 @@ class Outbox:
             # all of it; lost (we stalled past it), the new holder publishes from here.
             if not await self._hold_lease(renew=True):
                 return
-            producer = await self._producer_ready()
-            records = [bytes(raw) for row in batch for raw in row["records"]]
-            await asyncio.to_thread(producer.publish_encoded, records)
-            # Not a transaction: deleting a published row twice or not at all (then it is
-            # published again) is harmless, and two relays' transactions would interleave on
-            # the embedded server (`DatabaseCapabilities.concurrent_transactions`).
-            await self.collection.delete_many({"_id": {"$in": [doc["_id"] for doc in batch]}})
+            await self._publish(batch)
             if len(batch) < self.settings.outbox_batch:
                 return
+
+    async def _publish(self, batch: list[dict[str, Any]]) -> None:
+        """Publish a page, record by record: a row is done when the broker took each of its
+        records or refused one for good (too large: parked with the reason, so it cannot
+        hold back the rows after it). Raises PublishError, after removing the rows that are
+        done, when some record may go through later (the broker away or slow)."""
+        producer = await self._producer_ready()
+        places = [(row, k, bytes(raw)) for row in batch for k, raw in enumerate(row["records"])]
+        items = [producer.encoded(raw) for _, _, raw in places]
+        outcomes = await asyncio.to_thread(producer.deliver, items)
+        retry = {row["_id"] for (row, _, _), error in zip(places, outcomes, strict=True) if _retriable(error)}
+        parked = [
+            {
+                "_id": f"{row['_id']}:{k}",  # parking a record twice (a crash in between) keeps one
+                "record": Binary(raw),
+                "event_id": item.event_id,
+                "type": item.event_type,
+                "topic": item.topic,
+                "bytes": len(raw),
+                "reason": repr(error),
+                "parked_at": self._clock.now(),
+            }
+            for (row, k, raw), item, error in zip(places, items, outcomes, strict=True)
+            if error is not None and not _retriable(error) and row["_id"] not in retry
+        ]
+        if parked:
+            with contextlib.suppress(BulkWriteError):  # already parked by an earlier attempt
+                await self.mongo.db[PARKED].insert_many(parked, ordered=False)
+            metrics.OUTBOX_PARKED.inc(len(parked))
+            for doc in parked:
+                log.error(
+                    "the broker refuses an outbox event for good; parked",
+                    event_id=doc["event_id"],
+                    type=doc["type"],
+                    bytes=doc["bytes"],
+                    reason=doc["reason"],
+                )
+        done = [row["_id"] for row in batch if row["_id"] not in retry]
+        # Not a transaction: deleting a published row twice or not at all (then it is
+        # published again) is harmless, and two relays' transactions would interleave on
+        # the embedded server (`DatabaseCapabilities.concurrent_transactions`).
+        if done:
+            await self.collection.delete_many({"_id": {"$in": done}})
+        if retry:
+            failed = next(e for e in outcomes if _retriable(e))
+            raise PublishError(f"broker did not acknowledge: {failed!r}") from failed
 
     async def _producer_ready(self) -> EventProducer:
         if self._producer is None:

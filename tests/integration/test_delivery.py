@@ -9,10 +9,17 @@ import signal
 import time
 import uuid
 
+import pytest
+from bson import Binary, ObjectId
+from prometheus_client import REGISTRY
+
 from services.common import outbox
+from services.common.contracts import MAX_EVENT_BYTES, build_event, encode
+from services.common.errors import RuleBroken
 from services.common.kafka import EventProducer, ensure_topics
 from services.common.mongo import Mongo, ensure_indexes
 from services.stack.harness import TopicReader, start_service, start_stack, unique_id
+from tests.conftest import NOW
 from tests.integration.test_platform import paid_event
 
 
@@ -179,3 +186,80 @@ async def test_a_relay_takes_over_a_lease_its_stopped_holder_had_renewed(stack):
     seen = await asyncio.to_thread(reader.collect, lambda e: e["subject"] == customer, 1, 30, 1)
     reader.close()
     assert [e["id"] for e in seen] == [event["id"]]
+
+
+async def test_a_record_the_broker_refuses_is_parked_and_the_rows_after_it_are_published(stack):
+    settings = stack.settings(
+        topic_prefix=f"p{uuid.uuid4().hex[:6]}.",
+        db_prefix=f"t{uuid.uuid4().hex[:8]}_",
+        outbox_poll_seconds=0.1,
+    )
+    ensure_topics(settings)
+    mongo = await Mongo.open(settings, "orders")
+    await ensure_indexes(mongo.db, outbox.INDEXES)
+    relay = outbox.Outbox(mongo, settings, "orders")
+    customer = unique_id()
+    before, huge, after = paid_event(customer), paid_event(customer), [paid_event(customer) for _ in range(3)]
+    huge["padding"] = "x" * 2_000_000  # a row an earlier version stored: larger than any request
+    rows = [[before], [huge, after[0]], after[1:]]
+    # Stored as an earlier version would have, without today's size bound.
+    await mongo.db[outbox.OUTBOX].insert_many(
+        [{"_id": ObjectId(), "records": [Binary(encode(e)) for e in row], "created_at": NOW} for row in rows]
+    )
+    parked_before = _sample("crm_outbox_parked_total")
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        reader = TopicReader(stack, settings.topic_prefix + "crm.orders.v1")
+        seen = await asyncio.to_thread(reader.collect, lambda e: e["subject"] == customer, 4, 30, 1)
+        reader.close()
+        assert sorted(e["id"] for e in seen) == sorted(e["id"] for e in [before, *after])
+        deadline = time.monotonic() + 10
+        while await mongo.db[outbox.OUTBOX].count_documents({}) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert await mongo.db[outbox.OUTBOX].count_documents({}) == 0
+        parked = await mongo.db[outbox.PARKED].find({}).to_list(None)
+        assert [(p["event_id"], p["type"], bytes(p["record"]) == encode(huge)) for p in parked] == [
+            (huge["id"], "crm.order.paid", True)
+        ]
+        assert "MessageSizeTooLarge" in parked[0]["reason"]
+        assert _sample("crm_outbox_parked_total") == parked_before + 1
+    finally:
+        stop.set()
+        await running
+        mongo.close()
+
+
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def test_a_write_whose_event_would_be_too_large_is_refused_with_413(stack):
+    settings = stack.settings(db_prefix=f"t{uuid.uuid4().hex[:8]}_")
+    mongo = await Mongo.open(settings, "orders")
+    await ensure_indexes(mongo.db, outbox.INDEXES)
+    relay = outbox.Outbox(mongo, settings, "orders")
+    customer = unique_id()
+    attributes = {"note": "x" * (MAX_EVENT_BYTES // 2), "more": "y" * (MAX_EVENT_BYTES // 2)}
+    event = build_event(
+        "crm.interaction.recorded",
+        {
+            "interaction_id": unique_id("i"),
+            "customer_id": customer,
+            "kind": "message",
+            "occurred_at": "2026-11-22T07:00:00Z",
+            "attributes": attributes,  # valid, and 1 MB of it
+        },
+        source="/services/profiles",
+    )
+
+    async def store(session) -> None:
+        await relay.add(session, [paid_event(unique_id()), event])
+
+    try:
+        with pytest.raises(RuleBroken) as refused:
+            await mongo.transaction(store)
+        assert refused.value.status == 413 and "at most 1000000 bytes" in refused.value.detail
+        assert await mongo.db[outbox.OUTBOX].count_documents({}) == 0  # nothing of the write stored
+    finally:
+        mongo.close()
