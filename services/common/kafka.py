@@ -33,10 +33,12 @@ from kafka.errors import (
     UnknownProducerIdError,
 )
 from kafka.structs import OffsetAndMetadata
+from pymongo.errors import ConnectionFailure, PyMongoError
 
 from . import metrics, topics
 from .clock import SystemClock, to_rfc3339
 from .contracts import EventValidationError, decode, encode, registry
+from .mongo import async_client
 from .settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -288,16 +290,27 @@ class EventProducer:
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait for the raw sends so far; what a broken producer lost goes again on a new one
-        (logged, not raised, when that fails too)."""
+        (logged, not raised, when that fails too: `confirm` raises)."""
+        failed = self._settle_raw(timeout)
+        if failed:
+            log.warning("raw sends not acknowledged", count=len(failed), error=repr(failed[0]))
+
+    def confirm(self, timeout: float = 30.0) -> None:
+        """`flush`, raising PublishError unless the broker acknowledged every raw send so far
+        (a consumer commits past a dead letter only once it is stored)."""
+        failed = self._settle_raw(timeout)
+        if failed:
+            raise PublishError(f"broker did not acknowledge: {failed[0]!r}") from failed[0]
+
+    def _settle_raw(self, timeout: float) -> list[Exception]:
         deadline = time.monotonic() + timeout
         with self._lock:
             raw, self._raw = self._raw, []
         lost = [item for item, producer, future in raw if _acknowledged(producer, future, deadline)]
-        if lost:
-            remaining = max(1.0, deadline - time.monotonic())
-            failed = [error for error in self.deliver(lost, timeout=remaining) if error is not None]
-            if failed:
-                log.warning("raw sends not acknowledged", count=len(failed), error=repr(failed[0]))
+        if not lost:
+            return []
+        remaining = max(1.0, deadline - time.monotonic())
+        return [error for error in self.deliver(lost, timeout=remaining) if error is not None]
 
     def close(self, timeout: float = 5.0) -> None:
         producer, self._producer = self._producer, None
@@ -418,7 +431,8 @@ def deadletter_headers(
 
 def reason_class(error: EventValidationError) -> str:
     """A bounded label for metrics: not_json, envelope, data or unknown_type (and refused, for
-    valid events a rule refused: EventConsumer)."""
+    valid events a rule refused, and failed, for those a handler failed on every attempt:
+    EventConsumer)."""
     if error.reason.startswith("not JSON") or error.reason == "empty record":
         return "not_json"
     if error.reason.startswith("no schema") or (error.field == "dataschema"):
@@ -477,8 +491,12 @@ class EventConsumer:
       the dead-letter topic with the reason, and the batch goes on (split_valid);
     - an event a rule refuses goes there too, with the rule's reason: retrying cannot change a
       rule's answer, and dropping it would lose it;
-    - any other failure (database away, a conflict) rewinds the batch and delivers it again
-      after RETRY_DELAY, until it succeeds.
+    - while the database is away (a driver connection error or timeout, or it does not answer
+      a ping) the batch is delivered again after RETRY_DELAY, as often as it takes;
+    - any other failure is the handler's: the batch is tried again one event at a time, each
+      up to `consumer_max_attempts` times, and an event that still fails goes to the
+      dead-letter topic with the handler's error, so one poison event cannot stop the stream;
+    - offsets are committed only once every dead letter of the batch is acknowledged.
 
     Effects must be idempotent on the event id: after a crash between storing and committing,
     the batch is delivered again.
@@ -497,6 +515,7 @@ class EventConsumer:
         self.max_records = max_records
         self.producer = producer
         self.deadletter_topic = topics.physical(topics.DEADLETTER, settings)
+        self._database: Any = None  # a client for pings, made when first needed
         self._consumer = KafkaConsumer(
             *[topics.physical(t, settings) for t in topic_names],
             bootstrap_servers=bootstrap_list(settings),
@@ -518,36 +537,103 @@ class EventConsumer:
             records = [r for batch in polled.values() for r in batch]
             if not records:
                 continue
-            valid = split_valid(records, self.producer, self.deadletter_topic, self.group_id)
             try:
-                refused = await handle(valid)
-                self._deadletter_refused(refused or [], records)
-                await asyncio.to_thread(self.producer.flush)
+                await self._process(handle, records, stop)
                 if self.settings.failpoint == "consumer_before_commit":
                     os._exit(137)  # a crash after the effects are stored and before the commit
             except Exception:
                 log.exception(
-                    "batch failed; it will be delivered again", group=self.group_id, size=len(records)
+                    "batch not finished; it will be delivered again", group=self.group_id, size=len(records)
                 )
                 await asyncio.to_thread(self._rewind, polled)
                 await asyncio.sleep(RETRY_DELAY)
                 continue
             await asyncio.to_thread(self._commit, polled)
 
-    def _deadletter_refused(self, refused: list[Refused], records: list[Any]) -> None:
-        originals = {(r.topic, r.partition, r.offset): r for r in records}  # the bytes as they came
-        for refusal in refused:
-            d = refusal.delivered
-            record = originals[(d.topic, d.partition, d.offset)]
-            self.producer.send_raw(
-                self.deadletter_topic,
-                record.key,
-                record.value,
-                deadletter_headers(
-                    f"refused: {refusal.reason}", d.topic, d.partition, d.offset, self.group_id
-                ),
+    async def _process(self, handle: BatchHandler, records: list[Any], stop: asyncio.Event) -> None:
+        """Handle a batch; raises when it must be delivered again (the database away, or a dead
+        letter the broker did not acknowledge)."""
+        valid = split_valid(records, self.producer, self.deadletter_topic, self.group_id)
+        try:
+            refused = await handle(valid) or []
+        except Exception as exc:
+            if await self._database_away(exc):
+                raise
+            log.warning(
+                "batch failed; its events are tried one at a time", group=self.group_id, error=repr(exc)
             )
-            metrics.EVENTS_DEADLETTERED.labels(d.topic, "refused").inc()
+            refused = await self._one_at_a_time(handle, valid, records, stop)
+        self._deadletter_refused(refused, records)
+        await asyncio.to_thread(self.producer.confirm)
+
+    async def _one_at_a_time(
+        self, handle: BatchHandler, valid: list[Delivered], records: list[Any], stop: asyncio.Event
+    ) -> list[Refused]:
+        """Find the poison event: each event up to `consumer_max_attempts` times, then to the
+        dead-letter topic with the handler's error. While the database is away the event waits
+        for it, uncounted (on shutdown the batch is left for the next owner)."""
+        refused: list[Refused] = []
+        for delivered in valid:
+            attempt = 1
+            while True:
+                try:
+                    refused.extend(await handle([delivered]) or [])
+                    break
+                except Exception as exc:
+                    if await self._database_away(exc):
+                        if stop.is_set():
+                            raise
+                        await asyncio.sleep(RETRY_DELAY)  # not this event's fault
+                        continue
+                    if attempt >= self.settings.consumer_max_attempts:
+                        self._deadletter_failed(delivered, exc, attempt, records)
+                        break
+                    attempt += 1
+                    await asyncio.sleep(RETRY_DELAY)
+        return refused
+
+    async def _database_away(self, error: Exception) -> bool:
+        """The database, not the handler, is at fault: the driver says so, or a ping fails."""
+        if isinstance(error, PyMongoError) and (error.timeout or isinstance(error, ConnectionFailure)):
+            return True
+        if self._database is None:
+            self._database = async_client(self.settings.mongo_url)
+        try:
+            await asyncio.wait_for(self._database.admin.command("ping"), 2.0)
+            return False
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return True
+
+    def _deadletter_failed(
+        self, delivered: Delivered, error: Exception, attempts: int, records: list[Any]
+    ) -> None:
+        log.error(
+            "event failed every attempt; dead-lettered",
+            group=self.group_id,
+            event_id=delivered.event["id"],
+            type=delivered.event["type"],
+            attempts=attempts,
+            error=repr(error),
+        )
+        self._deadletter(delivered, f"failed {attempts} times: {error!r}", "failed", records)
+
+    def _deadletter_refused(self, refused: list[Refused], records: list[Any]) -> None:
+        for refusal in refused:
+            self._deadletter(refusal.delivered, f"refused: {refusal.reason}", "refused", records)
+
+    def _deadletter(self, delivered: Delivered, reason: str, reason_label: str, records: list[Any]) -> None:
+        record = next(  # the bytes as they came
+            r
+            for r in records
+            if (r.topic, r.partition, r.offset) == (delivered.topic, delivered.partition, delivered.offset)
+        )
+        self.producer.send_raw(
+            self.deadletter_topic,
+            record.key,
+            record.value,
+            deadletter_headers(reason, delivered.topic, delivered.partition, delivered.offset, self.group_id),
+        )
+        metrics.EVENTS_DEADLETTERED.labels(delivered.topic, reason_label).inc()
 
     def _commit(self, polled: dict[TopicPartition, list[Any]]) -> None:
         offsets = {
@@ -567,6 +653,8 @@ class EventConsumer:
             self._consumer.close(autocommit=False)
         except Exception:  # noqa: BLE001
             pass
+        if self._database is not None:
+            self._database.close()
 
 
 async def consume(

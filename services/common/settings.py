@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # One relay per database publishes; another takes over this long after it stops renewing.
     outbox_lease_seconds: float = Field(15.0, gt=0)
     idempotency_ttl_hours: int = Field(48, ge=1)
+    # Times a consumer tries an event its handler fails on before dead-lettering it with the
+    # error (not counted while the database is away: kafka.EventConsumer).
+    consumer_max_attempts: int = Field(5, ge=1)
     # Tests and rehearsals only: read "now" from this file instead of the wall clock.
     clock_file: Path | None = None
     # Tests only: a named failpoint where the process dies on purpose (see kafka.EventConsumer).

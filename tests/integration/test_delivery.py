@@ -9,14 +9,17 @@ import signal
 import time
 import uuid
 
+import orjson
 import pytest
 from bson import Binary, ObjectId
 from prometheus_client import REGISTRY
+from pymongo.errors import AutoReconnect
 
 from services.common import outbox
 from services.common.contracts import MAX_EVENT_BYTES, build_event, encode
 from services.common.errors import RuleBroken
-from services.common.kafka import EventProducer, ensure_topics
+from services.common.handlers import Handlers
+from services.common.kafka import EventConsumer, EventProducer, ensure_topics
 from services.common.mongo import Mongo, ensure_indexes
 from services.stack.harness import TopicReader, start_service, start_stack, unique_id
 from tests.conftest import NOW
@@ -263,3 +266,45 @@ async def test_a_write_whose_event_would_be_too_large_is_refused_with_413(stack)
         assert await mongo.db[outbox.OUTBOX].count_documents({}) == 0  # nothing of the write stored
     finally:
         mongo.close()
+
+
+async def test_a_poison_event_is_dead_lettered_after_its_attempts_and_the_stream_goes_on(stack):
+    settings = stack.settings(topic_prefix=f"c{uuid.uuid4().hex[:6]}.", consumer_max_attempts=3)
+    ensure_topics(settings)
+    customer = unique_id()
+    before, poison, flaky, after = (paid_event(customer) for _ in range(4))
+    producer = EventProducer(settings, "test")
+    producer.publish([before, poison, flaky, after])
+    handlers: Handlers[dict] = Handlers()
+    seen: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    @handlers.on("crm.order.paid")
+    async def paid(calls: dict, event: dict) -> None:
+        calls[event["id"]] = calls.get(event["id"], 0) + 1
+        if event["id"] == poison["id"]:
+            raise KeyError("amount_cents")  # a handler bug: every attempt fails the same way
+        if event["id"] == flaky["id"] and calls[event["id"]] <= 5:
+            raise AutoReconnect("connection closed")  # the database away: waited for, not counted
+        if event["id"] == after["id"]:
+            stop.set()
+
+    consumer = EventConsumer(settings, "poison-test", handlers.topics, producer)
+    try:
+        await asyncio.wait_for(consumer.run(handlers.one_by_one(seen), stop), 60)
+    finally:
+        consumer.close()
+    assert seen[poison["id"]] == 1 + 3  # once in the batch, then its three attempts
+    assert seen[flaky["id"]] == 6 and seen[after["id"]] >= 1
+    dead = TopicReader(stack, settings.topic_prefix + "crm.deadletter.v1").records()
+    assert [orjson.loads(r.value)["id"] for r in dead] == [poison["id"]]
+    reason = dict(dead[0].headers)["crm.dlq.reason"].decode()
+    assert reason == "failed 3 times: KeyError('amount_cents')"
+    # Committed past all of it: the group starts after the last event.
+    again = EventConsumer(settings, "poison-test", handlers.topics, producer)
+    try:
+        left = await asyncio.to_thread(again._consumer.poll, 6000)
+        assert not [r for batch in left.values() for r in batch]
+    finally:
+        again.close()
+        producer.close()
