@@ -160,8 +160,11 @@ class Outbox:
             if error is not None and not _retriable(error) and row["_id"] not in retry
         ]
         if parked:
-            with contextlib.suppress(BulkWriteError):  # already parked by an earlier attempt
+            try:
                 await self.mongo.db[PARKED].insert_many(parked, ordered=False)
+            except BulkWriteError as exc:  # fine when only already parked by an earlier attempt
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
             metrics.OUTBOX_PARKED.inc(len(parked))
             for doc in parked:
                 log.error(
