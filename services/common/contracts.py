@@ -20,7 +20,7 @@ from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 
 from .clock import SystemClock, to_rfc3339
-from .errors import RuleBroken
+from .errors import Kind, RuleBroken
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 SCHEMA_BASE = "https://schemas.crm.example"
@@ -215,14 +215,14 @@ def encode(event: dict[str, Any]) -> bytes:
 
 
 def encode_bounded(event: dict[str, Any]) -> bytes:
-    """`encode`, refusing an event larger than MAX_EVENT_BYTES (RuleBroken, HTTP 413: a
-    request answers it; a consumer's handler dead-letters the event that led to it)."""
+    """`encode`, refusing an event larger than MAX_EVENT_BYTES (RuleBroken too_large, a 413
+    for a request; a consumer's handler dead-letters the event that led to it)."""
     raw = encode(event)
     if len(raw) > MAX_EVENT_BYTES:
         raise RuleBroken(
             f"the {event['type']} event this makes would be {len(raw)} bytes; events are at most "
             f"{MAX_EVENT_BYTES} bytes: send less (e.g. fewer or shorter attributes)",
-            status=413,
+            Kind.TOO_LARGE,
             size=len(raw),
             limit=MAX_EVENT_BYTES,
         )

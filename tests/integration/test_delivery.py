@@ -17,7 +17,7 @@ from pymongo.errors import AutoReconnect
 
 from services.common import outbox
 from services.common.contracts import MAX_EVENT_BYTES, build_event, encode
-from services.common.errors import RuleBroken
+from services.common.errors import Kind, RuleBroken
 from services.common.handlers import Handlers
 from services.common.kafka import EventConsumer, EventProducer, ensure_topics
 from services.common.mongo import Mongo, ensure_indexes
@@ -266,7 +266,7 @@ async def test_a_write_whose_event_would_be_too_large_is_refused_with_413(stack)
     try:
         with pytest.raises(RuleBroken) as refused:
             await mongo.transaction(store)
-        assert refused.value.status == 413 and "at most 1000000 bytes" in refused.value.detail
+        assert refused.value.kind == Kind.TOO_LARGE and "at most 1000000 bytes" in refused.value.detail
         assert await mongo.db[outbox.OUTBOX].count_documents({}) == 0  # nothing of the write stored
     finally:
         mongo.close()
