@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     scoring_cache_profiles: int = Field(200_000, ge=0)
     scoring_review_seconds: float = Field(60.0, gt=0)  # how often silent customers are re-scored
     population_seconds: float = Field(60.0, gt=0)  # how often quintiles, ABC and models are refreshed
+    # a batch unacknowledged this long means the consumer is stalled: /readyz answers 503
+    scoring_stall_seconds: float = Field(120.0, gt=0)
     # auto: event time while the stream is history (a replay), wall time once it is live
     scoring_clock: str = Field("auto", pattern="^(auto|wall|event)$")
 

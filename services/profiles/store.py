@@ -55,7 +55,7 @@ SORT_FIELDS = {
     "recency": "rank.last_purchase",
 }
 # What the scorer keeps for itself in a profile; not part of any answer.
-INTERNAL = ("facts", "pending", "pending_seq", "next_review_ts", "partition", "rank")
+INTERNAL = ("facts", "pending", "pending_seq", "write_seq", "next_review_ts", "partition", "rank")
 
 
 def search_query(filters: ProfileFilters) -> dict[str, Any]:

@@ -47,10 +47,13 @@ def register(app: faust.App, worker: Worker) -> None:
             "database": bool(mongo) and await mongo.ping(),  # type: ignore[union-attr]
             "broker": await asyncio.to_thread(broker_reachable, worker.settings),
         }
+        stalled = worker.consumer_stalled()
+        checks["consumer"] = stalled is None
         ok = worker.ready.is_set() and all(checks.values())
-        return web.json(
-            {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
-        )
+        answer = {"status": "ready" if ok else "not ready", "checks": checks}
+        if stalled:
+            answer["reasons"] = {"consumer": stalled}
+        return web.json(answer, status=200 if ok else 503)
 
     @app.page("/metrics")
     async def metrics(web, request):

@@ -22,6 +22,7 @@ faust's.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ IN_FLIGHT = 4
 class Batch:
     records: list[Any]  # aiokafka ConsumerRecords: .topic .partition .offset .key .value
     generation: int
+    handed_over_at: float = field(default_factory=time.monotonic)
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     def settle(self, work: asyncio.Future) -> None:
@@ -94,6 +96,13 @@ class BatchConsumer(Consumer):
         except asyncio.CancelledError:
             if not self.transport.app.should_stop:
                 raise
+
+    def unacknowledged_for(self) -> float:
+        """Seconds the oldest batch handed to the agent has waited for its write (0: none
+        waits). Fetching stops while IN_FLIGHT batches wait, so a batch that never settles is
+        a stalled consumer (/readyz)."""
+        waiting = [b.handed_over_at for b in getattr(self, "_in_flight", ()) if not b.done.done()]
+        return time.monotonic() - min(waiting) if waiting else 0.0
 
     async def wait_empty(self) -> None:
         """Before partitions are revoked, faust waits for the messages it tracks; batches are

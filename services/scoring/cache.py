@@ -17,7 +17,7 @@ class ProfileCache:
     write succeeded and no rebalance happened meanwhile, and a failed write drops the entries
     it touched. Bounded (least recently used go first)."""
 
-    KEPT = ("rfm", "lifecycle", "churn", "care", "pending", "pending_seq", "event_time")
+    KEPT = ("rfm", "lifecycle", "churn", "care", "pending", "pending_seq", "event_time", "write_seq")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity

@@ -38,6 +38,14 @@ class Worker:
     def assigned_partitions(self) -> list[int]:
         return sorted({tp.partition for tp in self.app.consumer.assignment()})
 
+    def consumer_stalled(self) -> str | None:
+        """Why the consumer is stalled, or None: a batch has waited for its write longer than
+        CRM_SCORING_STALL_SECONDS."""
+        waited = getattr(self.app.consumer, "unacknowledged_for", lambda: 0.0)()
+        if waited > self.settings.scoring_stall_seconds:
+            return f"stalled: a batch has waited {waited:.0f} s for its write"
+        return None
+
 
 def create_app(settings: Settings | None = None) -> faust.App:
     settings = settings or get_settings()
@@ -80,7 +88,9 @@ def create_app(settings: Settings | None = None) -> faust.App:
     async def connect() -> None:
         worker.mongo = mongo = await Mongo.open(settings, "profiles")
         await ensure_indexes(mongo.db, store.INDEXES)
-        worker.scorer = Scorer(store.ProfileStore(mongo.db), settings, clock_from(settings.clock_file))
+        profiles = store.ProfileStore(mongo.db)
+        await profiles.version_profiles()
+        worker.scorer = Scorer(profiles, settings, clock_from(settings.clock_file))
         await worker.scorer.load_population()
         worker.ready.set()
 

@@ -22,6 +22,9 @@ FRESHNESS = Histogram(
 PROFILE_WRITES = Counter(
     "crm_scoring_profile_writes_total", "Profiles written; events processed over this is the fold's gain."
 )
+BATCH_RETRIES = Counter(
+    "crm_scoring_batch_retries_total", "Batches staged again after a failure before their write."
+)
 SIGNALS = Counter("crm_scoring_signals_total", "Outbound signals published.", ["type"])
 PROFILES = Gauge(
     "crm_profiles", "Profiles by segment, lifecycle stage and ABC class.", ["dimension", "value"]

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from services.common.clock import SystemClock, parse_rfc3339
 
 from . import facts as F
@@ -30,6 +32,7 @@ from .profile import REVIEW_EVERY, build
 from .signal_outbox import SignalOutbox
 from .store import ProfileStore, decode_facts, encode_facts
 
+log = structlog.get_logger(__name__)
 NEXT_READ_WAIT = 0.1  # seconds a write waits for the next batch's read (see _let_next_batch_read)
 
 
@@ -89,9 +92,15 @@ class BatchPipeline:
                 self.clock.saw(max(parse_rfc3339(e["time"]) for e in events))
             now = self.clock.now()
             generation = self.cache.generation
-            seq = self._seq = max(self._seq + 1, time.time_ns() // 1000)  # rises across restarts
             stored = await self._stored(list(by_customer))
             self._read_done.set()
+            # Rises across restarts (a clock), and past every batch that wrote these profiles
+            # (another worker's, before the partitions moved here): the write fence (store.write).
+            seq = self._seq = max(
+                self._seq + 1,
+                time.time_ns() // 1000,
+                *((doc.get("write_seq") or 0) + 1 for _, doc in stored.values()),
+            )
             # In a worker thread: the event loop stays free to start the previous batch's write
             # (queued behind this batch's read) and finish its bookkeeping meanwhile, so the
             # database writes while this batch is scored instead of idling through it.
@@ -140,8 +149,8 @@ class BatchPipeline:
         async with self._write_lock:
             if next_batch:
                 await self._let_next_batch_read()
-            await self.store.write(staged.docs)
-            self._written(staged)  # before anything else can stage or write
+            stale = await self._store(staged)
+            self._written(staged, stale)  # before anything else can stage or write
             previous, self._published = self._published, asyncio.get_running_loop().create_future()
             published = self._published
         done = False
@@ -149,21 +158,41 @@ class BatchPipeline:
             if previous is not None:
                 await asyncio.shield(previous)
             if not self.outbox.backlog:
-                await self.outbox.publish([d for d in staged.docs if d["pending"]], staged.seq)
+                await self.outbox.publish(
+                    [d for d in staged.docs if d["pending"] and d["_id"] not in stale], staged.seq
+                )
             done = True
         finally:
             if not done:  # interrupted: marks stay put until the sweep sends what is stored
                 self.outbox.backlog = True
             published.set_result(None)
 
-    def _written(self, staged: Staged) -> None:
+    async def _store(self, staged: Staged) -> set[str]:
+        """The batch's write, retried while the database is away, inside the write lock: no
+        later batch writes before this one has landed. Returns the profiles a later batch
+        (another worker's) had written already. A database that answers and still refuses
+        the batch raises: the caller folds its events one at a time."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.store.write(staged.docs)
+            except Exception:
+                if await self.store.reachable():
+                    raise
+                log.warning("database away; the batch's write waits for it", size=len(staged.docs))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _written(self, staged: Staged, stale: set[str]) -> None:
         """A batch's profiles are stored: what the next folds build on, and the metrics."""
         for doc in staged.docs:
             cid = doc["_id"]
             if self._unwritten.get(cid, (staged.seq,))[0] != staged.seq:
                 continue  # a later batch folded this customer again: its write updates the cache
             self._unwritten.pop(cid, None)
-            if staged.generation == self.cache.generation:  # no rebalance while it was staged
+            if cid in stale:
+                self.cache.drop([cid])  # another worker wrote it: read it again
+            elif staged.generation == self.cache.generation:  # no rebalance while it was staged
                 self.cache.put(cid, staged.folded[cid], doc)
         metrics.batch_written(staged.events, len(staged.docs))
 
@@ -236,6 +265,7 @@ class BatchPipeline:
             "facts": encode_facts(facts),
             "pending": pending,
             "pending_seq": seq if pending else 0,
+            "write_seq": seq,  # the batch that wrote it: only a later batch replaces it
             "partition": partition,
             # Seconds, not a date (`DatabaseCapabilities.indexed_date_ranges` in
             # services/common/mongo.py): numbers go through the index on every server.

@@ -55,15 +55,30 @@ class Scorer:
         """Raw records from the broker: invalid ones go to the dead-letter topic, the rest are
         staged (folded and built). Returns the batch's write: acknowledge the batch when that
         completes. The next batch can be staged while this one is written (writes stay in
-        order); neither step raises."""
+        order). Never raises: a batch left unstaged is never acknowledged and fetching stops
+        behind it, so whatever fails (the dead-letter topic, the database away) is retried
+        until it passes; /readyz reports the stall meanwhile."""
+        delay = 0.5
+        while True:
+            try:
+                return await self._stage_batch(records, consumer)
+            except Exception:
+                metrics.BATCH_RETRIES.inc()
+                log.exception("staging a batch failed; trying it again", size=len(records), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _stage_batch(self, records: list[Any], consumer: str) -> Awaitable[None]:
         producer = await self.producer()
         deadletter = topics.physical(topics.DEADLETTER, self.settings)
         valid = await asyncio.to_thread(split_valid, records, producer, deadletter, consumer)
         try:
             staged = await self.pipeline.stage([d.event for d in valid], None, self.population)
         except Exception:
-            # An event the fold cannot take (the database is not involved in staging). Let the
-            # writes in flight land, forget what this batch folded in memory, then go one by one.
+            if not await self.store.reachable():
+                raise  # the database is away: stage the batch again later
+            # An event the fold cannot take. Let the writes in flight land, forget what this
+            # batch folded in memory, then go one by one.
             log.exception("folding a batch failed; folding its events one by one", size=len(valid))
             await self.pipeline.wait_for_writes_in_flight()
             self.pipeline.forget({d.event["subject"] for d in valid})
@@ -79,31 +94,16 @@ class Scorer:
         deadletter: str,
         consumer: str,
     ) -> None:
-        """Write a staged batch; while the database is away, wait for it (nothing is lost).
-        When it refuses the batch, start over from it one event at a time."""
-        delay = 0.5
-        while True:
-            try:
-                await self.pipeline.write(staged)
-                break
-            except Exception:
-                log.exception("writing a batch failed", size=len(staged.docs))
-                if not await self.store_reachable():
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 10.0)
-                    continue
-                await self.pipeline.wait_for_writes_in_flight()
-                self.pipeline.forget(set(staged.folded))
-                await self._fold_one_by_one(valid, records, producer, deadletter, consumer)
-                break
-        await asyncio.to_thread(producer.flush)
-
-    async def store_reachable(self) -> bool:
+        """Write a staged batch (the pipeline waits for a database that is away, in order).
+        When the database refuses the batch, start over from it one event at a time."""
         try:
-            await self.store.profiles.database.command("ping")
-            return True
-        except Exception:  # noqa: BLE001
-            return False
+            await self.pipeline.write(staged)
+        except Exception:
+            log.exception("writing a batch failed", size=len(staged.docs))
+            await self.pipeline.wait_for_writes_in_flight()
+            self.pipeline.forget(set(staged.folded))
+            await self._fold_one_by_one(valid, records, producer, deadletter, consumer)
+        await flushed(producer)
 
     async def _fold_one_by_one(
         self, valid: list[Any], records: list[Any], producer: EventProducer, deadletter: str, consumer: str
@@ -118,7 +118,7 @@ class Scorer:
                     break
                 except Exception as exc:  # noqa: BLE001
                     self.pipeline.forget({delivered.event["subject"]})  # it may have half-folded in memory
-                    if not await self.store_reachable():
+                    if not await self.store.reachable():
                         await asyncio.sleep(delay)  # not this record's fault: wait and try it again
                         delay = min(delay * 2, 10.0)
                         continue
@@ -137,7 +137,7 @@ class Scorer:
                         ),
                     )
                     break
-        await asyncio.to_thread(producer.flush)
+        await flushed(producer)
 
     async def fold(self, events: list[dict[str, Any]], rescore: list[str] | None = None) -> int:
         """Fold events (and re-score `rescore` customers) and write them, one bulk write."""
@@ -196,3 +196,15 @@ class Scorer:
         for dimension, counts in (await self.store.counts()).items():
             for value, n in counts.items():
                 metrics.PROFILES.labels(dimension, str(value)).set(n)
+
+
+async def flushed(producer: EventProducer) -> None:
+    """Every dead-lettered record acknowledged before the batch is: retried until it is."""
+    delay = 0.5
+    while True:
+        try:
+            return await asyncio.to_thread(producer.flush)
+        except Exception:  # noqa: BLE001 - the broker away: the batch waits, /readyz reports it
+            log.warning("dead-lettered records not acknowledged yet", retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

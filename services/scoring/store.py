@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from services.common.clock import as_utc, parse_rfc3339
 from services.common.mongo import index, projection
@@ -21,6 +22,7 @@ from .scores import Population
 PROFILES = "profiles"
 POPULATION = "population"
 PUBLISHED = "signals_published"  # per partition: the batch sequence whose signals are all out
+DUPLICATE_KEY = 11000
 # Every index costs each profile write (about 14 µs a document on nx-27017, a
 # quarter of the write at 15 indexes), so only what a query needs: the review timer, the
 # signals waiting to be published, and the profiles service's sort keys and its two selective
@@ -82,12 +84,40 @@ class ProfileStore:
         docs = await self.profiles.find({"_id": {"$in": customer_ids}}).to_list(None)
         return {d["_id"]: d for d in docs}
 
-    async def write(self, docs: list[dict[str, Any]]) -> None:
-        """One unordered bulk write for the whole batch."""
-        if docs:
+    async def write(self, docs: list[dict[str, Any]]) -> set[str]:
+        """One unordered bulk write for the whole batch, fenced: a profile is replaced only by
+        a write of the same or a later batch (`write_seq`), so a write that comes late (a
+        worker whose partitions moved to another) changes nothing. Returns the ids of the
+        profiles a later batch had written already: the replace matched nothing and its upsert
+        met the stored `_id`."""
+        if not docs:
+            return set()
+        try:
             await self.profiles.bulk_write(
-                [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs], ordered=False
+                [
+                    ReplaceOne({"_id": d["_id"], "write_seq": {"$lte": d["write_seq"]}}, d, upsert=True)
+                    for d in docs
+                ],
+                ordered=False,
             )
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors) or exc.details.get("writeConcernErrors"):
+                raise
+            return {docs[e["index"]]["_id"] for e in errors}
+        return set()
+
+    async def version_profiles(self) -> None:
+        """Profiles stored before writes were fenced get batch number 0, so any write passes
+        their fence (a missing field would match no `$lte`)."""
+        await self.profiles.update_many({"write_seq": {"$exists": False}}, {"$set": {"write_seq": 0}})
+
+    async def reachable(self) -> bool:
+        try:
+            await self.profiles.database.command("ping")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            return False
 
     async def published_marks(self) -> dict[int, int]:
         """Per partition, the batch sequence up to which every stored signal was published."""
