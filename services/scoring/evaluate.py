@@ -108,7 +108,7 @@ def run(workdir: Path | None = None, timeout: float = 900.0, log=print) -> dict[
                 raise TimeoutError(f"the scorer folded {done} of {totals['accepted']} purchases")
             time.sleep(1)
         log(f"scored {done} purchases in {time.perf_counter() - started:.0f}s")
-        refreshed = httpx.post(f"{scoring.url}/population/refresh?rescore=true", timeout=900).json()
+        refreshed = scoring.post("/population/refresh", params={"rescore": "true"}, timeout=900).json()
         log(
             f"population refit on {refreshed['customers']} customers, {refreshed['rescored']} profiles rescored"
         )

@@ -362,3 +362,11 @@ def test_the_backlog_sweep_hands_over_only_whole_batches(stack):
     assert first_page == [(1, ["c-0", "c-1", "c-2", "c-3"])]
     assert after_batch_one == [(2, ["c-4", "c-5", "c-6"])]
     assert roomy_pages == [(1, ["c-0", "c-1", "c-2", "c-3"]), (2, ["c-4", "c-5", "c-6"]), (3, ["c-7"])]
+
+
+def test_refreshing_the_population_needs_an_admin_key(scorer):
+    missing = scorer.post("/population/refresh", role=None)
+    assert missing.status_code == 401 and "API key" in missing.json()["detail"]
+    assert missing.headers["content-type"].startswith("application/problem+json")
+    assert scorer.post("/population/refresh", role="viewer").status_code == 403
+    assert scorer.post("/population/refresh", role="admin").status_code == 200
