@@ -134,9 +134,8 @@ def create_app(settings: Settings | None = None) -> faust.App:
 
     @app.timer(interval=settings.population_seconds)
     async def refresh_population() -> None:
-        if worker.ready.is_set():
-            await worker.scorer.refresh_population()
-            await worker.scorer.count_profiles()
+        if worker.ready.is_set():  # one worker of the group runs it (Scorer.population_job)
+            await worker.scorer.population_job(settings.population_seconds)
 
     api.register(app, worker)
     return app

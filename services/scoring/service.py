@@ -7,12 +7,15 @@ names)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Awaitable
 from datetime import datetime
 from typing import Any
 
 import structlog
+from bson import ObjectId
 
 from services.common import topics
 from services.common.clock import Clock, SystemClock
@@ -30,6 +33,9 @@ from .store import ProfileStore
 
 log = structlog.get_logger(__name__)
 RESCORE_CHUNK = 500  # customers re-scored per staged batch by the review and a full re-score
+# A worker holds the population job for this share of an interval, so the next run goes to
+# whichever worker's timer fires first after it: about one run per interval across workers.
+POPULATION_LEASE_SHARE = 0.9
 
 
 class Scorer:
@@ -42,6 +48,7 @@ class Scorer:
         self.outbox = SignalOutbox(store, self.producer)
         self.pipeline = BatchPipeline(store, self.cache, self.outbox, self.clock, settings.topic_partitions)
         self._producer: EventProducer | None = None
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{ObjectId()}"  # this worker, for leases
 
     def now(self) -> datetime:
         return self.clock.now()
@@ -185,6 +192,25 @@ class Scorer:
             metrics.POPULATION_FAILURES.inc()
             log.exception("population refresh failed; keeping the previous parameters")
         return self.population
+
+    async def population_job(self, interval: float) -> bool:
+        """The population job of one interval, run by one worker of the group: the one that
+        claims its lease refits (and counts the profiles); the others load what it stored.
+        Returns whether this worker ran it."""
+        try:
+            now = SystemClock().now().timestamp()
+            claimed = await self.store.claim_population_refresh(
+                self.holder, now, interval * POPULATION_LEASE_SHARE
+            )
+            if not claimed:
+                await self.load_population()
+                return False
+        except Exception:  # noqa: BLE001 - the database away: the next interval tries again
+            log.warning("population job skipped: the database did not answer", exc_info=True)
+            return False
+        await self.refresh_population()
+        await self.count_profiles()
+        return True
 
     async def load_population(self) -> None:
         stored = await self.store.load_population()

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 from motor.motor_asyncio import AsyncIOMotorDatabase
-from pymongo import ReplaceOne, UpdateOne
-from pymongo.errors import BulkWriteError
+from pymongo import ReplaceOne, ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.common.clock import as_utc, parse_rfc3339
 from services.common.mongo import index, projection
@@ -23,6 +23,7 @@ PROFILES = "profiles"
 POPULATION = "population"
 PUBLISHED = "signals_published"  # per partition: the batch sequence whose signals are all out
 DUPLICATE_KEY = 11000
+REFRESH_LEASE = "refresh_lease"  # in POPULATION: which worker runs the population job, until when
 # Every index costs each profile write (about 14 µs a document on nx-27017, a
 # quarter of the write at 15 indexes), so only what a query needs: the review timer, the
 # signals waiting to be published, and the profiles service's sort keys and its two selective
@@ -226,6 +227,23 @@ class ProfileStore:
             monetary_bounds=list(population.monetary_bounds),
         )
         await self.population.replace_one({"_id": "current"}, doc, upsert=True)
+
+    async def claim_population_refresh(self, holder: str, now: float, seconds: float) -> bool:
+        """The population job's lease for the next `seconds` (epoch seconds), taken by one
+        worker at a time: one atomic update conditioned on the last lease having run out, no
+        transaction. Counts the runs it hands out (`runs`). While another worker's lease
+        holds, the condition matches nothing and the upsert meets the stored `_id` (a
+        duplicate key; the embedded server answers no document instead)."""
+        try:
+            lease = await self.population.find_one_and_update(
+                {"_id": REFRESH_LEASE, "until": {"$lte": now}},
+                {"$set": {"holder": holder, "until": now + seconds}, "$inc": {"runs": 1}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:
+            return False
+        return lease is not None and lease.get("holder") == holder
 
     async def counts(self) -> dict[str, dict[Any, int]]:
         """Profiles by segment, lifecycle stage and ABC class (the profiles gauge)."""

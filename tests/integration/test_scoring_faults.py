@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+import time
 import uuid
 from datetime import timedelta
 
@@ -15,8 +17,8 @@ from kafka import KafkaProducer
 
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event, encode
-from services.common.kafka import ensure_topics
-from services.common.mongo import Mongo, ensure_indexes
+from services.common.kafka import EventProducer, ensure_topics
+from services.common.mongo import Mongo, blocking_client, ensure_indexes
 from services.scoring import store
 from services.scoring.service import Scorer
 from services.stack.embedded import free_port, mongo_child
@@ -155,3 +157,74 @@ def test_a_batch_that_cannot_be_staged_is_retried_and_readiness_reports_the_stal
         assert stalled.json()["checks"] == {"database": True, "broker": True, "consumer": False}
     finally:
         scorer.stop()
+
+
+def test_two_workers_one_killed_the_other_takes_its_partitions_and_the_population_job_runs_once(
+    stack, tmp_path
+):
+    """Two scorer workers in one consumer group; one is killed mid-stream. The other takes its
+    partitions and every customer ends with exact totals; the population job ran about once
+    per interval across both workers, not once per worker."""
+    prefix = f"two{uuid.uuid4().hex[:6]}."
+    settings = stack.settings(topic_prefix=prefix)
+    ensure_topics(settings)
+    customers = [f"w-{n:03d}" for n in range(200)]
+    rounds = 8
+    expected = {c: (rounds, sum(1_000 + 10 * k + n for k in range(rounds))) for n, c in enumerate(customers)}
+    db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+    interval = 1.0
+    workers = [
+        start_service(
+            stack,
+            "scoring",
+            db_prefix=db_prefix,
+            CRM_TOPIC_PREFIX=prefix,
+            CRM_SCORING_BATCH="50",
+            CRM_POPULATION_SECONDS=str(interval),
+            CRM_DATA_DIR=str(tmp_path / f"faust-{k}"),
+        )
+        for k in range(2)
+    ]
+    db = blocking_client(stack.mongo_url)[db_prefix + "profiles"]
+    producer = EventProducer(settings, "test-shop")
+
+    def feed():
+        for k in range(rounds):
+            producer.publish(
+                [
+                    # all of a customer's orders on one day: no repeat buyers, so the population
+                    # job keeps the default model (a fit on this uniform shop is degenerate)
+                    paid(c, f"{c}-o{k}", NOW - timedelta(days=30 + n % 90, minutes=-k), 1_000 + 10 * k + n)
+                    for n, c in enumerate(customers)
+                ]
+            )
+            time.sleep(1.0)
+
+    def population_runs():
+        return (db.population.find_one({"_id": "refresh_lease"}) or {}).get("runs", 0)
+
+    feeding = threading.Thread(target=feed)
+    try:
+        feeding.start()
+        until(lambda: db.profiles.count_documents({}), lambda n: n > 0, timeout=60)
+        runs_before, started = population_runs(), time.monotonic()
+        time.sleep(6)
+        runs, elapsed = population_runs() - runs_before, time.monotonic() - started
+        assert 1 <= runs <= elapsed / interval + 1, (runs, elapsed)
+        workers[0].child.kill()  # SIGKILL: no goodbye to the group, its batches in flight lost
+        feeding.join()
+        until(
+            lambda: {
+                d["_id"]: (d["purchases"]["count"], d["purchases"]["net_spend_cents"])
+                for d in db.profiles.find({}, {"purchases": 1})
+            },
+            lambda found: found == expected,
+            timeout=120,
+        )
+        runs_after = population_runs()
+        until(population_runs, lambda n: n > runs_after, timeout=10)  # the survivor took the job on
+    finally:
+        feeding.join()
+        producer.close()
+        for worker in workers:
+            worker.stop()
