@@ -15,8 +15,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from kafka import KafkaProducer
 
-from services.common.clock import to_rfc3339
-from services.common.contracts import build_event, encode
+from services.common.contracts import encode
 from services.common.kafka import EventProducer, ensure_topics
 from services.common.mongo import Mongo, blocking_client, ensure_indexes
 from services.scoring import store
@@ -24,23 +23,9 @@ from services.scoring.service import Scorer
 from services.stack.embedded import free_port, mongo_child
 from services.stack.harness import start_service, until
 from tests.conftest import NOW
+from tests.integration.test_scoring import paid
 
 OFFSETS = itertools.count()
-
-
-def paid(customer, order, at, cents=10_000):
-    return build_event(
-        "crm.order.paid",
-        {
-            "customer_id": customer,
-            "order_id": order,
-            "amount_cents": cents,
-            "currency": "CNY",
-            "paid_at": to_rfc3339(at),
-        },
-        source="/test",
-        time=at,
-    )
 
 
 def delivered(prefix, *events):
