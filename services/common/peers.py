@@ -89,8 +89,9 @@ class Peers:
         authorization: str | None,
         body: Any = None,
         idempotency_key: str | None = None,
+        method: str = "POST",
     ) -> Answer:
-        """POST a JSON body. A 4xx is `refused` with the problem document as body (the caller
+        """POST (or `method`) a JSON body. A 4xx is `refused` with the problem document as body (the caller
         shows its detail); a 5xx or no answer is `unavailable`."""
         url = self.settings.url_of(service) + path
         headers = {"Authorization": authorization} if authorization else {}
@@ -98,7 +99,7 @@ class Peers:
             headers["Idempotency-Key"] = idempotency_key
         started = time.perf_counter()
         try:
-            response = await self.client.post(url, json=body, headers=headers)
+            response = await self.client.request(method, url, json=body, headers=headers)
         except httpx.HTTPError as exc:
             answer = Answer(service, "unavailable", error=f"{type(exc).__name__}: {exc}".rstrip(": "))
         else:

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring", "console")
+SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring", "console", "engagement")
 
 
 class Settings(BaseSettings):
@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     profiles_port: int = 8004
     scoring_port: int = 8005
     console_port: int = 8000
+    engagement_port: int = 8006
 
     # Where the other services answer, when not on this host's ports (compose, Kubernetes).
     orders_url: str | None = None
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
     profiles_url: str | None = None
     scoring_url: str | None = None
     console_url: str | None = None
+    engagement_url: str | None = None
     peer_timeout_seconds: float = Field(2.0, gt=0)  # calls to other services' APIs (services/common/peers.py)
 
     api_keys_file: Path = Path(".crm/api-keys.hashed")
@@ -88,6 +90,29 @@ class Settings(BaseSettings):
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml
     loyalty_expiry_seconds: float = Field(3600.0, gt=0)  # how often expiry and tier reviews run
+
+    # engagement (messages, consent, coupons, campaign reports)
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(8025, ge=1, le=65535)
+    smtp_tls: str = Field("none", pattern="^(none|starttls|tls)$")
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_seconds: float = Field(10.0, gt=0)
+    mail_from: str = "Shop <news@shop.example>"
+    # The embedded stack's local SMTP server keeps what it receives here (services/stack/smtp.py);
+    # set, engagement lists it at GET /mailbox.
+    mailbox_dir: Path | None = None
+    webhook_url: str | None = None  # the SMS and push provider (JSON over HTTPS)
+    webhook_secret: str = "change-me"  # HMAC-SHA256 key of the provider webhook's signature
+    # Signs unsubscribe links and tracking links; set a long random value in production.
+    engagement_secret: str = "change-me-too"
+    # Where customers reach engagement's public links (unsubscribe, open pixel, click redirect).
+    engagement_public_url: str | None = None
+    # The key engagement presents to profiles when a customer unsubscribes (agent role).
+    engagement_api_key: str | None = None
+    engagement_send_seconds: float = Field(1.0, gt=0)  # how often the sender looks for due messages
+    engagement_timezone: str = "Asia/Shanghai"  # customers' time zone for quiet hours when unknown
+    engagement_holidays_file: Path | None = None  # TOML; see services/engagement/holidays.example.toml
 
     def port_of(self, service: str) -> int:
         return int(getattr(self, f"{service}_port"))

@@ -10,11 +10,22 @@ INTERACTIONS = "crm.interactions.v1"
 LOYALTY = "crm.loyalty.v1"
 CUSTOMERS = "crm.customers.v1"
 SIGNALS = "crm.signals.v1"
+ENGAGEMENT = "crm.engagement.v1"
 DEADLETTER = "crm.deadletter.v1"
 # Which dead letters `crm deadletters replay` sent back (services/stack/deadletters.py).
 DEADLETTER_REPLAYS = "crm.deadletter.replays.v1"
 
-ALL = (ORDERS, COMPLAINTS, INTERACTIONS, LOYALTY, CUSTOMERS, SIGNALS, DEADLETTER, DEADLETTER_REPLAYS)
+ALL = (
+    ORDERS,
+    COMPLAINTS,
+    INTERACTIONS,
+    LOYALTY,
+    CUSTOMERS,
+    SIGNALS,
+    ENGAGEMENT,
+    DEADLETTER,
+    DEADLETTER_REPLAYS,
+)
 INPUTS = (ORDERS, COMPLAINTS, INTERACTIONS, LOYALTY, CUSTOMERS)
 
 # Event type family (second dotted part of the type) -> topic.
@@ -26,6 +37,7 @@ _FAMILY_TOPIC = {
     "interaction": INTERACTIONS,
     "loyalty": LOYALTY,
     "profile": SIGNALS,
+    "engagement": ENGAGEMENT,
 }
 
 

@@ -162,6 +162,12 @@ def mongo_child(port: int, data_dir: Path | str, log_dir: Path) -> Child:
     return Child("mongo", argv, log_dir / "mongo.log", port=port)
 
 
+def smtp_child(port: int, maildir: Path, log_dir: Path) -> Child:
+    """The local SMTP server: keeps every message it receives in `maildir`."""
+    argv = [sys.executable, "-m", "services.stack.smtp", "--port", str(port), "--maildir", str(maildir)]
+    return Child("smtp", argv, log_dir / "smtp.log", port=port)
+
+
 def service_child(service: str, env: dict[str, str], port: int, log_dir: Path) -> Child:
     return Child(
         service,
@@ -176,5 +182,5 @@ def service_child(service: str, env: dict[str, str], port: int, log_dir: Path) -
 def existing_services() -> list[str]:
     """Services that exist in this checkout, in start order."""
     root = Path(__file__).resolve().parents[1]
-    order = ["orders", "complaints", "loyalty", "scoring", "profiles", "console"]
+    order = ["orders", "complaints", "loyalty", "scoring", "profiles", "engagement", "console"]
     return [s for s in order if (root / s / "__main__.py").exists()]

@@ -16,7 +16,7 @@ from services.common.auth import ROLES, new_key, write_keys_file
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
 
-from .embedded import Child, broker_child, existing_services, mongo_child, service_child
+from .embedded import Child, broker_child, existing_services, mongo_child, service_child, smtp_child
 
 KEYS_TEXT = "api-keys.txt"
 KEYS_HASHED = "api-keys.hashed"
@@ -64,6 +64,11 @@ class Platform:
         self.mongo = (
             mongo_child(mongo_port, self.data_dir / "mongo", self.log_dir) if self.embedded_mongo else None
         )
+        # The local SMTP server keeps engagement's mail for people and tests to read, unless a
+        # real relay is configured (CRM_SMTP_HOST).
+        self.embedded_smtp = "CRM_SMTP_HOST" not in os.environ
+        self.maildir = self.data_dir / "mail"
+        self.smtp = smtp_child(settings.smtp_port, self.maildir, self.log_dir) if self.embedded_smtp else None
         self.services: list[Child] = []
         self.extras: list[Child] = []
         self._next_restart: dict[str, float] = {}
@@ -79,23 +84,24 @@ class Platform:
         }
 
     def children(self) -> list[Child]:
-        infra = [c for c in (self.broker, self.mongo) if c is not None]
+        infra = [c for c in (self.broker, self.mongo, self.smtp) if c is not None]
         return infra + self.services + self.extras
 
     def up(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         keys_file = ensure_api_keys(self.data_dir)
-        for infra in (self.broker, self.mongo):
+        for infra in (self.broker, self.mongo, self.smtp):
             if infra is not None:
                 self.console.print(f"starting {infra.name} on port {infra.port}")
                 infra.start()
-        for infra in (self.broker, self.mongo):
+        for infra in (self.broker, self.mongo, self.smtp):
             if infra is not None:
                 infra.wait_ready(30)
         self._ensure_topics()
         for name in existing_services():
             port = self.settings.port_of(name)
-            child = service_child(name, self.child_env, port, self.log_dir)
+            env = {**self.child_env, **(self._engagement_env(keys_file) if name == "engagement" else {})}
+            child = service_child(name, env, port, self.log_dir)
             self.services.append(child)
             child.start()
         for child in self.services:
@@ -111,6 +117,15 @@ class Platform:
             self.extras.append(demo)
             demo.start()
         self._summary(keys_file)
+
+    def _engagement_env(self, keys_file: Path) -> dict[str, str]:
+        """Engagement changes consent in profiles when a customer unsubscribes: with the agent
+        key; on the embedded stack it sends to the local SMTP server and lists its mailbox."""
+        keys = dict(line.split("=", 1) for line in keys_file.read_text().split() if "=" in line)
+        env = {"CRM_ENGAGEMENT_API_KEY": keys["agent"]}
+        if self.smtp is not None:
+            env.update(CRM_SMTP_PORT=str(self.smtp.port), CRM_MAILBOX_DIR=str(self.maildir))
+        return env
 
     def _ensure_topics(self) -> None:
         settings = self.settings.model_copy(update={"kafka_bootstrap": self.bootstrap})
@@ -129,6 +144,8 @@ class Platform:
             table.add_row("Kafka (Tansu, embedded)", self.bootstrap, str(self.broker.pid))
         if self.mongo:
             table.add_row("MongoDB (nx-27017, embedded)", self.mongo_url, str(self.mongo.pid))
+        if self.smtp:
+            table.add_row("SMTP (local mailbox)", f"127.0.0.1:{self.smtp.port}", str(self.smtp.pid))
         for child in self.services:
             page = "" if child.name == "console" else "/docs"
             table.add_row(child.name, f"http://127.0.0.1:{child.port}{page}", str(child.pid))
@@ -140,6 +157,11 @@ class Platform:
             self.console.print(
                 f"Console: [bold]http://127.0.0.1:{self.settings.port_of('console')}[/]  sign in with a key "
                 f"from {keys_file} (agent= to act on customers, viewer= to read, admin= also exports)"
+            )
+        if self.smtp and any(child.name == "engagement" for child in self.services):
+            self.console.print(
+                f"Mail sent by engagement: [bold]http://127.0.0.1:{self.settings.port_of('engagement')}/mailbox[/]"
+                f" (any key), kept in {self.maildir}"
             )
         self.console.print(f"logs: {self.log_dir}    Ctrl-C stops everything.")
 
@@ -173,7 +195,7 @@ class Platform:
         """Stop in reverse dependency order: demo, services, database, broker."""
         for child in reversed(self.extras + self.services):
             child.stop()
-        for child in (self.mongo, self.broker):
+        for child in (self.smtp, self.mongo, self.broker):
             if child is not None:
                 child.stop()
         self.console.print("stopped; no process or port left behind.")

@@ -15,7 +15,7 @@ import httpx
 from services.common.auth import ROLES, new_key, write_keys_file
 from services.common.kafka import ensure_topics
 from services.common.settings import Settings
-from services.stack.embedded import Child, broker_child, free_port, mongo_child, service_child
+from services.stack.embedded import Child, broker_child, free_port, mongo_child, service_child, smtp_child
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +29,29 @@ class Stack:
     mongo: Child
     keys: dict[str, str]
     keys_file: Path
+    smtp: Child | None = None
+
+    @property
+    def maildir(self) -> Path:
+        return self.workdir / "mail"
+
+    def mail_server(self) -> Child:
+        """The local SMTP server (started on first use), keeping what it gets in `maildir`."""
+        if self.smtp is None:
+            self.smtp = smtp_child(free_port(), self.maildir, self.workdir / "logs")
+        if not self.smtp.alive:
+            self.smtp.start()
+            self.smtp.wait_ready(30)
+        return self.smtp
+
+    def mail_env(self) -> dict[str, str]:
+        """What engagement needs to send through the local SMTP server and list its mailbox."""
+        server = self.mail_server()
+        return {
+            "CRM_SMTP_PORT": str(server.port),
+            "CRM_MAILBOX_DIR": str(self.maildir),
+            "CRM_ENGAGEMENT_API_KEY": self.keys["agent"],
+        }
 
     @property
     def bootstrap(self) -> str:
@@ -57,6 +80,8 @@ class Stack:
         return {"Authorization": f"Bearer {self.keys[role]}", **extra}
 
     def stop(self) -> None:
+        if self.smtp is not None:
+            self.smtp.stop()
         self.mongo.stop()
         self.broker.stop()
 

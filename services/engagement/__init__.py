@@ -1,0 +1,1 @@
+"""Engagement: reach customers (email, SMS, push), give them offers, measure what worked."""

@@ -1,0 +1,115 @@
+"""Request and response shapes of the engagement API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, Field, StringConstraints, model_validator
+
+from services.common.clock import to_rfc3339
+from services.common.fields import Cents, CustomerId, EntityId, ShortText, Strict
+
+from .domain import (
+    DEFAULT_ATTRIBUTION_DAYS,
+    DEFAULT_CONTROL_SHARE,
+    TRIGGERS,
+    Coupon,
+)
+
+Locale = Literal["zh-CN", "en"]
+MessageChannel = Literal["email", "sms", "push"]
+Code = Annotated[str, StringConstraints(min_length=4, max_length=40)]
+
+
+class TemplateIn(Strict):
+    subject: Annotated[str, StringConstraints(max_length=500)]
+    text: Annotated[str, StringConstraints(max_length=50_000)]
+    html: Annotated[str, StringConstraints(max_length=200_000)]
+
+
+class OfferIn(Strict):
+    kind: Literal["amount", "percent"]
+    value: Annotated[int, Field(ge=1, le=10_000_000)] = Field(description="Cents off, or percent off")
+    min_spend_cents: Cents = 0
+    valid_days: Annotated[int, Field(ge=1, le=365)] = 14
+
+    @model_validator(mode="after")
+    def _percent(self) -> OfferIn:
+        if self.kind == "percent" and self.value > 100:
+            raise ValueError("a percent off is at most 100")
+        return self
+
+
+class CampaignIn(Strict):
+    campaign_id: EntityId | None = Field(None, description="Generated when absent")
+    name: ShortText
+    kind: Literal["triggered", "one_off"] = "triggered"
+    trigger: Literal[tuple(TRIGGERS)] | None = Field(  # type: ignore[valid-type]
+        None, description="The signal a triggered campaign follows"
+    )
+    channel: MessageChannel = "email"
+    purpose: Literal["marketing", "service"] = "marketing"
+    templates: Annotated[dict[Locale, TemplateIn], Field(min_length=1)]
+    default_locale: Locale = "zh-CN"
+    offer: OfferIn | None = None
+    control_share: Annotated[float, Field(ge=0, le=0.5)] = DEFAULT_CONTROL_SHARE
+    attribution_days: Annotated[int, Field(ge=1, le=90)] = DEFAULT_ATTRIBUTION_DAYS
+    recipients: Annotated[list[CustomerId], Field(max_length=200_000)] | None = Field(
+        None, description="A one-off campaign's audience"
+    )
+    scheduled_at: AwareDatetime | None = Field(None, description="When a one-off campaign goes out")
+
+    @model_validator(mode="after")
+    def _kind(self) -> CampaignIn:
+        if self.kind == "triggered" and self.trigger is None:
+            raise ValueError("a triggered campaign needs a trigger")
+        if self.kind == "one_off" and self.recipients is None:
+            raise ValueError("a one-off campaign needs recipients")
+        return self
+
+
+class PreviewIn(Strict):
+    customer_id: CustomerId
+    locale: Locale | None = None
+
+
+class ReservationIn(Strict):
+    customer_id: CustomerId
+    order_id: EntityId
+    subtotal_cents: Cents
+
+
+class ReleaseIn(Strict):
+    order_id: EntityId
+
+
+def _ts(value: Any) -> Any:
+    return to_rfc3339(value) if value is not None and not isinstance(value, str) else value
+
+
+def present_campaign(c: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in c.items() if k != "_id"}
+    out["campaign_id"] = c["_id"]
+    return {k: _ts(v) if k.endswith("_at") else v for k, v in out.items()}
+
+
+def present_message(m: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in m.items() if k not in ("_id", "lease_until")}
+    out["message_id"] = m["_id"]
+    return {k: _ts(v) if k.endswith("_at") else v for k, v in out.items()}
+
+
+def present_coupon(c: Coupon, coupon_id: str) -> dict[str, Any]:
+    return {
+        "code": c.code,
+        "coupon_id": coupon_id,
+        "customer_id": c.customer_id,
+        "campaign_id": c.campaign_id,
+        "kind": c.offer.kind,
+        "value": c.offer.value,
+        "min_spend_cents": c.offer.min_spend_cents,
+        "issued_at": _ts(c.issued_at),
+        "expires_at": _ts(c.expires_at),
+        "state": c.state.value,
+        "order_id": c.order_id,
+    }

@@ -1,0 +1,603 @@
+"""Engagement use cases: contacts and consent from the customers' events, campaigns and who
+each one reaches (consent, the control group, pacing), the sender that hands each message
+to its channel exactly once, tracking, one-click unsubscribe, coupons and the campaign
+report."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import hashlib
+import time
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+from motor.motor_asyncio import AsyncIOMotorClientSession
+from prometheus_client import Counter
+from pymongo.errors import DuplicateKeyError
+
+from services.common import kafka
+from services.common.clock import Clock, to_rfc3339
+from services.common.errors import Kind
+from services.common.fields import new_id
+from services.common.peers import Peers
+from services.common.problems import Problem
+from services.common.settings import Settings
+from services.common.writes import Outcome, Writes
+from services.stack.smtp import read_mailbox
+
+from . import domain, templates
+from .channels import Accepted, EmailTransport, Outgoing, Refused, Retry, WebhookTransport
+from .domain import Arm, Contact, Offer, Purpose, State
+from .events import CONSUMED, GROUP, event, message_event
+from .models import CampaignIn, present_campaign, present_coupon, present_message
+from .store import EngagementStore, coupon_id_of
+
+log = structlog.get_logger(__name__)
+MESSAGES = Counter(
+    "crm_engagement_messages_total", "Messages by channel and outcome.", ["channel", "outcome"]
+)
+COUPONS = Counter("crm_engagement_coupons_total", "Coupons issued, reserved, redeemed, released.", ["what"])
+SEND_BATCH = 200
+SEND_LEASE = timedelta(minutes=2)
+OVERLAP = timedelta(hours=1)  # two campaigns reaching one customer this close: one message
+
+
+def message_id_of(campaign_id: str, customer_id: str) -> str:
+    """One message per campaign and customer, whatever is redelivered or restarted."""
+    return "m-" + hashlib.sha256(f"{campaign_id}\x00{customer_id}".encode()).hexdigest()[:24]
+
+
+class EngagementService:
+    def __init__(
+        self, store: EngagementStore, writes: Writes, clock: Clock, settings: Settings, peers: Peers
+    ) -> None:
+        self.store = store
+        self.writes = writes
+        self.clock = clock
+        self.settings = settings
+        self.peers = peers
+        self.public_url = (settings.engagement_public_url or settings.url_of("engagement")).rstrip("/")
+        self.transports = {
+            "email": EmailTransport(settings),
+            "sms": WebhookTransport(settings),
+            "push": WebhookTransport(settings),
+        }
+        self._wake = asyncio.Event()
+        self._guesses: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+
+    # --- consuming (events.CONSUMED says which) --------------------------------------------------
+
+    async def consume(self, settings: Settings, stop: asyncio.Event) -> None:
+        await kafka.consume(settings, GROUP, CONSUMED.topics, CONSUMED.one_by_one(self), stop)
+
+    async def contact_changed(self, customer_id: str, fields: dict[str, Any]) -> None:
+        await self.store.merge_contact(customer_id, fields)
+
+    async def forget(self, customer_id: str) -> None:
+        """Erasure: nothing more is sent, and what was sent loses its personal content."""
+        await self.store.erase_contact(customer_id)
+        await self.store.scrub_messages(customer_id, "erased")
+
+    async def signalled(self, trigger: str, customer_id: str, context: dict[str, Any], at: datetime) -> None:
+        for campaign in await self.store.triggered_by(trigger):
+            await self.enrol(campaign, customer_id, context)
+
+    async def recovered(self, episode_id: str, customer_id: str, at: datetime) -> None:
+        await self.store.add_recovery(episode_id, customer_id, at)
+
+    # --- campaigns -------------------------------------------------------------------------------
+
+    async def create_campaign(self, body: CampaignIn) -> dict[str, Any]:
+        templates.check({k: v.model_dump() for k, v in body.templates.items()})
+        campaign = body.model_dump(exclude={"campaign_id", "recipients"})
+        campaign["_id"] = body.campaign_id or new_id("cmp")
+        campaign["status"] = "active"
+        campaign["created_at"] = self.clock.now()
+        try:
+            await self.store.add_campaign(campaign)
+        except DuplicateKeyError:
+            raise Problem(409, f"campaign {campaign['_id']} already exists") from None
+        if body.recipients is not None:
+            when = body.scheduled_at or self.clock.now()
+            for customer_id in body.recipients:
+                await self.enrol(campaign, customer_id, {}, not_before=when)
+        return present_campaign(campaign)
+
+    async def campaign(self, campaign_id: str) -> dict[str, Any]:
+        found = await self.store.campaign(campaign_id)
+        if found is None:
+            raise Problem(404, f"no campaign {campaign_id}")
+        return found
+
+    async def campaigns(self) -> list[dict[str, Any]]:
+        return [present_campaign(c) for c in await self.store.campaigns_list()]
+
+    async def enrol(
+        self,
+        campaign: dict[str, Any],
+        customer_id: str,
+        context: dict[str, Any],
+        not_before: datetime | None = None,
+    ) -> str:
+        """The customer's one message of this campaign: held out (control), suppressed (why),
+        or rendered and queued with its coupon. Returns its state."""
+        now = self.clock.now()
+        message_id = message_id_of(campaign["_id"], customer_id)
+        purpose = Purpose(campaign["purpose"])
+        channel = campaign["channel"]
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            contact = await self.store.contact(customer_id, session)
+            message: dict[str, Any] = {
+                "_id": message_id,
+                "campaign_id": campaign["_id"],
+                "customer_id": customer_id,
+                "channel": channel,
+                "purpose": purpose.value,
+                "assigned_at": now,
+                "due_at": max(now, not_before or now),
+                "attempts": 0,
+                "group": None,
+                "reason": None,
+            }
+            events: list[dict[str, Any]] = []
+            why_not = domain.may_send(contact, channel, purpose)
+            if why_not is not None:
+                # Not in the experiment at all: neither arm may hold people nobody may reach.
+                message.update(state=State.SUPPRESSED.value, reason=why_not)
+            elif domain.in_control(campaign["_id"], customer_id, campaign["control_share"]):
+                message.update(state=State.HELD_OUT.value, group="control")
+            else:
+                message["group"] = "treated"  # from here on measured as treated, sent or not
+                why_capped = await self._paced(customer_id, purpose, now, session)
+                if why_capped is not None:
+                    message.update(state=State.SUPPRESSED.value, reason=why_capped)
+                else:
+                    events = await self._compose(campaign, contact, context, message, now, session)
+            if not await self.store.add_message(message, session):
+                return Outcome(200, "duplicate")
+            return Outcome(200, message["state"], events)
+
+        outcome = await self.writes.run(work)
+        if outcome.body == State.PENDING.value:
+            self._wake.set()
+        return outcome.body
+
+    async def _paced(
+        self, customer_id: str, purpose: Purpose, now: datetime, session: AsyncIOMotorClientSession
+    ) -> str | None:
+        if purpose is not Purpose.MARKETING:
+            return None
+        recent = await self.store.recent_marketing(
+            customer_id, now - timedelta(days=domain.DEFAULT_CAP_DAYS), session
+        )
+        if any(abs(at - now) < OVERLAP for at in recent):
+            return "another campaign reaches this customer at the same time"
+        if not domain.within_cap(recent, now, domain.DEFAULT_CAP, domain.DEFAULT_CAP_DAYS):
+            return f"frequency cap: {domain.DEFAULT_CAP} marketing messages in {domain.DEFAULT_CAP_DAYS} days"
+        return None
+
+    async def _compose(
+        self,
+        campaign: dict[str, Any],
+        contact: Contact,
+        context: dict[str, Any],
+        message: dict[str, Any],
+        now: datetime,
+        session: AsyncIOMotorClientSession,
+    ) -> list[dict[str, Any]]:
+        """Issue the coupon, render the message, set when it may go (after quiet hours)."""
+        events: list[dict[str, Any]] = []
+        offer = None
+        if campaign.get("offer"):
+            coupon = domain.issue(
+                domain.new_code(), contact.customer_id, campaign["_id"], Offer(**campaign["offer"]), now
+            )
+            await self.store.add_coupon(coupon, session)
+            message["coupon_id"] = coupon_id_of(coupon.code)
+            offer = present_coupon(coupon, message["coupon_id"])
+            events.append(
+                event(
+                    "coupon_issued",
+                    {
+                        "customer_id": coupon.customer_id,
+                        "coupon_id": message["coupon_id"],
+                        "campaign_id": coupon.campaign_id,
+                        **{k: offer[k] for k in ("kind", "value", "min_spend_cents")},
+                        "expires_at": coupon.expires_at,
+                        "issued_at": now,
+                    },
+                    now,
+                )
+            )
+            COUPONS.labels("issued").inc()
+        rendered = templates.render(
+            campaign["templates"],
+            contact.locale or campaign["default_locale"],
+            self.render_data(contact, context, offer, message),
+        )
+        message.update(
+            state=State.PENDING.value,
+            to=domain.address(contact, campaign["channel"]),
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html + self._pixel(message["_id"]),
+        )
+        if message["purpose"] == Purpose.MARKETING.value:
+            zone = contact.time_zone or self.settings.engagement_timezone
+            message["due_at"] = domain.after_quiet_hours(message["due_at"], zone)
+        return events
+
+    def render_data(
+        self, contact: Contact, context: dict[str, Any], offer: dict[str, Any] | None, message: dict[str, Any]
+    ) -> dict[str, Any]:
+        message_id = message["_id"]
+
+        def track(url: str) -> str:
+            return (
+                f"{self.public_url}/t/c/{message_id}?u={quote(url, safe='')}&s={self._sig(message_id, url)}"
+            )
+
+        return {
+            "customer": {
+                k: getattr(contact, k)
+                for k in ("customer_id", "name", "city", "gender", "birth_date", "email")
+            },
+            "signal": context,
+            "offer": offer,
+            "unsubscribe_url": self.unsubscribe_url(contact.customer_id, message["channel"], message_id)
+            if message["purpose"] == Purpose.MARKETING.value
+            else None,
+            "track": track,
+        }
+
+    def _sig(self, *parts: str) -> str:
+        return domain.sign(self.settings.engagement_secret, *parts)
+
+    def _pixel(self, message_id: str) -> str:
+        src = f"{self.public_url}/t/o/{message_id}.gif?s={self._sig(message_id, 'open')}"
+        return f'<img src="{src}" width="1" height="1" alt="" style="display:none">'
+
+    def unsubscribe_url(self, customer_id: str, channel: str, message_id: str) -> str:
+        token = self._sig(customer_id, channel, "unsubscribe")
+        return f"{self.public_url}/unsubscribe?c={quote(customer_id)}&ch={channel}&m={message_id}&t={token}"
+
+    async def preview(self, campaign_id: str, customer_id: str, locale: str | None) -> dict[str, Any]:
+        """The campaign's message as this customer would get it (no coupon is issued: the
+        offer shows a sample code)."""
+        campaign = await self.campaign(campaign_id)
+        contact = await self.store.contact(customer_id)
+        if contact.email is None and contact.name is None and not contact.consent:
+            raise Problem(404, f"no customer {customer_id} known to engagement")
+        sample = (
+            {**campaign["offer"], "code": "SAMP-LE00-CODE", "expires_at": to_rfc3339(self.clock.now())}
+            if campaign.get("offer")
+            else None
+        )
+        message = {"_id": "m-preview", "channel": campaign["channel"], "purpose": campaign["purpose"]}
+        rendered = templates.render(
+            campaign["templates"],
+            locale or contact.locale or campaign["default_locale"],
+            self.render_data(contact, {}, sample, message),
+        )
+        return {"subject": rendered.subject, "text": rendered.text, "html": rendered.html}
+
+    # --- sending ---------------------------------------------------------------------------------
+
+    async def run_sender(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                sent = await self.send_due()
+            except Exception:  # noqa: BLE001 - the database may be away; the next round retries
+                log.exception("sender round failed")
+                sent = 0
+            if sent:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.engagement_send_seconds)
+            self._wake.clear()
+
+    async def send_due(self) -> int:
+        """Claim due messages, hand them to their channel, record each answer. A message is
+        claimed before it is sent and marked sent right after the relay took it, so a restart
+        never sends it again, except when the process dies in the instant between the two:
+        then its claim runs out and it goes once more with the same Message-ID, by which a
+        relay or mail client recognises the copy."""
+        now = self.clock.now()
+        await self.store.reclaim_stale(now)
+        claimed = []
+        for doc in await self.store.due(now, SEND_BATCH):
+            got = await self.store.claim(doc["_id"], now, SEND_LEASE)
+            if got is not None:
+                claimed.append(got)
+        if not claimed:
+            return 0
+        by_channel: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+        for message in claimed:
+            by_channel[message["channel"]].append(message)
+        for channel, messages in by_channel.items():
+            outgoing = [self._outgoing(m) for m in messages]
+            results = await asyncio.to_thread(self.transports[channel].send_batch, outgoing, now)
+            await self._record(messages, results)
+        return len(claimed)
+
+    def _outgoing(self, m: dict[str, Any]) -> Outgoing:
+        unsubscribe = (
+            self.unsubscribe_url(m["customer_id"], m["channel"], m["_id"])
+            if m["purpose"] == Purpose.MARKETING.value
+            else None
+        )
+        return Outgoing(
+            m["_id"], m["channel"], m["to"], m["subject"], m["text"], m["html"], unsubscribe, m["customer_id"]
+        )
+
+    async def _record(self, messages: list[dict[str, Any]], results: list[Any]) -> None:
+        now = self.clock.now()
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            events = []
+            for message, result in zip(messages, results, strict=True):
+                attempts = message.get("attempts", 0) + 1
+                if isinstance(result, Accepted):
+                    fields = {"state": State.SENT.value, "sent_at": now, "attempts": attempts}
+                    events.append(
+                        message_event("sent", message, now, purpose=message["purpose"], sent_at=now)
+                    )
+                    if result.final:
+                        fields["delivered_at"] = now
+                        events.append(message_event("delivered", message, now, delivered_at=now))
+                elif isinstance(result, Retry) and attempts < domain.MAX_ATTEMPTS:
+                    fields = {
+                        "state": State.PENDING.value,
+                        "attempts": attempts,
+                        "reason": str(result),
+                        "due_at": domain.retry_at(now, attempts),
+                    }
+                else:
+                    reason = str(result) if isinstance(result, Refused) else f"{result} ({attempts} attempts)"
+                    fields = {"state": State.FAILED.value, "attempts": attempts, "reason": reason[:200]}
+                    events.append(
+                        message_event(
+                            "failed", message, now, reason=reason[:200], attempts=attempts, failed_at=now
+                        )
+                    )
+                await self.store.finish(message["_id"], fields, session)
+            return Outcome(200, None, events)
+
+        await self.writes.run(work)
+        for message, result in zip(messages, results, strict=True):
+            MESSAGES.labels(message["channel"], type(result).__name__.lower()).inc()
+
+    # --- tracking and unsubscribe ----------------------------------------------------------------
+
+    async def opened(self, message_id: str, token: str) -> None:
+        if domain.signed(self.settings.engagement_secret, token, message_id, "open"):
+            await self._mark(message_id, "opened_at", "opened")
+
+    async def clicked(self, message_id: str, url: str, token: str) -> str:
+        if not domain.signed(self.settings.engagement_secret, token, message_id, url) or not url.startswith(
+            ("https://", "http://")
+        ):
+            raise Problem(404, "no such link")
+        await self._mark(message_id, "clicked_at", "clicked", url=url)
+        return url
+
+    async def _mark(self, message_id: str, field: str, kind: str, **data: Any) -> None:
+        now = self.clock.now()
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            message = await self.store.mark_once(message_id, field, now, session)
+            if message is None:
+                return Outcome(200, None)
+            return Outcome(200, None, [message_event(kind, message, now, **data, **{field: now})])
+
+        await self.writes.run(work)
+
+    async def unsubscribe(self, customer_id: str, channel: str, token: str, message_id: str | None) -> None:
+        """RFC 8058 one-click: the consent changes where it lives, in profiles."""
+        if channel not in domain.CHANNELS or not domain.signed(
+            self.settings.engagement_secret, token, customer_id, channel, "unsubscribe"
+        ):
+            raise Problem(404, "no such unsubscribe link")
+        key = self.settings.engagement_api_key
+        answer = await self.peers.send(
+            "profiles",
+            f"/customers/{quote(customer_id)}/consent",
+            f"Bearer {key}" if key else None,
+            {"channels": {channel: False}, "source": f"one-click unsubscribe ({message_id or 'link'})"},
+            method="PUT",
+        )
+        if answer.status == "unavailable":
+            raise Problem(503, "could not record the unsubscribe now; please try again", retry_after=30)
+        if not answer.ok:
+            raise Problem(404, "no such unsubscribe link")
+        await self.store.merge_contact(customer_id, {f"consent.{channel}": False})
+        if message_id:
+            await self.store.messages.update_one(
+                {"_id": message_id, "unsubscribed_at": None}, {"$set": {"unsubscribed_at": self.clock.now()}}
+            )
+
+    # --- coupons ---------------------------------------------------------------------------------
+
+    async def _slow_guessers(self, caller: str) -> None:
+        window = self._guesses[caller]
+        cutoff = time.monotonic() - 60
+        while window and window[0] < cutoff:
+            window.popleft()
+        await asyncio.sleep(domain.guess_delay(len(window)))
+
+    async def _coupon_or_404(self, code: str, caller: str, session: AsyncIOMotorClientSession | None = None):
+        coupon = await self.store.coupon(domain.normalise_code(code), session)
+        if coupon is None:
+            self._guesses[caller].append(time.monotonic())
+            raise domain.EngagementError(f"no coupon {code}", Kind.NOT_FOUND)
+        return coupon
+
+    async def coupon(self, code: str, caller: str) -> dict[str, Any]:
+        await self._slow_guessers(caller)
+        coupon = await self._coupon_or_404(code, caller)
+        return present_coupon(coupon, coupon_id_of(coupon.code))
+
+    async def reserve(
+        self, code: str, customer_id: str, order_id: str, subtotal_cents: int, caller: str
+    ) -> dict[str, Any]:
+        """Hold the code for an order; two orders racing for one code: one wins (the other
+        sees it reserved, 409)."""
+        await self._slow_guessers(caller)
+        now = self.clock.now()
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            coupon = await self._coupon_or_404(code, caller, session)
+            held = domain.reserve(coupon, customer_id, order_id, subtotal_cents, now)
+            if held is not coupon:
+                held = await self.store.save_coupon(held, session)
+            body = present_coupon(held, coupon_id_of(held.code))
+            body["discount_cents"] = domain.discount_cents(held.offer, subtotal_cents)
+            return Outcome(200, body)
+
+        outcome = await self.writes.run(work)
+        COUPONS.labels("reserved").inc()
+        return outcome.body
+
+    async def release(self, code: str, order_id: str, caller: str) -> dict[str, Any]:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            coupon = await self._coupon_or_404(code, caller, session)
+            freed = domain.release(coupon, order_id)
+            if freed is not None:
+                coupon = await self.store.save_coupon(freed, session)
+            return Outcome(200, present_coupon(coupon, coupon_id_of(coupon.code)))
+
+        return (await self.writes.run(work)).body
+
+    async def order_paid(self, order_id: str, customer_id: str, cents: int, at: datetime) -> None:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            await self.store.add_purchase(order_id, customer_id, cents, at, session)
+            events = []
+            for coupon in await self.store.coupons_of_order(order_id, session):
+                used = domain.redeem(coupon, order_id)
+                if used is None:
+                    continue
+                await self.store.save_coupon(used, session)
+                events.append(
+                    event(
+                        "coupon_redeemed",
+                        {
+                            "customer_id": customer_id,
+                            "coupon_id": coupon_id_of(coupon.code),
+                            "campaign_id": coupon.campaign_id,
+                            "order_id": order_id,
+                            "discount_cents": domain.discount_cents(coupon.offer, cents),
+                            "redeemed_at": at,
+                        },
+                        at,
+                    )
+                )
+                COUPONS.labels("redeemed").inc()
+            return Outcome(200, None, events)
+
+        await self.writes.run(work)
+
+    async def order_cancelled(self, order_id: str) -> None:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            await self.store.cancel_purchase(order_id, session)
+            for coupon in await self.store.coupons_of_order(order_id, session):
+                freed = domain.release(coupon, order_id)
+                if freed is not None:
+                    await self.store.save_coupon(freed, session)
+                    COUPONS.labels("released").inc()
+            return Outcome(200, None)
+
+        await self.writes.run(work)
+
+    # --- measurement -----------------------------------------------------------------------------
+
+    async def report(self, campaign_id: str) -> dict[str, Any]:
+        campaign = await self.campaign(campaign_id)
+        days = campaign["attribution_days"]
+        rows = await self.store.arms(campaign_id)
+        purchases = await self.store.purchases_of([r["customer_id"] for r in rows])
+        recoveries = await self.store.recoveries_of([r["customer_id"] for r in rows])
+        arms: dict[str, dict[str, Any]] = {
+            g: {"customers": 0, "converted": 0, "revenue_cents": 0, "retained": 0}
+            for g in ("treated", "control")
+        }
+        counts = collections.Counter()
+        for row in rows:
+            arm = arms[row["group"]]
+            arm["customers"] += 1
+            assigned = row["assigned_at"]
+            assigned = assigned if assigned.tzinfo else assigned.replace(tzinfo=self.clock.now().tzinfo)
+            window_end = assigned + timedelta(days=days)
+            paid = [
+                (at, cents)
+                for at, cents in purchases.get(row["customer_id"], [])
+                if assigned <= at < window_end
+            ]
+            if paid:
+                arm["converted"] += 1
+                arm["revenue_cents"] += sum(c for _, c in paid)
+            if any(assigned <= at < window_end for at in recoveries.get(row["customer_id"], [])):
+                arm["retained"] += 1
+            if row["group"] == "treated":
+                counts["sent"] += row["state"] == State.SENT.value
+                counts["failed"] += row["state"] == State.FAILED.value
+                counts["pending"] += row["state"] in (State.PENDING.value, State.SENDING.value)
+                counts["suppressed"] += row["state"] == State.SUPPRESSED.value
+                for name in ("delivered", "opened", "clicked", "unsubscribed"):
+                    counts[name] += row.get(f"{name}_at") is not None
+        treated, control = arms["treated"], arms["control"]
+        for arm in (treated, control):
+            arm["conversion_rate"] = arm["converted"] / arm["customers"] if arm["customers"] else None
+            arm["retention_rate"] = arm["retained"] / arm["customers"] if arm["customers"] else None
+        lift = domain.uplift(
+            Arm(treated["customers"], treated["converted"]), Arm(control["customers"], control["converted"])
+        )
+        kept = domain.uplift(
+            Arm(treated["customers"], treated["retained"]), Arm(control["customers"], control["retained"])
+        )
+        not_eligible = await self.store.messages.count_documents({"campaign_id": campaign_id, "group": None})
+        return {
+            "campaign_id": campaign_id,
+            "name": campaign["name"],
+            "attribution_days": days,
+            "audience": len(rows) + not_eligible,
+            "not_eligible": not_eligible,
+            **{
+                k: counts[k]
+                for k in (
+                    "sent",
+                    "delivered",
+                    "failed",
+                    "pending",
+                    "suppressed",
+                    "opened",
+                    "clicked",
+                    "unsubscribed",
+                )
+            },
+            "coupons_redeemed": await self.store.redemptions(campaign_id),
+            "treated": treated,
+            "control": control,
+            "uplift": {"estimate": lift.estimate, "low": lift.low, "high": lift.high, "confidence": 0.95},
+            "retention_uplift": {
+                "estimate": kept.estimate,
+                "low": kept.low,
+                "high": kept.high,
+                "confidence": 0.95,
+            },
+        }
+
+    async def messages(self, campaign_id: str, limit: int) -> list[dict[str, Any]]:
+        await self.campaign(campaign_id)
+        return [present_message(m) for m in await self.store.messages_of(campaign_id, limit)]
+
+    # --- the embedded stack's mailbox ------------------------------------------------------------
+
+    def mailbox(self) -> list[dict[str, Any]]:
+        if self.settings.mailbox_dir is None:
+            raise Problem(404, "no local mailbox: this platform sends through a real relay")
+        return read_mailbox(self.settings.mailbox_dir)

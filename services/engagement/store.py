@@ -1,0 +1,306 @@
+"""Engagement's MongoDB (`crm_engagement`): contacts, campaigns, messages, coupons and the
+purchases and recoveries a campaign is measured by."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
+from pymongo import ReturnDocument
+
+from services.common.clock import as_utc
+from services.common.errors import ConcurrentChange
+from services.common.mongo import index
+
+from .domain import Contact, Coupon, CouponState, Offer, State
+
+CONTACTS = "contacts"
+CAMPAIGNS = "campaigns"
+MESSAGES = "messages"
+COUPONS = "coupons"
+PURCHASES = "purchases"
+RECOVERIES = "recoveries"
+INDEXES = {
+    CONTACTS: [],
+    CAMPAIGNS: [index("trigger", "status")],
+    MESSAGES: [
+        index("campaign_id", "customer_id", unique=True),
+        index("state", "due_at"),
+        index("customer_id", "purpose", "due_at"),
+        index("campaign_id", "group"),
+    ],
+    COUPONS: [index("coupon_id", unique=True), index("order_id"), index("customer_id")],
+    PURCHASES: [index("customer_id", "paid_at")],
+    RECOVERIES: [index("customer_id", "recovered_at")],
+}
+PERSONAL_CONTENT = ("to", "subject", "text", "html")  # what an erased customer's messages lose
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return as_utc(value) if value is not None else None
+
+
+def contact_from(d: dict[str, Any]) -> Contact:
+    return Contact(
+        customer_id=d["_id"],
+        **{k: d.get(k) for k in ("name", "email", "phone", "city", "gender", "birth_date", "locale")},
+        time_zone=d.get("time_zone"),
+        consent=d.get("consent", {}),
+        erased=d.get("erased", False),
+    )
+
+
+def coupon_document(c: Coupon) -> dict[str, Any]:
+    return {
+        "_id": c.code,
+        "coupon_id": coupon_id_of(c.code),
+        "customer_id": c.customer_id,
+        "campaign_id": c.campaign_id,
+        "offer": asdict(c.offer),
+        "issued_at": c.issued_at,
+        "expires_at": c.expires_at,
+        "state": c.state.value,
+        "order_id": c.order_id,
+        "version": c.version,
+    }
+
+
+def coupon_from(d: dict[str, Any]) -> Coupon:
+    return Coupon(
+        code=d["_id"],
+        customer_id=d["customer_id"],
+        campaign_id=d["campaign_id"],
+        offer=Offer(**d["offer"]),
+        issued_at=as_utc(d["issued_at"]),
+        expires_at=as_utc(d["expires_at"]),
+        state=CouponState(d["state"]),
+        order_id=d.get("order_id"),
+        version=d.get("version", 0),
+    )
+
+
+def coupon_id_of(code: str) -> str:
+    """The id events and reports name a coupon by: not the code, which only its holder sees."""
+    return "cp-" + hashlib.sha256(code.encode()).hexdigest()[:20]
+
+
+class EngagementStore:
+    def __init__(self, db: AsyncIOMotorDatabase) -> None:
+        self.db = db
+        self.contacts = db[CONTACTS]
+        self.campaigns = db[CAMPAIGNS]
+        self.messages = db[MESSAGES]
+        self.coupons = db[COUPONS]
+        self.purchases = db[PURCHASES]
+        self.recoveries = db[RECOVERIES]
+
+    # --- contacts ------------------------------------------------------------------------------
+
+    async def contact(self, customer_id: str, session: AsyncIOMotorClientSession | None = None) -> Contact:
+        found = await self.contacts.find_one({"_id": customer_id}, session=session)
+        return contact_from(found) if found else Contact(customer_id)
+
+    async def merge_contact(
+        self, customer_id: str, fields: dict[str, Any], session: AsyncIOMotorClientSession | None = None
+    ) -> None:
+        """An erased contact stays erased: a late registration or change adds nothing."""
+        found = await self.contacts.find_one({"_id": customer_id}, {"erased": 1}, session=session)
+        if found and found.get("erased"):
+            return
+        await self.contacts.update_one({"_id": customer_id}, {"$set": fields}, upsert=True, session=session)
+
+    async def erase_contact(self, customer_id: str) -> None:
+        await self.contacts.replace_one(
+            {"_id": customer_id}, {"_id": customer_id, "erased": True}, upsert=True
+        )
+
+    # --- campaigns -----------------------------------------------------------------------------
+
+    async def add_campaign(self, campaign: dict[str, Any]) -> None:
+        await self.campaigns.insert_one(campaign)
+
+    async def campaign(self, campaign_id: str) -> dict[str, Any] | None:
+        return await self.campaigns.find_one({"_id": campaign_id})
+
+    async def campaigns_list(self) -> list[dict[str, Any]]:
+        return await self.campaigns.find({}).sort("created_at", -1).to_list(None)
+
+    async def triggered_by(self, trigger: str) -> list[dict[str, Any]]:
+        return await self.campaigns.find({"trigger": trigger, "status": "active"}).to_list(None)
+
+    async def set_campaign(self, campaign_id: str, fields: dict[str, Any]) -> None:
+        await self.campaigns.update_one({"_id": campaign_id}, {"$set": fields})
+
+    # --- messages ------------------------------------------------------------------------------
+
+    async def add_message(self, message: dict[str, Any], session: AsyncIOMotorClientSession) -> bool:
+        """False when the campaign already has a message for this customer (exactly one)."""
+        if await self.messages.find_one({"_id": message["_id"]}, {"_id": 1}, session=session):
+            return False
+        await self.messages.insert_one(message, session=session)
+        return True
+
+    async def message(self, message_id: str) -> dict[str, Any] | None:
+        return await self.messages.find_one({"_id": message_id})
+
+    async def recent_marketing(
+        self, customer_id: str, since: datetime, session: AsyncIOMotorClientSession | None = None
+    ) -> list[datetime]:
+        """When the customer's marketing messages went out or are due, since `since`."""
+        docs = await self.messages.find(
+            {
+                "customer_id": customer_id,
+                "purpose": "marketing",
+                "state": {"$in": [State.PENDING.value, State.SENDING.value, State.SENT.value]},
+                "due_at": {"$gt": since},
+            },
+            {"due_at": 1},
+            session=session,
+        ).to_list(None)
+        return [as_utc(d["due_at"]) for d in docs]
+
+    async def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+        return (
+            await self.messages.find({"state": State.PENDING.value, "due_at": {"$lte": now}})
+            .sort("due_at", 1)
+            .limit(limit)
+            .to_list(None)
+        )
+
+    async def claim(self, message_id: str, now: datetime, lease: timedelta) -> dict[str, Any] | None:
+        """Take a due message for sending; None when another sender took it first."""
+        return await self.messages.find_one_and_update(
+            {"_id": message_id, "state": State.PENDING.value},
+            {"$set": {"state": State.SENDING.value, "lease_until": now + lease}},
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def reclaim_stale(self, now: datetime) -> int:
+        """Messages whose sender died mid-send go back to pending (see service.send_due)."""
+        result = await self.messages.update_many(
+            {"state": State.SENDING.value, "lease_until": {"$lt": now}},
+            {"$set": {"state": State.PENDING.value}},
+        )
+        return result.modified_count
+
+    async def finish(
+        self, message_id: str, fields: dict[str, Any], session: AsyncIOMotorClientSession
+    ) -> None:
+        await self.messages.update_one(
+            {"_id": message_id, "state": State.SENDING.value}, {"$set": fields}, session=session
+        )
+
+    async def mark_once(
+        self, message_id: str, field: str, at: datetime, session: AsyncIOMotorClientSession
+    ) -> dict[str, Any] | None:
+        """Set `field` the first time only; the message when it was set now."""
+        return await self.messages.find_one_and_update(
+            {"_id": message_id, field: None, "state": State.SENT.value},
+            {"$set": {field: at}},
+            session=session,
+        )
+
+    async def arms(self, campaign_id: str) -> list[dict[str, Any]]:
+        return await self.messages.find(
+            {"campaign_id": campaign_id, "group": {"$in": ["treated", "control"]}},
+            {
+                "customer_id": 1,
+                "group": 1,
+                "state": 1,
+                "assigned_at": 1,
+                "opened_at": 1,
+                "clicked_at": 1,
+                "unsubscribed_at": 1,
+                "delivered_at": 1,
+                "coupon_id": 1,
+            },
+        ).to_list(None)
+
+    async def messages_of(self, campaign_id: str, limit: int) -> list[dict[str, Any]]:
+        return (
+            await self.messages.find({"campaign_id": campaign_id}, {"html": 0, "text": 0})
+            .sort("assigned_at", -1)
+            .limit(limit)
+            .to_list(None)
+        )
+
+    async def scrub_messages(self, customer_id: str, reason: str) -> None:
+        await self.messages.update_many(
+            {"customer_id": customer_id, "state": {"$in": [State.PENDING.value, State.SENDING.value]}},
+            {"$set": {"state": State.SUPPRESSED.value, "reason": reason}},
+        )
+        await self.messages.update_many(
+            {"customer_id": customer_id}, {"$unset": dict.fromkeys(PERSONAL_CONTENT, "")}
+        )
+
+    # --- coupons -------------------------------------------------------------------------------
+
+    async def add_coupon(self, coupon: Coupon, session: AsyncIOMotorClientSession) -> None:
+        await self.coupons.insert_one(coupon_document(coupon), session=session)
+
+    async def coupon(self, code: str, session: AsyncIOMotorClientSession | None = None) -> Coupon | None:
+        found = await self.coupons.find_one({"_id": code}, session=session)
+        return coupon_from(found) if found else None
+
+    async def coupons_of_order(
+        self, order_id: str, session: AsyncIOMotorClientSession | None = None
+    ) -> list[Coupon]:
+        docs = await self.coupons.find({"order_id": order_id}, session=session).to_list(None)
+        return [coupon_from(d) for d in docs]
+
+    async def save_coupon(self, coupon: Coupon, session: AsyncIOMotorClientSession | None = None) -> Coupon:
+        """Optimistic: the coupon must be as it was read; the loser of a race is retried and
+        then sees the winner's state."""
+        doc = coupon_document(coupon)
+        doc["version"] = coupon.version + 1
+        result = await self.coupons.replace_one(
+            {"_id": coupon.code, "version": coupon.version}, doc, session=session
+        )
+        if result.matched_count != 1:
+            raise ConcurrentChange(coupon.code)
+        return coupon_from(doc)
+
+    async def redemptions(self, campaign_id: str) -> int:
+        return await self.coupons.count_documents(
+            {"campaign_id": campaign_id, "state": CouponState.REDEEMED.value}
+        )
+
+    # --- purchases and recoveries (what a campaign is measured by) ------------------------------
+
+    async def add_purchase(
+        self, order_id: str, customer_id: str, cents: int, at: datetime, session: AsyncIOMotorClientSession
+    ) -> None:
+        await self.purchases.update_one(
+            {"_id": order_id},
+            {"$setOnInsert": {"customer_id": customer_id, "amount_cents": cents, "paid_at": at}},
+            upsert=True,
+            session=session,
+        )
+
+    async def cancel_purchase(self, order_id: str, session: AsyncIOMotorClientSession) -> None:
+        await self.purchases.delete_one({"_id": order_id}, session=session)
+
+    async def purchases_of(self, customer_ids: list[str]) -> dict[str, list[tuple[datetime, int]]]:
+        out: dict[str, list[tuple[datetime, int]]] = {}
+        for k in range(0, len(customer_ids), 1000):
+            chunk = customer_ids[k : k + 1000]
+            async for d in self.purchases.find({"customer_id": {"$in": chunk}}):
+                out.setdefault(d["customer_id"], []).append((as_utc(d["paid_at"]), d["amount_cents"]))
+        return out
+
+    async def add_recovery(self, episode_id: str, customer_id: str, at: datetime) -> None:
+        await self.recoveries.update_one(
+            {"_id": episode_id},
+            {"$setOnInsert": {"customer_id": customer_id, "recovered_at": at}},
+            upsert=True,
+        )
+
+    async def recoveries_of(self, customer_ids: list[str]) -> dict[str, list[datetime]]:
+        out: dict[str, list[datetime]] = {}
+        for k in range(0, len(customer_ids), 1000):
+            async for d in self.recoveries.find({"customer_id": {"$in": customer_ids[k : k + 1000]}}):
+                out.setdefault(d["customer_id"], []).append(as_utc(d["recovered_at"]))
+        return out
