@@ -36,6 +36,24 @@ async def create_campaign(
     return ORJSONResponse(await service.create_campaign(body), status_code=201)
 
 
+@router.post("/campaigns/{campaign_id}/pause", tags=["campaigns"], summary="Enrol nobody new")
+async def pause_campaign(
+    campaign_id: EntityId,
+    _: Principal = Depends(require("agent")),
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.set_status(campaign_id, "paused"))
+
+
+@router.post("/campaigns/{campaign_id}/resume", tags=["campaigns"], summary="Enrol again")
+async def resume_campaign(
+    campaign_id: EntityId,
+    _: Principal = Depends(require("agent")),
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.set_status(campaign_id, "active"))
+
+
 @router.get("/campaigns", tags=["campaigns"], summary="Every campaign")
 async def list_campaigns(
     _: Principal = Depends(require("viewer")), service: EngagementService = Depends(engagement)
@@ -60,10 +78,22 @@ async def campaign_report(
 async def campaign_messages(
     campaign_id: EntityId,
     limit: Limit = 100,
+    cursor: str | None = None,
     _: Principal = Depends(require("agent")),
     service: EngagementService = Depends(engagement),
 ) -> ORJSONResponse:
-    return ORJSONResponse({"items": await service.messages(campaign_id, limit)})
+    return ORJSONResponse(await service.messages(campaign_id, limit, cursor))
+
+
+@router.get(
+    "/contacts/{customer_id}", tags=["consent"], summary="How engagement reaches a customer, and consent"
+)
+async def get_contact(
+    customer_id: CustomerId,
+    _: Principal = Depends(require("agent")),
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.contact(customer_id))
 
 
 @router.post(

@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lambda stop: follow_erasures(settings, "engagement", runtime.mongo.db, service.forget, stop),
         )
         runtime.background("sender", service.run_sender)
+        runtime.background("enroller", service.run_enroller)
 
     return service_app(
         service="engagement",
@@ -43,5 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         indexes=store.INDEXES,
         routers=[api.router],
         wire=wire,
+        # RFC 8058: mail clients post the one-click unsubscribe as a form.
+        body_overrides={"/unsubscribe": ({"application/x-www-form-urlencoded", "multipart/form-data"}, 4096)},
         description="Campaigns by email, SMS and push with consent, coupons, and uplift against a control group.",
     )

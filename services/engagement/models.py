@@ -88,8 +88,10 @@ def _ts(value: Any) -> Any:
 
 
 def present_campaign(c: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in c.items() if k != "_id"}
+    out = {k: v for k, v in c.items() if k not in ("_id", "recipients")}
     out["campaign_id"] = c["_id"]
+    if "recipients" in c:
+        out["recipients"] = len(c["recipients"])
     return {k: _ts(v) if k.endswith("_at") else v for k, v in out.items()}
 
 

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 from pymongo.errors import DuplicateKeyError
 
 from services.common import kafka
-from services.common.clock import Clock, to_rfc3339
+from services.common.clock import Clock, SystemClock, to_rfc3339
 from services.common.errors import Kind
 from services.common.fields import new_id
 from services.common.peers import Peers
@@ -35,6 +35,7 @@ from .domain import Arm, Contact, Offer, Purpose, State
 from .events import CONSUMED, GROUP, event, message_event
 from .models import CampaignIn, present_campaign, present_coupon, present_message
 from .store import EngagementStore, coupon_id_of
+from .store import contact_from as store_contact
 
 log = structlog.get_logger(__name__)
 MESSAGES = Counter(
@@ -43,6 +44,7 @@ MESSAGES = Counter(
 COUPONS = Counter("crm_engagement_coupons_total", "Coupons issued, reserved, redeemed, released.", ["what"])
 SEND_BATCH = 200
 SEND_LEASE = timedelta(minutes=2)
+ENROL_CHUNK = 500
 OVERLAP = timedelta(hours=1)  # two campaigns reaching one customer this close: one message
 
 
@@ -58,6 +60,7 @@ class EngagementService:
         self.store = store
         self.writes = writes
         self.clock = clock
+        self.wall = SystemClock()  # retries and claims: operational time, not the business clock
         self.settings = settings
         self.peers = peers
         self.public_url = (settings.engagement_public_url or settings.url_of("engagement")).rstrip("/")
@@ -84,7 +87,7 @@ class EngagementService:
 
     async def signalled(self, trigger: str, customer_id: str, context: dict[str, Any], at: datetime) -> None:
         for campaign in await self.store.triggered_by(trigger):
-            await self.enrol(campaign, customer_id, context)
+            await self.enrol(campaign, [customer_id], context)
 
     async def recovered(self, episode_id: str, customer_id: str, at: datetime) -> None:
         await self.store.add_recovery(episode_id, customer_id, at)
@@ -97,14 +100,13 @@ class EngagementService:
         campaign["_id"] = body.campaign_id or new_id("cmp")
         campaign["status"] = "active"
         campaign["created_at"] = self.clock.now()
+        if body.recipients is not None:
+            # Enrolled in the background (run_enroller), so a large audience does not hold the request.
+            campaign.update(recipients=list(dict.fromkeys(body.recipients)), enrolled=0, status="enrolling")
         try:
             await self.store.add_campaign(campaign)
         except DuplicateKeyError:
             raise Problem(409, f"campaign {campaign['_id']} already exists") from None
-        if body.recipients is not None:
-            when = body.scheduled_at or self.clock.now()
-            for customer_id in body.recipients:
-                await self.enrol(campaign, customer_id, {}, not_before=when)
         return present_campaign(campaign)
 
     async def campaign(self, campaign_id: str) -> dict[str, Any]:
@@ -113,73 +115,112 @@ class EngagementService:
             raise Problem(404, f"no campaign {campaign_id}")
         return found
 
+    async def set_status(self, campaign_id: str, status: str) -> dict[str, Any]:
+        """Pause or resume: a paused campaign enrols nobody new; queued messages still go."""
+        campaign = await self.campaign(campaign_id)
+        if campaign["status"] == "enrolling":
+            raise Problem(409, "the campaign is still enrolling its recipients")
+        await self.store.set_status(campaign_id, status)
+        return present_campaign({**campaign, "status": status})
+
     async def campaigns(self) -> list[dict[str, Any]]:
         return [present_campaign(c) for c in await self.store.campaigns_list()]
 
     async def enrol(
         self,
         campaign: dict[str, Any],
-        customer_id: str,
+        customer_ids: list[str],
         context: dict[str, Any],
         not_before: datetime | None = None,
-    ) -> str:
-        """The customer's one message of this campaign: held out (control), suppressed (why),
-        or rendered and queued with its coupon. Returns its state."""
+    ) -> dict[str, str]:
+        """Each customer's one message of this campaign, decided in one transaction: held out
+        (control), suppressed (why), or rendered and queued with its coupon. Customers who
+        already have one are skipped. Returns the new messages' states by customer."""
         now = self.clock.now()
-        message_id = message_id_of(campaign["_id"], customer_id)
         purpose = Purpose(campaign["purpose"])
         channel = campaign["channel"]
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
-            contact = await self.store.contact(customer_id, session)
-            message: dict[str, Any] = {
-                "_id": message_id,
-                "campaign_id": campaign["_id"],
-                "customer_id": customer_id,
-                "channel": channel,
-                "purpose": purpose.value,
-                "assigned_at": now,
-                "due_at": max(now, not_before or now),
-                "attempts": 0,
-                "group": None,
-                "reason": None,
-            }
-            events: list[dict[str, Any]] = []
-            why_not = domain.may_send(contact, channel, purpose)
-            if why_not is not None:
-                # Not in the experiment at all: neither arm may hold people nobody may reach.
-                message.update(state=State.SUPPRESSED.value, reason=why_not)
-            elif domain.in_control(campaign["_id"], customer_id, campaign["control_share"]):
-                message.update(state=State.HELD_OUT.value, group="control")
-            else:
-                message["group"] = "treated"  # from here on measured as treated, sent or not
-                why_capped = await self._paced(customer_id, purpose, now, session)
-                if why_capped is not None:
-                    message.update(state=State.SUPPRESSED.value, reason=why_capped)
+            ids = [message_id_of(campaign["_id"], c) for c in customer_ids]
+            taken = await self.store.existing_messages(ids, session)
+            fresh = [c for c, m in zip(customer_ids, ids, strict=True) if m not in taken]
+            contacts = await self.store.contacts_of(fresh, session)
+            recent = (
+                await self.store.recent_marketing(
+                    fresh, now - timedelta(days=domain.DEFAULT_CAP_DAYS), session
+                )
+                if purpose is Purpose.MARKETING
+                else {}
+            )
+            messages, events = [], []
+            for customer_id in dict.fromkeys(fresh):
+                contact = contacts.get(customer_id) or Contact(customer_id)
+                message: dict[str, Any] = {
+                    "_id": message_id_of(campaign["_id"], customer_id),
+                    "campaign_id": campaign["_id"],
+                    "customer_id": customer_id,
+                    "channel": channel,
+                    "purpose": purpose.value,
+                    "assigned_at": now,
+                    "due_at": max(now, not_before or now),
+                    "attempts": 0,
+                    "group": None,
+                    "reason": None,
+                }
+                why_not = domain.may_send(contact, channel, purpose)
+                if why_not is not None:
+                    # Not in the experiment at all: neither arm holds people nobody may reach.
+                    message.update(state=State.SUPPRESSED.value, reason=why_not)
+                elif domain.in_control(campaign["_id"], customer_id, campaign["control_share"]):
+                    message.update(state=State.HELD_OUT.value, group="control")
                 else:
-                    events = await self._compose(campaign, contact, context, message, now, session)
-            if not await self.store.add_message(message, session):
-                return Outcome(200, "duplicate")
-            return Outcome(200, message["state"], events)
+                    message["group"] = "treated"  # from here on measured as treated, sent or not
+                    why_capped = self._paced(recent.get(customer_id, []), purpose, now)
+                    if why_capped is not None:
+                        message.update(state=State.SUPPRESSED.value, reason=why_capped)
+                    else:
+                        events += await self._compose(campaign, contact, context, message, now, session)
+                messages.append(message)
+            await self.store.add_messages(messages, session)
+            return Outcome(200, {m["customer_id"]: m["state"] for m in messages}, events)
 
         outcome = await self.writes.run(work)
-        if outcome.body == State.PENDING.value:
+        if State.PENDING.value in outcome.body.values():
             self._wake.set()
         return outcome.body
 
-    async def _paced(
-        self, customer_id: str, purpose: Purpose, now: datetime, session: AsyncIOMotorClientSession
-    ) -> str | None:
+    def _paced(self, recent: list[datetime], purpose: Purpose, now: datetime) -> str | None:
         if purpose is not Purpose.MARKETING:
             return None
-        recent = await self.store.recent_marketing(
-            customer_id, now - timedelta(days=domain.DEFAULT_CAP_DAYS), session
-        )
         if any(abs(at - now) < OVERLAP for at in recent):
             return "another campaign reaches this customer at the same time"
         if not domain.within_cap(recent, now, domain.DEFAULT_CAP, domain.DEFAULT_CAP_DAYS):
             return f"frequency cap: {domain.DEFAULT_CAP} marketing messages in {domain.DEFAULT_CAP_DAYS} days"
         return None
+
+    async def run_enroller(self, stop: asyncio.Event) -> None:
+        """One-off campaigns enrol their recipients here, a chunk at a time, from where the
+        last chunk ended (a restart repeats at most one chunk, which changes nothing)."""
+        while not stop.is_set():
+            try:
+                busy = await self.enrol_next_chunk()
+            except Exception:  # noqa: BLE001 - the database may be away; the next round retries
+                log.exception("enrolment round failed")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.settings.engagement_send_seconds)
+
+    async def enrol_next_chunk(self) -> bool:
+        campaign = await self.store.enrolling()
+        if campaign is None:
+            return False
+        start = campaign.get("enrolled", 0)
+        chunk = campaign["recipients"][start : start + ENROL_CHUNK]
+        if chunk:
+            await self.enrol(campaign, chunk, {}, not_before=campaign.get("scheduled_at"))
+        await self.store.enrolled(campaign["_id"], start + len(chunk), done=not chunk)
+        return True
 
     async def _compose(
         self,
@@ -307,11 +348,11 @@ class EngagementService:
         never sends it again, except when the process dies in the instant between the two:
         then its claim runs out and it goes once more with the same Message-ID, by which a
         relay or mail client recognises the copy."""
-        now = self.clock.now()
-        await self.store.reclaim_stale(now)
+        now, wall = self.clock.now(), self.wall.now()
+        await self.store.reclaim_stale(wall)
         claimed = []
-        for doc in await self.store.due(now, SEND_BATCH):
-            got = await self.store.claim(doc["_id"], now, SEND_LEASE)
+        for doc in await self.store.due(now, wall, SEND_BATCH):
+            got = await self.store.claim(doc["_id"], wall, SEND_LEASE)
             if got is not None:
                 claimed.append(got)
         if not claimed:
@@ -336,7 +377,7 @@ class EngagementService:
         )
 
     async def _record(self, messages: list[dict[str, Any]], results: list[Any]) -> None:
-        now = self.clock.now()
+        now, wall = self.clock.now(), self.wall.now()
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             events = []
@@ -355,7 +396,7 @@ class EngagementService:
                         "state": State.PENDING.value,
                         "attempts": attempts,
                         "reason": str(result),
-                        "due_at": domain.retry_at(now, attempts),
+                        "retry_after": domain.retry_at(wall, attempts),
                     }
                 else:
                     reason = str(result) if isinstance(result, Refused) else f"{result} ({attempts} attempts)"
@@ -591,9 +632,17 @@ class EngagementService:
             },
         }
 
-    async def messages(self, campaign_id: str, limit: int) -> list[dict[str, Any]]:
+    async def messages(self, campaign_id: str, limit: int, cursor: str | None) -> dict[str, Any]:
         await self.campaign(campaign_id)
-        return [present_message(m) for m in await self.store.messages_of(campaign_id, limit)]
+        items, next_cursor = await self.store.messages_of(campaign_id, limit, cursor)
+        return {"items": [present_message(m) for m in items], "next_cursor": next_cursor}
+
+    async def contact(self, customer_id: str) -> dict[str, Any]:
+        found = await self.store.contact_document(customer_id)
+        if found is None:
+            raise Problem(404, f"no contact {customer_id}")
+        contact = store_contact(found)
+        return {**contact.__dict__, "consent": {c: contact.consent.get(c, False) for c in domain.CHANNELS}}
 
     # --- the embedded stack's mailbox ------------------------------------------------------------
 

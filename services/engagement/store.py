@@ -14,6 +14,7 @@ from pymongo import ReturnDocument
 from services.common.clock import as_utc
 from services.common.errors import ConcurrentChange
 from services.common.mongo import index
+from services.common.pagination import page
 
 from .domain import Contact, Coupon, CouponState, Offer, State
 
@@ -103,6 +104,15 @@ class EngagementStore:
         found = await self.contacts.find_one({"_id": customer_id}, session=session)
         return contact_from(found) if found else Contact(customer_id)
 
+    async def contacts_of(
+        self, customer_ids: list[str], session: AsyncIOMotorClientSession | None = None
+    ) -> dict[str, Contact]:
+        docs = await self.contacts.find({"_id": {"$in": customer_ids}}, session=session).to_list(None)
+        return {d["_id"]: contact_from(d) for d in docs}
+
+    async def contact_document(self, customer_id: str) -> dict[str, Any] | None:
+        return await self.contacts.find_one({"_id": customer_id})
+
     async def merge_contact(
         self, customer_id: str, fields: dict[str, Any], session: AsyncIOMotorClientSession | None = None
     ) -> None:
@@ -131,40 +141,64 @@ class EngagementStore:
     async def triggered_by(self, trigger: str) -> list[dict[str, Any]]:
         return await self.campaigns.find({"trigger": trigger, "status": "active"}).to_list(None)
 
-    async def set_campaign(self, campaign_id: str, fields: dict[str, Any]) -> None:
+    async def set_status(self, campaign_id: str, status: str) -> None:
+        await self.campaigns.update_one({"_id": campaign_id}, {"$set": {"status": status}})
+
+    async def enrolling(self) -> dict[str, Any] | None:
+        return await self.campaigns.find_one({"status": "enrolling"}, sort=[("created_at", 1)])
+
+    async def enrolled(self, campaign_id: str, upto: int, done: bool) -> None:
+        fields: dict[str, Any] = {"enrolled": upto}
+        if done:
+            fields["status"] = "active"
         await self.campaigns.update_one({"_id": campaign_id}, {"$set": fields})
 
     # --- messages ------------------------------------------------------------------------------
 
-    async def add_message(self, message: dict[str, Any], session: AsyncIOMotorClientSession) -> bool:
-        """False when the campaign already has a message for this customer (exactly one)."""
-        if await self.messages.find_one({"_id": message["_id"]}, {"_id": 1}, session=session):
-            return False
-        await self.messages.insert_one(message, session=session)
-        return True
+    async def existing_messages(self, message_ids: list[str], session: AsyncIOMotorClientSession) -> set[str]:
+        docs = await self.messages.find({"_id": {"$in": message_ids}}, {"_id": 1}, session=session).to_list(
+            None
+        )
+        return {d["_id"] for d in docs}
+
+    async def add_messages(self, messages: list[dict[str, Any]], session: AsyncIOMotorClientSession) -> None:
+        """The unique id (campaign and customer) refuses a second message in a race."""
+        if messages:
+            await self.messages.insert_many(messages, session=session)
 
     async def message(self, message_id: str) -> dict[str, Any] | None:
         return await self.messages.find_one({"_id": message_id})
 
     async def recent_marketing(
-        self, customer_id: str, since: datetime, session: AsyncIOMotorClientSession | None = None
-    ) -> list[datetime]:
-        """When the customer's marketing messages went out or are due, since `since`."""
+        self, customer_ids: list[str], since: datetime, session: AsyncIOMotorClientSession
+    ) -> dict[str, list[datetime]]:
+        """When each customer's marketing messages went out or are due, since `since`."""
         docs = await self.messages.find(
             {
-                "customer_id": customer_id,
+                "customer_id": {"$in": customer_ids},
                 "purpose": "marketing",
                 "state": {"$in": [State.PENDING.value, State.SENDING.value, State.SENT.value]},
                 "due_at": {"$gt": since},
             },
-            {"due_at": 1},
+            {"due_at": 1, "customer_id": 1},
             session=session,
         ).to_list(None)
-        return [as_utc(d["due_at"]) for d in docs]
+        out: dict[str, list[datetime]] = {}
+        for d in docs:
+            out.setdefault(d["customer_id"], []).append(as_utc(d["due_at"]))
+        return out
 
-    async def due(self, now: datetime, limit: int) -> list[dict[str, Any]]:
+    async def due(self, now: datetime, wall: datetime, limit: int) -> list[dict[str, Any]]:
+        """Due by the business clock (schedule, quiet hours) and past any retry wait, which
+        runs on the wall clock (a relay's outage does not follow a rehearsal's clock)."""
         return (
-            await self.messages.find({"state": State.PENDING.value, "due_at": {"$lte": now}})
+            await self.messages.find(
+                {
+                    "state": State.PENDING.value,
+                    "due_at": {"$lte": now},
+                    "$or": [{"retry_after": None}, {"retry_after": {"$lte": wall}}],
+                }
+            )
             .sort("due_at", 1)
             .limit(limit)
             .to_list(None)
@@ -219,12 +253,11 @@ class EngagementStore:
             },
         ).to_list(None)
 
-    async def messages_of(self, campaign_id: str, limit: int) -> list[dict[str, Any]]:
-        return (
-            await self.messages.find({"campaign_id": campaign_id}, {"html": 0, "text": 0})
-            .sort("assigned_at", -1)
-            .limit(limit)
-            .to_list(None)
+    async def messages_of(
+        self, campaign_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        return await page(
+            self.messages, {"campaign_id": campaign_id}, [("_id", 1)], limit, cursor, {"html": 0, "text": 0}
         )
 
     async def scrub_messages(self, customer_id: str, reason: str) -> None:

@@ -38,12 +38,14 @@ def orders(request: Request) -> OrderService:
 @router.post("/orders", status_code=201, summary="Place an order")
 async def place_order(
     body: OrderIn,
+    request: Request,
     key: IdempotencyHeader = None,
     principal: Principal = Depends(require("agent")),
     service: OrderService = Depends(orders),
 ) -> ORJSONResponse:
     idem = idempotency(key, principal, "POST /orders", body)
-    return answer(await service.place(body, principal.label, idem))
+    # The caller's key goes on to engagement when the order carries a coupon.
+    return answer(await service.place(body, principal.label, idem, request.headers.get("authorization")))
 
 
 def _transition(action: Action, model: type[At]):

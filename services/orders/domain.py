@@ -158,7 +158,7 @@ def new_order(
     skus = [i["sku"] for i in items]
     if len(set(skus)) != len(skus):
         raise OrderError("each sku may appear once; put the quantity on one line", field="items")
-    gross = sum(i["qty"] * i["unit_price_cents"] for i in items)
+    gross = gross_cents(items)
     if discount_cents > gross:
         raise OrderError(
             f"discount_cents {discount_cents} exceeds the items' total {gross}", field="discount_cents"
@@ -189,6 +189,10 @@ def new_order(
         promised_delivery_date,
         history=({"action": "place", "at": placed_at, "to": "placed", "by": by},),
     )
+
+
+def gross_cents(items: list[dict[str, Any]]) -> int:
+    return sum(i["qty"] * i["unit_price_cents"] for i in items)
 
 
 def allocate(total: int, weights: list[int]) -> list[int]:

@@ -6,6 +6,7 @@ from fastapi import FastAPI
 
 from services.common.clock import clock_from
 from services.common.erasure import follow_erasures
+from services.common.peers import Peers
 from services.common.runtime import ServiceRuntime, service_app
 from services.common.settings import Settings, get_settings
 
@@ -17,8 +18,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     def wire(runtime: ServiceRuntime, app: FastAPI) -> None:
+        peers = Peers(settings)
+        runtime.on_stop(peers.close)
         app.state.orders = orders = OrderService(
-            store.OrderStore(runtime.mongo.db), runtime.writes, clock_from(settings.clock_file)
+            store.OrderStore(runtime.mongo.db), runtime.writes, clock_from(settings.clock_file), peers
         )
         runtime.background("sales-rebuild", lambda stop: orders.rebuild_sales())
         # Orders hold amounts and items, nothing personal: erasure forgets the stored answers.

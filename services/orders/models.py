@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from services.common.clock import to_rfc3339
 from services.common.fields import Cents, Channel, Currency, CustomerId, EntityId, PastTime, ShortText, Strict
@@ -31,6 +31,11 @@ class OrderIn(Strict):
     amount_cents: Cents | None = Field(None, description="If given, must equal items minus discount")
     promised_delivery_date: date | None = None
     placed_at: PastTime | None = Field(None, description="For history; defaults to now")
+    coupon_code: Annotated[str, StringConstraints(min_length=4, max_length=40)] | None = Field(
+        None,
+        description="A coupon from engagement: its discount is added to discount_cents; it is "
+        "redeemed when the order is paid and released when it is cancelled",
+    )
 
 
 class At(Strict):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter
@@ -15,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 from services.common.clock import Clock
 from services.common.errors import Kind
 from services.common.fields import new_id
+from services.common.peers import Peers
 from services.common.problems import describe_validation_errors
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
@@ -42,37 +44,88 @@ def count(events: list[dict[str, Any]]) -> None:
 
 
 class OrderService:
-    def __init__(self, store: OrderStore, writes: Writes, clock: Clock) -> None:
+    def __init__(self, store: OrderStore, writes: Writes, clock: Clock, peers: Peers | None = None) -> None:
         self.store = store
         self.writes = writes
         self.clock = clock
+        self.peers = peers
 
-    async def place(self, body: OrderIn, by: str, key: IdempotencyKey | None) -> Outcome:
-        order_id = body.order_id or new_id("o")
-        order = domain.new_order(
-            order_id=order_id,
-            customer_id=body.customer_id,
-            items=[i.model_dump() for i in body.items],
-            currency=body.currency,
-            channel=body.channel,
-            discount_cents=body.discount_cents,
-            placed_at=body.placed_at or self.clock.now(),
-            promised_delivery_date=body.promised_delivery_date,
-            amount_cents=body.amount_cents,
-            by=by,
-        )
-
-        async def work(session: AsyncIOMotorClientSession) -> Outcome:
-            await self.store.insert([order], session)  # the unique _id refuses a second copy
-            return Outcome(201, present(order), events_for(order, domain.placed_facts(order)))
-
+    async def place(
+        self, body: OrderIn, by: str, key: IdempotencyKey | None, authorization: str | None = None
+    ) -> Outcome:
+        # A retry under the same Idempotency-Key names the same order, so its coupon (held for
+        # that order) is not refused as taken by the first try.
+        order_id = body.order_id or (f"o-{key.id[:20]}" if key is not None else new_id("o"))
+        items = [i.model_dump() for i in body.items]
+        coupon = None
+        if body.coupon_code:
+            subtotal = max(domain.gross_cents(items) - body.discount_cents, 0)
+            coupon = await self._hold_coupon(
+                body.coupon_code, body.customer_id, order_id, subtotal, authorization
+            )
         try:
-            outcome = await self.writes.run(work, key)
-        except DuplicateKeyError:
-            raise OrderError(f"order {order_id} already exists", Kind.CONFLICT) from None
+            order = domain.new_order(
+                order_id=order_id,
+                customer_id=body.customer_id,
+                items=items,
+                currency=body.currency,
+                channel=body.channel,
+                discount_cents=body.discount_cents + (coupon["discount_cents"] if coupon else 0),
+                placed_at=body.placed_at or self.clock.now(),
+                promised_delivery_date=body.promised_delivery_date,
+                amount_cents=body.amount_cents,
+                by=by,
+            )
+
+            async def work(session: AsyncIOMotorClientSession) -> Outcome:
+                await self.store.insert([order], session)  # the unique _id refuses a second copy
+                answer = present(order)
+                if coupon:
+                    answer["coupon"] = {"code": coupon["code"], "discount_cents": coupon["discount_cents"]}
+                return Outcome(201, answer, events_for(order, domain.placed_facts(order)))
+
+            try:
+                outcome = await self.writes.run(work, key)
+            except DuplicateKeyError:
+                raise OrderError(f"order {order_id} already exists", Kind.CONFLICT) from None
+        except Exception:
+            if coupon:  # the order was not placed: the coupon must not stay held for it
+                await self._let_go(body.coupon_code, order_id, authorization)
+            raise
         if not outcome.replayed:
             count(outcome.events)
         return outcome
+
+    async def _hold_coupon(
+        self, code: str, customer_id: str, order_id: str, subtotal: int, authorization: str | None
+    ) -> dict[str, Any]:
+        """Engagement holds the coupon for this order (one order wins a race for a code); it
+        is redeemed when crm.order.paid arrives there, and released on crm.order.cancelled."""
+        if self.peers is None:
+            raise OrderError("coupons are not accepted here", Kind.UNAVAILABLE)
+        answer = await self.peers.send(
+            "engagement",
+            f"/coupons/{quote(code, safe='')}/reservations",
+            authorization,
+            {"customer_id": customer_id, "order_id": order_id, "subtotal_cents": subtotal},
+        )
+        if answer.status == "refused":
+            kind = {404: Kind.NOT_FOUND, 409: Kind.CONFLICT}.get(answer.code or 0, Kind.INVALID)
+            raise OrderError(f"coupon refused: {answer.error}", kind, field="coupon_code")
+        if not answer.ok:
+            raise OrderError(
+                "coupons cannot be checked now (engagement is unavailable); retry", Kind.UNAVAILABLE
+            )
+        return answer.body
+
+    async def _let_go(self, code: str, order_id: str, authorization: str | None) -> None:
+        if self.peers is not None:
+            await self.peers.send(
+                "engagement",
+                f"/coupons/{quote(code, safe='')}/release",
+                authorization,
+                {"order_id": order_id},
+            )
 
     async def act(
         self, order_id: str, action: Action, body: Any, by: str, key: IdempotencyKey | None

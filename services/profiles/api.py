@@ -70,7 +70,9 @@ async def update_customer(
 
 
 @router.put(
-    "/customers/{customer_id}/consent", tags=["customers"], summary="Give or withdraw marketing consent"
+    "/customers/{customer_id}/consent",
+    tags=["customers"],
+    summary="Give or withdraw marketing consent, for every channel or per channel",
 )
 async def set_consent(
     customer_id: CustomerId,
@@ -80,7 +82,18 @@ async def set_consent(
     service: ProfilesService = Depends(profiles),
 ) -> ORJSONResponse:
     idem = idempotency(key, principal, f"PUT /customers/{customer_id}/consent", body)
-    return answer(await service.set_consent(customer_id, body, idem))
+    return answer(await service.set_consent(customer_id, body, principal.label, idem))
+
+
+@router.get(
+    "/customers/{customer_id}/consent", tags=["customers"], summary="Consent per channel and its history"
+)
+async def get_consent(
+    customer_id: CustomerId,
+    _: Principal = Depends(require("viewer")),
+    service: ProfilesService = Depends(profiles),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.consent(customer_id))
 
 
 FILTERS = ("segment", "lifecycle_stage", "abc_class", "tier", "churn_level", "min_risk", "city")

@@ -48,10 +48,14 @@ class Customer:
     city: str | None = None
     city_tier: int | None = None
     referred_by: str | None = None
-    marketing_consent: bool = False
+    marketing_consent: bool = False  # for some channel (each one in `consent_channels`)
     consent_changed_at: datetime | None = None
     erased_at: datetime | None = None
     version: int = 0
+    # Marketing consent per channel; absent: the registration's `marketing_consent` for all.
+    consent_channels: dict[str, bool] | None = None
+    # Every change: when, the channels after it, how (source) and by whom.
+    consent_history: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,15 +99,48 @@ def update(customer: Customer, changes: dict[str, Any]) -> Change:
     )
 
 
-def set_consent(customer: Customer, consent: bool, source: str | None, at: datetime) -> Change:
+CONSENT_CHANNELS = ("email", "sms", "push")
+
+
+def channel_consent(customer: Customer) -> dict[str, bool]:
+    if customer.consent_channels is not None:
+        return dict(customer.consent_channels)
+    return dict.fromkeys(CONSENT_CHANNELS, customer.marketing_consent)
+
+
+def set_consent(
+    customer: Customer,
+    consent: bool | None,
+    channels: dict[str, bool] | None,
+    source: str | None,
+    by: str,
+    at: datetime,
+) -> Change:
+    """`consent` gives or withdraws every channel (the old single switch); `channels` sets
+    the ones it names. Only a real change is recorded and published."""
     _live(customer)
-    if customer.marketing_consent == consent:
+    before = channel_consent(customer)
+    after = dict.fromkeys(CONSENT_CHANNELS, consent) if consent is not None else dict(before)
+    after.update(channels or {})
+    if after == before:
         return Change(customer, [])
-    data: dict[str, Any] = {"customer_id": customer.customer_id, "marketing_consent": consent}
+    overall = any(after.values())
+    data: dict[str, Any] = {
+        "customer_id": customer.customer_id,
+        "marketing_consent": overall,
+        "channels": after,
+    }
     if source:
         data["source"] = source
+    entry = {"at": at, "channels": after, "source": source, "by": by}
     return Change(
-        replace(customer, marketing_consent=consent, consent_changed_at=at),
+        replace(
+            customer,
+            marketing_consent=overall,
+            consent_channels=after,
+            consent_changed_at=at,
+            consent_history=(*customer.consent_history, entry),
+        ),
         [("crm.customer.consent_changed", data)],
     )
 
@@ -115,6 +152,8 @@ def erase(customer: Customer, at: datetime) -> Customer:
         **dict.fromkeys(PERSONAL),
         referred_by=None,
         marketing_consent=False,
+        consent_channels=None,
+        consent_history=(),
         erased_at=customer.erased_at or at,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, model_validator
 
 from services.common.clock import parse_rfc3339, to_rfc3339
 from services.common.fields import (
@@ -22,7 +22,7 @@ from services.common.fields import (
 from services.common.vocabulary import ChurnAction, LoyaltyTier
 
 from .activity import complaint_status, order_status
-from .domain import OUTCOMES, ChurnWarning, Customer
+from .domain import OUTCOMES, ChurnWarning, Customer, channel_consent
 
 # No whitespace or control characters anywhere (a NUL in an address is a 422, not a 500).
 Email = Annotated[
@@ -100,9 +100,24 @@ class CustomerPatch(Strict):
     city_tier: CityTier | None = None
 
 
+class ChannelConsentIn(Strict):
+    email: bool | None = None
+    sms: bool | None = None
+    push: bool | None = None
+
+
 class ConsentIn(Strict):
-    marketing_consent: bool
+    marketing_consent: bool | None = Field(None, description="Every channel at once")
+    channels: ChannelConsentIn | None = Field(None, description="The channels named; the others stay")
     source: ShortText | None = Field(None, description="Where the customer said so: web form, call, ...")
+
+    @model_validator(mode="after")
+    def _something(self) -> ConsentIn:
+        if self.marketing_consent is None and (
+            self.channels is None or not self.channels.model_dump(exclude_none=True)
+        ):
+            raise ValueError("send marketing_consent, channels, or both")
+        return self
 
 
 class InteractionIn(Strict):
@@ -160,6 +175,8 @@ def _ts(value: Any) -> Any:
 def present_customer(c: Customer) -> dict[str, Any]:
     out = {k: _ts(v) if k.endswith("_at") else v for k, v in c.__dict__.items()}
     out["erased"] = c.erased_at is not None
+    out["consent_channels"] = channel_consent(c)
+    out["consent_history"] = [{**h, "at": _ts(h["at"])} for h in c.consent_history]
     return out
 
 

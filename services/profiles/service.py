@@ -106,11 +106,31 @@ class ProfilesService:
             changes["birth_date"] = changes["birth_date"].isoformat()
         return await self._change(customer_id, lambda c: domain.update(c, changes), key)
 
-    async def set_consent(self, customer_id: str, body: ConsentIn, key: IdempotencyKey | None) -> Outcome:
+    async def set_consent(
+        self, customer_id: str, body: ConsentIn, by: str, key: IdempotencyKey | None
+    ) -> Outcome:
         now = self.clock.now()
+        channels = body.channels.model_dump(exclude_none=True) if body.channels else None
         return await self._change(
-            customer_id, lambda c: domain.set_consent(c, body.marketing_consent, body.source, now), key
+            customer_id,
+            lambda c: domain.set_consent(c, body.marketing_consent, channels, body.source, by, now),
+            key,
         )
+
+    async def consent(self, customer_id: str) -> dict[str, Any]:
+        """Marketing consent per channel and every change to it (when, how, by whom)."""
+        customer = await self.store.get_customer(customer_id)
+        if customer is None:
+            raise ProfilesError(f"no registered customer {customer_id}", Kind.NOT_FOUND)
+        shown = present_customer(customer)
+        keys = (
+            "customer_id",
+            "marketing_consent",
+            "consent_channels",
+            "consent_changed_at",
+            "consent_history",
+        )
+        return {k: shown[k] for k in keys}
 
     async def erased(self, customer_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
         return await self.store.erasure(customer_id, session)

@@ -122,6 +122,7 @@ def _erasure_from(doc: dict[str, Any]) -> dict[str, Any]:
 def customer_document(c: Customer) -> dict[str, Any]:
     doc = {k: v for k, v in c.__dict__.items() if k != "customer_id"}
     doc["_id"] = c.customer_id
+    doc["consent_history"] = list(c.consent_history)
     return doc
 
 
@@ -130,6 +131,7 @@ def customer_from(doc: dict[str, Any]) -> Customer:
     for name in ("registered_at", "consent_changed_at", "erased_at"):
         if fields.get(name) is not None:
             fields[name] = as_utc(fields[name])
+    fields["consent_history"] = tuple({**h, "at": as_utc(h["at"])} for h in fields.get("consent_history", ()))
     return Customer(customer_id=doc["_id"], **fields)
 
 

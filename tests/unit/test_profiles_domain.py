@@ -38,9 +38,21 @@ def test_an_update_publishes_only_what_really_changed():
 
 
 def test_consent_changes_once_and_nothing_changes_after_erasure():
-    given = domain.set_consent(customer(), True, "web form", AT)
-    assert given.facts[0][1] == {"customer_id": "c-1", "marketing_consent": True, "source": "web form"}
-    assert domain.set_consent(given.customer, True, None, AT).facts == []
+    given = domain.set_consent(customer(), True, None, "web form", "agent", AT)
+    every = {"email": True, "sms": True, "push": True}
+    assert given.facts[0][1] == {
+        "customer_id": "c-1",
+        "marketing_consent": True,
+        "channels": every,
+        "source": "web form",
+    }
+    assert domain.set_consent(given.customer, True, None, None, "agent", AT).facts == []
+    # One channel withdrawn (an unsubscribe link): the others stay, and the history says how.
+    no_email = domain.set_consent(given.customer, None, {"email": False}, "unsubscribe", "agent-eng", AT)
+    assert no_email.facts[0][1]["channels"] == {**every, "email": False}
+    assert no_email.customer.marketing_consent is True
+    assert [h["source"] for h in no_email.customer.consent_history] == ["web form", "unsubscribe"]
+    assert no_email.customer.consent_history[-1]["by"] == "agent-eng"
     erased = domain.erase(customer(phone="+86 123456"), AT)
     assert (erased.name, erased.email, erased.phone, erased.erased_at) == (None, None, None, AT)
     assert erased.customer_id == "c-1" and erased.registered_at == AT
