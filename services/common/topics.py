@@ -37,7 +37,8 @@ _FAMILY_TOPIC = {
     "interaction": INTERACTIONS,
     "loyalty": LOYALTY,
     "profile": SIGNALS,
-    "engagement": ENGAGEMENT,
+    "message": ENGAGEMENT,
+    "coupon": ENGAGEMENT,
 }
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, ORJSONResponse, RedirectResponse, Re
 from services.common.auth import Principal, require
 from services.common.fields import CustomerId, EntityId, Limit
 
-from .models import CampaignIn, PreviewIn, ReleaseIn, ReservationIn
+from .models import CampaignIn, ChurnActionIn, PreviewIn, ReleaseIn, ReservationIn
 from .service import EngagementService
 
 router = APIRouter()
@@ -108,6 +108,17 @@ async def preview(
     service: EngagementService = Depends(engagement),
 ) -> ORJSONResponse:
     return ORJSONResponse(await service.preview(campaign_id, body.customer_id, body.locale))
+
+
+@router.post(
+    "/churn-actions", tags=["campaigns"], summary="A churn-warning action: issue the coupon, send the message"
+)
+async def churn_action(
+    body: ChurnActionIn,
+    _: Principal = Depends(require("agent")),
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.churn_action(body.customer_id, body.action, body.episode_id))
 
 
 # --- coupons (orders asks these with the caller's key) -----------------------------------------------

@@ -1,5 +1,5 @@
-"""What the engagement service publishes (crm.engagement.v1: messages sent, delivered,
-failed, opened, clicked; coupons issued and redeemed) and consumes: the scorer's signals that
+"""What the engagement service publishes (crm.engagement.v1: crm.message.sent, delivered,
+failed, opened, clicked; crm.coupon.issued, redeemed, released) and consumes: the scorer's signals that
 trigger campaigns (crm.signals.v1), loyalty's tier changes, registrations and consent
 (crm.customers.v1, the contacts it reaches), and paid and cancelled orders (crm.orders.v1:
 coupons redeemed or released, conversions measured). Erasure is followed by
@@ -25,7 +25,7 @@ GROUP = "crm-engagement"
 
 def event(event_type: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
     """Validated once, when the outbox stores it."""
-    return build_event(f"crm.engagement.{event_type}", jsonable(data), source=SOURCE, time=at, validate=False)
+    return build_event(f"crm.{event_type}", jsonable(data), source=SOURCE, time=at, validate=False)
 
 
 def message_event(event_type: str, message: dict[str, Any], at: datetime, **data: Any) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def message_event(event_type: str, message: dict[str, Any], at: datetime, **data
         "campaign_id": message["campaign_id"],
         "channel": message["channel"],
     }
-    return event(f"message_{event_type}", {**ids, **data}, at)
+    return event(f"message.{event_type}", {**ids, **data}, at)
 
 
 # --- consumed --------------------------------------------------------------------------------------
@@ -65,23 +65,31 @@ async def consent_changed(engagement: EngagementService, e: dict[str, Any]) -> N
 
 @CONSUMED.on("crm.profile.care_due")
 async def care_due(engagement: EngagementService, e: dict[str, Any]) -> None:
-    await engagement.signalled("care_due", e["subject"], e["data"], parse_rfc3339(e["time"]))
+    # Once a year: the occasion is this birthday's date.
+    await engagement.signalled(
+        "care_due", e["subject"], e["data"], e["data"]["date"], parse_rfc3339(e["time"])
+    )
 
 
 @CONSUMED.on("crm.profile.churn_warning")
 async def churn_warning(engagement: EngagementService, e: dict[str, Any]) -> None:
-    await engagement.signalled("churn_warning", e["subject"], e["data"], parse_rfc3339(e["time"]))
+    d = e["data"]
+    await engagement.signalled("churn_warning", e["subject"], d, d["episode_id"], parse_rfc3339(e["time"]))
 
 
 @CONSUMED.on("crm.profile.lifecycle_changed")
 async def lifecycle_changed(engagement: EngagementService, e: dict[str, Any]) -> None:
     if e["data"]["to_stage"] == "decline":
-        await engagement.signalled("lifecycle_decline", e["subject"], e["data"], parse_rfc3339(e["time"]))
+        d = e["data"]
+        await engagement.signalled(
+            "lifecycle_decline", e["subject"], d, d["changed_at"], parse_rfc3339(e["time"])
+        )
 
 
 @CONSUMED.on("crm.loyalty.tier_changed")
 async def tier_changed(engagement: EngagementService, e: dict[str, Any]) -> None:
-    await engagement.signalled("tier_changed", e["subject"], e["data"], parse_rfc3339(e["time"]))
+    d = e["data"]
+    await engagement.signalled("tier_changed", e["subject"], d, d["changed_at"], parse_rfc3339(e["time"]))
 
 
 @CONSUMED.on("crm.profile.churn_recovered")
@@ -100,4 +108,4 @@ async def order_paid(engagement: EngagementService, e: dict[str, Any]) -> None:
 
 @CONSUMED.on("crm.order.cancelled")
 async def order_cancelled(engagement: EngagementService, e: dict[str, Any]) -> None:
-    await engagement.order_cancelled(e["data"]["order_id"])
+    await engagement.order_cancelled(e["data"]["order_id"], parse_rfc3339(e["data"]["cancelled_at"]))

@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "erasure",
             lambda stop: follow_erasures(settings, "engagement", runtime.mongo.db, service.forget, stop),
         )
+        runtime.background("stock", lambda stop: service.ensure_stock())
         runtime.background("sender", service.run_sender)
         runtime.background("enroller", service.run_enroller)
 

@@ -43,7 +43,9 @@ class OfferIn(Strict):
 class CampaignIn(Strict):
     campaign_id: EntityId | None = Field(None, description="Generated when absent")
     name: ShortText
-    kind: Literal["triggered", "one_off"] = "triggered"
+    kind: Literal["triggered", "one_off", "manual"] = Field(
+        "triggered", description="manual: enrolled one customer at a time (a churn-warning action)"
+    )
     trigger: Literal[tuple(TRIGGERS)] | None = Field(  # type: ignore[valid-type]
         None, description="The signal a triggered campaign follows"
     )
@@ -66,6 +68,12 @@ class CampaignIn(Strict):
         if self.kind == "one_off" and self.recipients is None:
             raise ValueError("a one-off campaign needs recipients")
         return self
+
+
+class ChurnActionIn(Strict):
+    customer_id: CustomerId
+    action: Literal["coupon", "email"]
+    episode_id: EntityId
 
 
 class PreviewIn(Strict):
@@ -96,7 +104,7 @@ def present_campaign(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def present_message(m: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in m.items() if k not in ("_id", "lease_until")}
+    out = {k: v for k, v in m.items() if k not in ("_id", "lease_until", "claim")}
     out["message_id"] = m["_id"]
     return {k: _ts(v) if k.endswith("_at") else v for k, v in out.items()}
 

@@ -34,6 +34,7 @@ from .channels import Accepted, EmailTransport, Outgoing, Refused, Retry, Webhoo
 from .domain import Arm, Contact, Offer, Purpose, State
 from .events import CONSUMED, GROUP, event, message_event
 from .models import CampaignIn, present_campaign, present_coupon, present_message
+from .stock import CHURN_ACTION_CAMPAIGNS
 from .store import EngagementStore, coupon_id_of
 from .store import contact_from as store_contact
 
@@ -48,9 +49,21 @@ ENROL_CHUNK = 500
 OVERLAP = timedelta(hours=1)  # two campaigns reaching one customer this close: one message
 
 
-def message_id_of(campaign_id: str, customer_id: str) -> str:
-    """One message per campaign and customer, whatever is redelivered or restarted."""
-    return "m-" + hashlib.sha256(f"{campaign_id}\x00{customer_id}".encode()).hexdigest()[:24]
+def message_id_of(campaign_id: str, customer_id: str, occasion: str = "") -> str:
+    """One message per campaign, customer and occasion (this year's birthday, this churn
+    episode), whatever is redelivered or restarted."""
+    return "m-" + hashlib.sha256(f"{campaign_id}\x00{customer_id}\x00{occasion}".encode()).hexdigest()[:24]
+
+
+def released(coupon: domain.Coupon, order_id: str, at: datetime) -> dict[str, Any]:
+    data = {
+        "customer_id": coupon.customer_id,
+        "coupon_id": coupon_id_of(coupon.code),
+        "campaign_id": coupon.campaign_id,
+        "order_id": order_id,
+        "released_at": at,
+    }
+    return event("coupon.released", data, at)
 
 
 class EngagementService:
@@ -85,9 +98,33 @@ class EngagementService:
         await self.store.erase_contact(customer_id)
         await self.store.scrub_messages(customer_id, "erased")
 
-    async def signalled(self, trigger: str, customer_id: str, context: dict[str, Any], at: datetime) -> None:
+    async def signalled(
+        self, trigger: str, customer_id: str, context: dict[str, Any], occasion: str, at: datetime
+    ) -> None:
         for campaign in await self.store.triggered_by(trigger):
-            await self.enrol(campaign, [customer_id], context)
+            await self.enrol(campaign, [customer_id], context, occasion=occasion)
+
+    async def ensure_stock(self) -> None:
+        """The campaigns the churn-warning workflow's actions send, created once."""
+        for body in CHURN_ACTION_CAMPAIGNS.values():
+            if await self.store.campaign(body["campaign_id"]) is None:
+                with contextlib.suppress(Problem):
+                    await self.create_campaign(CampaignIn.model_validate({**body, "kind": "manual"}))
+
+    async def churn_action(self, customer_id: str, action: str, episode_id: str) -> dict[str, Any]:
+        """An agent's `coupon` or `email` action on a churn warning: a real coupon and a real
+        message, once per warning and action, measured in that campaign's report."""
+        campaign = await self.campaign(CHURN_ACTION_CAMPAIGNS[action]["campaign_id"])
+        states = await self.enrol(campaign, [customer_id], {"episode_id": episode_id}, occasion=episode_id)
+        message_id = message_id_of(campaign["_id"], customer_id, episode_id)
+        message = await self.store.message(message_id)
+        return {
+            "campaign_id": campaign["_id"],
+            "message_id": message_id,
+            "state": message["state"] if message else states.get(customer_id),
+            "reason": message.get("reason") if message else None,
+            "coupon_id": message.get("coupon_id") if message else None,
+        }
 
     async def recovered(self, episode_id: str, customer_id: str, at: datetime) -> None:
         await self.store.add_recovery(episode_id, customer_id, at)
@@ -132,6 +169,7 @@ class EngagementService:
         customer_ids: list[str],
         context: dict[str, Any],
         not_before: datetime | None = None,
+        occasion: str = "",
     ) -> dict[str, str]:
         """Each customer's one message of this campaign, decided in one transaction: held out
         (control), suppressed (why), or rendered and queued with its coupon. Customers who
@@ -141,7 +179,7 @@ class EngagementService:
         channel = campaign["channel"]
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
-            ids = [message_id_of(campaign["_id"], c) for c in customer_ids]
+            ids = [message_id_of(campaign["_id"], c, occasion) for c in customer_ids]
             taken = await self.store.existing_messages(ids, session)
             fresh = [c for c, m in zip(customer_ids, ids, strict=True) if m not in taken]
             contacts = await self.store.contacts_of(fresh, session)
@@ -156,9 +194,10 @@ class EngagementService:
             for customer_id in dict.fromkeys(fresh):
                 contact = contacts.get(customer_id) or Contact(customer_id)
                 message: dict[str, Any] = {
-                    "_id": message_id_of(campaign["_id"], customer_id),
+                    "_id": message_id_of(campaign["_id"], customer_id, occasion),
                     "campaign_id": campaign["_id"],
                     "customer_id": customer_id,
+                    "occasion": occasion,
                     "channel": channel,
                     "purpose": purpose.value,
                     "assigned_at": now,
@@ -243,7 +282,7 @@ class EngagementService:
             offer = present_coupon(coupon, message["coupon_id"])
             events.append(
                 event(
-                    "coupon_issued",
+                    "coupon.issued",
                     {
                         "customer_id": coupon.customer_id,
                         "coupon_id": message["coupon_id"],
@@ -350,11 +389,8 @@ class EngagementService:
         relay or mail client recognises the copy."""
         now, wall = self.clock.now(), self.wall.now()
         await self.store.reclaim_stale(wall)
-        claimed = []
-        for doc in await self.store.due(now, wall, SEND_BATCH):
-            got = await self.store.claim(doc["_id"], wall, SEND_LEASE)
-            if got is not None:
-                claimed.append(got)
+        due = await self.store.due(now, wall, SEND_BATCH)
+        claimed = await self.store.claim([d["_id"] for d in due], wall, SEND_LEASE) if due else []
         if not claimed:
             return 0
         by_channel: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
@@ -380,33 +416,38 @@ class EngagementService:
         now, wall = self.clock.now(), self.wall.now()
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
-            events = []
+            events, accepted, final = [], [], []
             for message, result in zip(messages, results, strict=True):
                 attempts = message.get("attempts", 0) + 1
                 if isinstance(result, Accepted):
-                    fields = {"state": State.SENT.value, "sent_at": now, "attempts": attempts}
+                    (final if result.final else accepted).append(message["_id"])
                     events.append(
                         message_event("sent", message, now, purpose=message["purpose"], sent_at=now)
                     )
                     if result.final:
-                        fields["delivered_at"] = now
                         events.append(message_event("delivered", message, now, delivered_at=now))
                 elif isinstance(result, Retry) and attempts < domain.MAX_ATTEMPTS:
                     fields = {
                         "state": State.PENDING.value,
-                        "attempts": attempts,
-                        "reason": str(result),
+                        "reason": str(result)[:200],
                         "retry_after": domain.retry_at(wall, attempts),
                     }
+                    await self.store.finish([message["_id"]], fields, session)
                 else:
-                    reason = str(result) if isinstance(result, Refused) else f"{result} ({attempts} attempts)"
-                    fields = {"state": State.FAILED.value, "attempts": attempts, "reason": reason[:200]}
-                    events.append(
-                        message_event(
-                            "failed", message, now, reason=reason[:200], attempts=attempts, failed_at=now
-                        )
+                    reason = (
+                        str(result) if isinstance(result, Refused) else f"{result} ({attempts} attempts)"
+                    )[:200]
+                    await self.store.finish(
+                        [message["_id"]], {"state": State.FAILED.value, "reason": reason}, session
                     )
-                await self.store.finish(message["_id"], fields, session)
+                    events.append(
+                        message_event("failed", message, now, reason=reason, attempts=attempts, failed_at=now)
+                    )
+            sent = {"state": State.SENT.value, "sent_at": now, "reason": None}
+            if accepted:
+                await self.store.finish(accepted, sent, session)
+            if final:
+                await self.store.finish(final, {**sent, "delivered_at": now}, session)
             return Outcome(200, None, events)
 
         await self.writes.run(work)
@@ -505,12 +546,18 @@ class EngagementService:
         return outcome.body
 
     async def release(self, code: str, order_id: str, caller: str) -> dict[str, Any]:
+        """Orders lets go of a coupon held for an order it did not place."""
+        now = self.clock.now()
+
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             coupon = await self._coupon_or_404(code, caller, session)
             freed = domain.release(coupon, order_id)
-            if freed is not None:
-                coupon = await self.store.save_coupon(freed, session)
-            return Outcome(200, present_coupon(coupon, coupon_id_of(coupon.code)))
+            if freed is None:
+                return Outcome(200, present_coupon(coupon, coupon_id_of(coupon.code)))
+            coupon = await self.store.save_coupon(freed, session)
+            return Outcome(
+                200, present_coupon(coupon, coupon_id_of(coupon.code)), [released(coupon, order_id, now)]
+            )
 
         return (await self.writes.run(work)).body
 
@@ -525,7 +572,7 @@ class EngagementService:
                 await self.store.save_coupon(used, session)
                 events.append(
                     event(
-                        "coupon_redeemed",
+                        "coupon.redeemed",
                         {
                             "customer_id": customer_id,
                             "coupon_id": coupon_id_of(coupon.code),
@@ -542,15 +589,17 @@ class EngagementService:
 
         await self.writes.run(work)
 
-    async def order_cancelled(self, order_id: str) -> None:
+    async def order_cancelled(self, order_id: str, at: datetime) -> None:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             await self.store.cancel_purchase(order_id, session)
+            events = []
             for coupon in await self.store.coupons_of_order(order_id, session):
                 freed = domain.release(coupon, order_id)
                 if freed is not None:
                     await self.store.save_coupon(freed, session)
+                    events.append(released(coupon, order_id, at))
                     COUPONS.labels("released").inc()
-            return Outcome(200, None)
+            return Outcome(200, None, events)
 
         await self.writes.run(work)
 

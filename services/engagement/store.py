@@ -4,12 +4,12 @@ purchases and recoveries a campaign is measured by."""
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import ReturnDocument
 
 from services.common.clock import as_utc
 from services.common.errors import ConcurrentChange
@@ -28,7 +28,7 @@ INDEXES = {
     CONTACTS: [],
     CAMPAIGNS: [index("trigger", "status")],
     MESSAGES: [
-        index("campaign_id", "customer_id", unique=True),
+        index("campaign_id", "customer_id", "occasion", unique=True),
         index("state", "due_at"),
         index("customer_id", "purpose", "due_at"),
         index("campaign_id", "group"),
@@ -204,13 +204,15 @@ class EngagementStore:
             .to_list(None)
         )
 
-    async def claim(self, message_id: str, now: datetime, lease: timedelta) -> dict[str, Any] | None:
-        """Take a due message for sending; None when another sender took it first."""
-        return await self.messages.find_one_and_update(
-            {"_id": message_id, "state": State.PENDING.value},
-            {"$set": {"state": State.SENDING.value, "lease_until": now + lease}},
-            return_document=ReturnDocument.AFTER,
+    async def claim(self, message_ids: list[str], now: datetime, lease: timedelta) -> list[dict[str, Any]]:
+        """Take due messages for sending, in one write; those another sender took first are
+        left out (each claim carries its own token)."""
+        token = uuid.uuid4().hex
+        await self.messages.update_many(
+            {"_id": {"$in": message_ids}, "state": State.PENDING.value},
+            {"$set": {"state": State.SENDING.value, "lease_until": now + lease, "claim": token}},
         )
+        return await self.messages.find({"claim": token, "state": State.SENDING.value}).to_list(None)
 
     async def reclaim_stale(self, now: datetime) -> int:
         """Messages whose sender died mid-send go back to pending (see service.send_due)."""
@@ -221,10 +223,13 @@ class EngagementStore:
         return result.modified_count
 
     async def finish(
-        self, message_id: str, fields: dict[str, Any], session: AsyncIOMotorClientSession
+        self, message_ids: list[str], fields: dict[str, Any], session: AsyncIOMotorClientSession
     ) -> None:
-        await self.messages.update_one(
-            {"_id": message_id, "state": State.SENDING.value}, {"$set": fields}, session=session
+        """Record a send's answer for messages still claimed (one attempt more each)."""
+        await self.messages.update_many(
+            {"_id": {"$in": message_ids}, "state": State.SENDING.value},
+            {"$set": fields, "$inc": {"attempts": 1}},
+            session=session,
         )
 
     async def mark_once(

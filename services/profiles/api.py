@@ -344,17 +344,20 @@ async def assign_warning(
 @router.post(
     "/churn-warnings/{warning_id}/actions",
     tags=["churn warnings"],
-    summary="Record a retention action (published as a churn_action interaction)",
+    summary="Record a retention action (published as a churn_action interaction); coupon and "
+    "email also have engagement issue the coupon and send the message",
 )
 async def act_on_warning(
     warning_id: EntityId,
     body: ActionIn,
+    request: Request,
     key: IdempotencyHeader = None,
     principal: Principal = Depends(require("agent")),
     service: ProfilesService = Depends(profiles),
 ) -> ORJSONResponse:
     idem = idempotency(key, principal, f"POST /churn-warnings/{warning_id}/actions", body)
-    return answer(await service.act(warning_id, body, principal.label, idem))
+    authorization = request.headers.get("authorization")
+    return answer(await service.act(warning_id, body, principal.label, idem, authorization))
 
 
 @router.post(

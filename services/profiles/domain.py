@@ -169,6 +169,8 @@ class WarningStatus(StrEnum):
 
 
 ACTIONS = tuple(ChurnAction)  # also what the scorer recommends
+# Actions engagement carries out (a real coupon, a real message), besides recording them here.
+SENT_BY_ENGAGEMENT = (ChurnAction.COUPON, ChurnAction.EMAIL)
 OUTCOMES = ("retained", "lost")
 RECOVERED = "recovered"  # the scorer closed the episode before anyone recorded an outcome
 

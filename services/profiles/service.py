@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
@@ -420,15 +421,34 @@ class ProfilesService:
             warning_id, lambda w: (domain.assign(w, assignee, by, now), []), "assigned", key
         )
 
-    async def act(self, warning_id: str, body: ActionIn, by: str, key: IdempotencyKey | None) -> Outcome:
+    async def act(
+        self,
+        warning_id: str,
+        body: ActionIn,
+        by: str,
+        key: IdempotencyKey | None,
+        authorization: str | None = None,
+    ) -> Outcome:
         now = self.clock.now()
         interaction_id = new_id("i")
-        return await self.change_warning(
+        outcome = await self.change_warning(
             warning_id,
             lambda w: domain.act(w, body.action, body.note, by, now, interaction_id, body.channel),
             "action",
             key,
         )
+        if body.action in domain.SENT_BY_ENGAGEMENT and not outcome.replayed:
+            # The coupon is issued and the message sent by engagement (one per warning and
+            # action there); the action stays recorded if engagement is down, and says so.
+            answer = await self.peers.send(
+                "engagement",
+                "/churn-actions",
+                authorization,
+                {"customer_id": outcome.body["customer_id"], "action": body.action, "episode_id": warning_id},
+            )
+            sent = answer.body if answer.ok else {"status": answer.status, "error": answer.error}
+            outcome = replace(outcome, body={**outcome.body, "engagement": sent})
+        return outcome
 
     async def close_warning(
         self, warning_id: str, outcome: str, by: str, key: IdempotencyKey | None

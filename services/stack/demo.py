@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 from services.common.settings import Settings
+from services.engagement.stock import DEMO_CAMPAIGNS
 
 CATEGORIES = {
     "shoes": (3000, 25000),
@@ -360,7 +361,16 @@ class Demo:
                     headers={**self.agent, "Idempotency-Key": f"{order_id}-refund"},
                 )
 
+    def campaigns(self) -> None:
+        """Switch on the birthday greeting and the win-back on churn warnings (once: a second
+        run's 409 says they exist), so the demo's mail arrives in the local mailbox."""
+        if not self.up("engagement"):
+            return
+        for body in DEMO_CAMPAIGNS:
+            self.http.post(f"{self.settings.url_of('engagement')}/campaigns", json=body, headers=self.agent)
+
     def run(self) -> None:
+        self.campaigns()
         self.backfill()
         interval = 1.0 / self.rate
         while self.running:

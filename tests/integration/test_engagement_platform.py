@@ -215,6 +215,39 @@ def test_one_click_unsubscribe_changes_consent_in_profiles_and_stops_marketing(
     assert greeting["campaign_id"]
 
 
+def test_churn_warning_actions_coupon_and_email_issue_a_real_coupon_and_send_a_real_message(
+    campaign, platform, engagement, publish
+):
+    profiles = platform["profiles"]
+    first, second = register(platform, name="Zhao Min"), register(platform, name="Huang Lei")
+    known(engagement, [first, second])
+    publish(churn_warning(first), churn_warning(second))
+    for customer in (first, second):
+        until(
+            lambda c=customer: profiles.get("/churn-warnings", params={"customer_id": c}).json()["items"],
+            lambda items: len(items) == 1,
+        )
+    coupon = profiles.post(
+        f"/churn-warnings/ep-{first}/actions", json={"action": "coupon", "channel": "email"}
+    )
+    assert coupon.status_code == 200, coupon.text
+    assert coupon.json()["engagement"]["state"] == "pending" and coupon.json()["engagement"]["coupon_id"]
+    email = profiles.post(
+        f"/churn-warnings/ep-{second}/actions", json={"action": "email", "channel": "email"}
+    )
+    assert email.json()["engagement"]["campaign_id"] == "cmp-churn-email"
+    got = until(lambda: mailbox(engagement, first), lambda items: len(items) == 1)[0]
+    code = CODE.search(got["text"]).group(0)
+    assert engagement.get(f"/coupons/{code}").json()["customer_id"] == first
+    assert "好久不见" in got["subject"]  # the stock templates' default locale
+    assert until(lambda: mailbox(engagement, second), lambda items: len(items) == 1)[0]["subject"].endswith(
+        "我们做得怎么样？"
+    )
+    # Their outcomes are measured in those campaigns' reports.
+    report = engagement.get("/campaigns/cmp-churn-coupon/report").json()
+    assert report["treated"]["customers"] >= 1 and report["sent"] >= 1
+
+
 def test_mail_waits_while_the_relay_is_down_and_goes_once_when_it_is_back(
     campaign, platform, engagement, stack, publish
 ):

@@ -29,9 +29,8 @@ crm.order.refunded crm.complaint.opened crm.complaint.escalated crm.complaint.re
 crm.complaint.closed crm.survey.submitted crm.interaction.recorded crm.loyalty.points_earned
 crm.loyalty.points_redeemed crm.loyalty.points_expired crm.loyalty.points_reversed crm.loyalty.tier_changed
 crm.profile.segment_changed crm.profile.lifecycle_changed crm.profile.churn_warning crm.profile.churn_recovered
-crm.profile.care_due crm.engagement.message_sent crm.engagement.message_delivered
-crm.engagement.message_failed crm.engagement.message_opened crm.engagement.message_clicked
-crm.engagement.coupon_issued crm.engagement.coupon_redeemed
+crm.profile.care_due crm.message.sent crm.message.delivered crm.message.failed crm.message.opened
+crm.message.clicked crm.coupon.issued crm.coupon.redeemed crm.coupon.released
 """.split()
 
 SCHEMA_FILES = sorted(p for p in SCHEMAS_DIR.glob("*/v*.json") if not p.name.endswith(".examples.json"))
