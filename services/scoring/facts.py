@@ -74,6 +74,8 @@ def apply(facts: Facts, event: dict[str, Any]) -> Facts:
         _customer(facts, kind, data, at)
     elif family == "interaction":
         facts["interactions"][data["interaction_id"]] = {"kind": data["kind"], "at": at}
+    elif family in ("message", "coupon"):
+        _engagement(facts, kind, data, at)
     elif family == "loyalty":
         loyalty = facts["loyalty"]
         if kind == "crm.loyalty.tier_changed":
@@ -81,6 +83,19 @@ def apply(facts: Facts, event: dict[str, Any]) -> Facts:
         if "balance" in data:
             _latest(loyalty.setdefault("balance", {}), at, value=data["balance"])
     return facts
+
+
+def _engagement(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
+    """Messages and coupons from engagement, keyed by their ids (a redelivery changes
+    nothing): what reached the customer and what they did with it."""
+    if kind.startswith("crm.message."):
+        message = facts.setdefault("messages", {}).setdefault(data["message_id"], {"at": at})
+        message[kind.rsplit(".", 1)[1]] = True  # sent, delivered, failed, opened, clicked
+    else:
+        coupon = facts.setdefault("coupons", {}).setdefault(data["coupon_id"], {"at": at})
+        coupon[kind.rsplit(".", 1)[1]] = kind != "crm.coupon.released"  # issued, redeemed
+        if kind == "crm.coupon.released":
+            coupon["redeemed"] = False
 
 
 def _order(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
@@ -205,7 +220,13 @@ def interactions_since(facts: Facts, since: datetime) -> dict[str, int]:
 
 
 def prune(facts: Facts, now: datetime) -> Facts:
-    """Interactions older than the engagement window no longer count; keep the last seen."""
+    """Interactions older than the engagement window no longer count; keep the last seen.
+    Messages and coupons count for 180 days."""
+    for name in ("messages", "coupons"):
+        held = facts.get(name)
+        if held:
+            for key in [k for k, v in held.items() if v["at"] < horizon(now).d180]:
+                del held[key]
     if not facts["interactions"]:
         return facts
     since = horizon(now).engagement

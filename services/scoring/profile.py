@@ -49,14 +49,32 @@ def _service(facts: F.Facts, now: datetime) -> dict[str, Any]:
     }
 
 
+def _responsiveness(facts: F.Facts) -> dict[str, Any]:
+    """Over 180 days: messages that reached the customer and the share they opened or
+    clicked; coupons issued and the share used."""
+    sent = [m for m in facts.get("messages", {}).values() if m.get("sent")]
+    answered = sum(1 for m in sent if m.get("opened") or m.get("clicked"))
+    coupons = list(facts.get("coupons", {}).values())
+    redeemed = sum(1 for c in coupons if c.get("redeemed"))
+    return {
+        "messages_180d": len(sent),
+        "messages_answered_180d": answered,
+        "responsiveness": round(answered / len(sent), 3) if sent else None,
+        "coupons_issued_180d": len(coupons),
+        "coupons_used_180d": redeemed,
+        "coupon_use_rate": round(redeemed / len(coupons), 3) if coupons else None,
+    }
+
+
 def _engagement(facts: F.Facts, now: datetime) -> dict[str, Any]:
     earlier = facts.get("last_seen_before_window")  # interactions pruned out of the window
     if not facts["interactions"]:
-        return {"last_seen": earlier or None, "interactions_30d": {}}
+        return {"last_seen": earlier or None, "interactions_30d": {}, **_responsiveness(facts)}
     seen = max(i["at"] for i in facts["interactions"].values())
     return {
         "last_seen": max(seen, earlier) if earlier else seen,
         "interactions_30d": F.interactions_since(facts, F.horizon(now).engagement),
+        **_responsiveness(facts),
     }
 
 
