@@ -1,7 +1,9 @@
 """A campaign to many recipients (BENCH_RECIPIENTS, default 100,000): enrolled (consent,
 control group, pacing), rendered, claimed, handed to the local SMTP server and recorded by the
 engagement service, in messages per second, beside a plain loop that sends the same number of
-pre-rendered messages over one connection to the same server in the same run."""
+pre-rendered messages over one connection to the same server in the same run. And a saved
+audience over as many profiles resolved through the profiles search (what a campaign does),
+beside a plain indexed read of the same ids from the profiles collection."""
 
 from __future__ import annotations
 
@@ -16,8 +18,10 @@ from services.common.mongo import blocking_client
 from services.common.settings import Settings
 from services.engagement.channels import Outgoing, email_of
 from services.engagement.stock import BIRTHDAY
+from services.stack.embedded import free_port
 from services.stack.harness import start_service
 
+from .profiles_http import load_profiles
 from .report import Row, show
 from .stack import start_bench_stack
 
@@ -73,13 +77,44 @@ def plain_loop(port: int, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
+def resolve_audience(stack, engagement, profiles) -> tuple[float, float]:
+    """Seconds to count a saved audience of every profile, and to read their ids plainly."""
+    load_profiles(stack.mongo_url, profiles.env["CRM_DB_PREFIX"] + "profiles", RECIPIENTS)
+    saved = engagement.post("/audiences", json={"name": "Everyone", "filters": {}}, timeout=600)
+    assert saved.status_code == 201, saved.text
+    started = time.perf_counter()
+    counted = engagement.get(f"/audiences/{saved.json()['audience_id']}", timeout=600).json()
+    resolved = time.perf_counter() - started
+    assert counted["count"] == RECIPIENTS, counted["count"]
+    collection = blocking_client(stack.mongo_url)[profiles.env["CRM_DB_PREFIX"] + "profiles"]["profiles"]
+    ids = [f"c-{k:07d}" for k in range(RECIPIENTS)]
+    started = time.perf_counter()
+    read = sum(
+        len(collection.find({"_id": {"$in": ids[k : k + 1000]}}, {"_id": 1}).to_list(None))
+        for k in range(0, RECIPIENTS, 1000)
+    )
+    plain = time.perf_counter() - started
+    assert read == RECIPIENTS
+    return resolved, plain
+
+
 def main() -> None:
     stack = start_bench_stack()
+    prefix = "bench_"
+    profiles_port, engagement_port = free_port(), free_port()
+    peers = {
+        "CRM_PROFILES_URL": f"http://127.0.0.1:{profiles_port}",
+        "CRM_ENGAGEMENT_URL": f"http://127.0.0.1:{engagement_port}",
+    }
+    profiles = start_service(stack, "profiles", db_prefix=prefix, port=profiles_port, **peers)
     engagement = start_service(
         stack,
         "engagement",
+        db_prefix=prefix,
+        port=engagement_port,
         CRM_ENGAGEMENT_TIMEZONE=daytime_zone(),
         CRM_ENGAGEMENT_SEND_SECONDS="0.2",
+        **peers,
         **stack.mail_env(),
     )
     try:
@@ -111,6 +146,7 @@ def main() -> None:
             time.sleep(0.5)
         rate = treated / (time.perf_counter() - started)
         baseline = plain_loop(stack.mail_server().port, treated)
+        resolved, plain = resolve_audience(stack, engagement, profiles)
         show(
             f"Engagement: a campaign to {RECIPIENTS:,} recipients ({treated:,} treated) to the local SMTP server",
             [
@@ -121,11 +157,21 @@ def main() -> None:
                     "msg/s",
                     "plain loop of pre-rendered messages",
                     baseline,
-                )
+                ),
+                Row(
+                    "engagement",
+                    f"saved audience of {RECIPIENTS:,} profiles resolved",
+                    resolved,
+                    "s",
+                    "plain indexed read of the same ids",
+                    plain,
+                    higher_is_better=False,
+                ),
             ],
         )
     finally:
         engagement.stop()
+        profiles.stop()
         stack.stop()
 
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, ORJSONResponse, RedirectResponse, Re
 from services.common.auth import Principal, require
 from services.common.fields import CustomerId, EntityId, Limit
 
-from .models import CampaignIn, ChurnActionIn, PreviewIn, ReleaseIn, ReservationIn
+from .models import AudienceIn, CampaignIn, ChurnActionIn, PreviewIn, ReleaseIn, ReservationIn
 from .service import EngagementService
 
 router = APIRouter()
@@ -30,10 +30,36 @@ def engagement(request: Request) -> EngagementService:
 @router.post("/campaigns", status_code=201, tags=["campaigns"], summary="Create a campaign")
 async def create_campaign(
     body: CampaignIn,
+    request: Request,
     _: Principal = Depends(require("agent")),
     service: EngagementService = Depends(engagement),
 ) -> ORJSONResponse:
-    return ORJSONResponse(await service.create_campaign(body), status_code=201)
+    # A saved audience is resolved through the profiles search with the caller's key.
+    created = await service.create_campaign(body, request.headers.get("authorization"))
+    return ORJSONResponse(created, status_code=201)
+
+
+@router.post(
+    "/audiences", status_code=201, tags=["audiences"], summary="Save an audience over profile fields"
+)
+async def save_audience(
+    body: AudienceIn,
+    request: Request,
+    _: Principal = Depends(require("agent")),
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    answer = await service.save_audience(body, request.headers.get("authorization"))
+    return ORJSONResponse(answer, status_code=201)
+
+
+@router.get("/audiences/{audience_id}", tags=["audiences"], summary="An audience counted live, with a sample")
+async def get_audience(
+    audience_id: EntityId,
+    request: Request,
+    _: Principal = Depends(require("viewer")),
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    return ORJSONResponse(await service.audience(audience_id, request.headers.get("authorization")))
 
 
 @router.post("/campaigns/{campaign_id}/pause", tags=["campaigns"], summary="Enrol nobody new")

@@ -8,8 +8,9 @@ import hashlib
 import hmac
 import math
 import secrets
+import tomllib
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -138,6 +139,26 @@ def after_quiet_hours(now: datetime, zone: str) -> datetime:
 def retry_at(now: datetime, attempts: int) -> datetime:
     """Exponential backoff from 5 s, at most an hour apart."""
     return now + timedelta(seconds=min(5 * 2 ** max(attempts - 1, 0), 3600))
+
+
+# --- the holiday calendar ------------------------------------------------------------------------
+
+
+def load_calendar(text: str) -> dict[str, frozenset[date]]:
+    """TOML `[[holiday]] name = ..., dates = [...]` -> {name: dates}; a bad file stops the start."""
+    calendar: dict[str, frozenset[date]] = {}
+    for entry in tomllib.loads(text).get("holiday", []):
+        name = entry["name"]
+        if not isinstance(name, str) or not name or name in calendar:
+            raise ValueError(f"holiday names must be unique, non-empty text: {name!r}")
+        calendar[name] = frozenset(date.fromisoformat(d) for d in entry["dates"])
+    return calendar
+
+
+def holiday_today(calendar: dict[str, frozenset[date]], name: str, now: datetime, zone: str) -> date | None:
+    """Today's date in `zone` when it is the holiday `name`, else None."""
+    today = now.astimezone(ZoneInfo(zone)).date()
+    return today if today in calendar.get(name, ()) else None
 
 
 # --- coupons ---------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime.background("stock", lambda stop: service.ensure_stock())
         runtime.background("sender", service.run_sender)
         runtime.background("enroller", service.run_enroller)
+        runtime.background("holidays", service.run_holidays)
 
     return service_app(
         service="engagement",

@@ -8,6 +8,7 @@ from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from services.common.clock import to_rfc3339
 from services.common.fields import Cents, CustomerId, EntityId, ShortText, Strict
+from services.common.vocabulary import ChurnLevel, LifecycleStage, LoyaltyTier, Segment
 
 from .domain import (
     DEFAULT_ATTRIBUTION_DAYS,
@@ -43,9 +44,12 @@ class OfferIn(Strict):
 class CampaignIn(Strict):
     campaign_id: EntityId | None = Field(None, description="Generated when absent")
     name: ShortText
-    kind: Literal["triggered", "one_off", "manual"] = Field(
-        "triggered", description="manual: enrolled one customer at a time (a churn-warning action)"
+    kind: Literal["triggered", "one_off", "holiday", "manual"] = Field(
+        "triggered",
+        description="holiday: its audience on each date of `holiday` in the calendar; "
+        "manual: one customer at a time (a churn-warning action)",
     )
+    holiday: ShortText | None = Field(None, description="A holiday campaign's name in the holiday calendar")
     trigger: Literal[tuple(TRIGGERS)] | None = Field(  # type: ignore[valid-type]
         None, description="The signal a triggered campaign follows"
     )
@@ -57,7 +61,10 @@ class CampaignIn(Strict):
     control_share: Annotated[float, Field(ge=0, le=0.5)] = DEFAULT_CONTROL_SHARE
     attribution_days: Annotated[int, Field(ge=1, le=90)] = DEFAULT_ATTRIBUTION_DAYS
     recipients: Annotated[list[CustomerId], Field(max_length=200_000)] | None = Field(
-        None, description="A one-off campaign's audience"
+        None, description="A one-off campaign's recipients, listed"
+    )
+    audience_id: EntityId | None = Field(
+        None, description="A one-off campaign's saved audience, resolved now"
     )
     scheduled_at: AwareDatetime | None = Field(None, description="When a one-off campaign goes out")
 
@@ -65,8 +72,10 @@ class CampaignIn(Strict):
     def _kind(self) -> CampaignIn:
         if self.kind == "triggered" and self.trigger is None:
             raise ValueError("a triggered campaign needs a trigger")
-        if self.kind == "one_off" and self.recipients is None:
-            raise ValueError("a one-off campaign needs recipients")
+        if self.kind == "one_off" and (self.recipients is None) == (self.audience_id is None):
+            raise ValueError("a one-off campaign needs recipients or an audience_id, one of them")
+        if self.kind == "holiday" and (self.holiday is None or self.audience_id is None):
+            raise ValueError("a holiday campaign needs a holiday and an audience_id")
         return self
 
 
@@ -74,6 +83,26 @@ class ChurnActionIn(Strict):
     customer_id: CustomerId
     action: Literal["coupon", "email"]
     episode_id: EntityId
+
+
+class AudienceFilters(Strict):
+    """Profile fields, as the profiles search filters them (GET /customers there)."""
+
+    segment: Segment | None = None
+    lifecycle_stage: LifecycleStage | None = None
+    abc_class: Literal["A", "B", "C"] | None = None
+    tier: LoyaltyTier | None = None
+    churn_level: ChurnLevel | None = None
+    min_risk: Annotated[float, Field(ge=0, le=1)] | None = None
+    city: ShortText | None = None
+    registered_from: AwareDatetime | None = None
+    registered_to: AwareDatetime | None = None
+
+
+class AudienceIn(Strict):
+    audience_id: EntityId | None = Field(None, description="Generated when absent")
+    name: ShortText
+    filters: AudienceFilters
 
 
 class PreviewIn(Strict):

@@ -23,7 +23,7 @@ from services.common import kafka
 from services.common.clock import Clock, SystemClock, to_rfc3339
 from services.common.errors import Kind
 from services.common.fields import new_id
-from services.common.peers import Peers
+from services.common.peers import Peers, Unavailable
 from services.common.problems import Problem
 from services.common.settings import Settings
 from services.common.writes import Outcome, Writes
@@ -33,7 +33,7 @@ from . import domain, templates
 from .channels import Accepted, EmailTransport, Outgoing, Refused, Retry, WebhookTransport
 from .domain import Arm, Contact, Offer, Purpose, State
 from .events import CONSUMED, GROUP, event, message_event
-from .models import CampaignIn, present_campaign, present_coupon, present_message
+from .models import AudienceIn, CampaignIn, present_campaign, present_coupon, present_message
 from .stock import CHURN_ACTION_CAMPAIGNS
 from .store import EngagementStore, coupon_id_of
 from .store import contact_from as store_contact
@@ -82,6 +82,11 @@ class EngagementService:
             "sms": WebhookTransport(settings),
             "push": WebhookTransport(settings),
         }
+        self.calendar = (
+            domain.load_calendar(settings.engagement_holidays_file.read_text())
+            if settings.engagement_holidays_file
+            else {}
+        )
         self._wake = asyncio.Event()
         self._guesses: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
 
@@ -131,15 +136,63 @@ class EngagementService:
 
     # --- campaigns -------------------------------------------------------------------------------
 
-    async def create_campaign(self, body: CampaignIn) -> dict[str, Any]:
+    # --- audiences (saved filters over profile fields, resolved by the profiles search) ------------
+
+    async def save_audience(self, body: AudienceIn, authorization: str | None) -> dict[str, Any]:
+        audience = {
+            "_id": body.audience_id or new_id("aud"),
+            "name": body.name,
+            "filters": body.filters.model_dump(mode="json", exclude_none=True),
+            "created_at": self.clock.now(),
+        }
+        try:
+            await self.store.add_audience(audience)
+        except DuplicateKeyError:
+            raise Problem(409, f"audience {audience['_id']} already exists") from None
+        return await self.audience(audience["_id"], authorization)
+
+    async def audience(self, audience_id: str, authorization: str | None) -> dict[str, Any]:
+        """The definition, counted live, with a few of its customers as a sample."""
+        found = await self.store.audience(audience_id)
+        if found is None:
+            raise Problem(404, f"no audience {audience_id}")
+        rows = await self._search(found["filters"], authorization)
+        sample = [{k: r.get(k) for k in ("customer_id", "name", "segment", "tier", "city")} for r in rows[:5]]
+        return {
+            "audience_id": found["_id"],
+            "name": found["name"],
+            "filters": found["filters"],
+            "count": len(rows),
+            "sample": sample,
+        }
+
+    async def audience_members(self, audience_id: str, authorization: str | None) -> list[str]:
+        found = await self.store.audience(audience_id)
+        if found is None:
+            raise Problem(404, f"no audience {audience_id}")
+        return [r["customer_id"] for r in await self._search(found["filters"], authorization)]
+
+    async def _search(self, filters: dict[str, Any], authorization: str | None) -> list[dict[str, Any]]:
+        try:
+            return await self.peers.every_page("profiles", "/customers", authorization, **filters)
+        except Unavailable as exc:
+            raise Problem(503, f"the profiles search is unavailable: {exc.answer.error}") from None
+
+    async def create_campaign(self, body: CampaignIn, authorization: str | None = None) -> dict[str, Any]:
         templates.check({k: v.model_dump() for k, v in body.templates.items()})
         campaign = body.model_dump(exclude={"campaign_id", "recipients"})
         campaign["_id"] = body.campaign_id or new_id("cmp")
         campaign["status"] = "active"
         campaign["created_at"] = self.clock.now()
-        if body.recipients is not None:
+        if body.kind == "holiday" and body.holiday not in self.calendar:
+            known = ", ".join(sorted(self.calendar)) or "none (CRM_ENGAGEMENT_HOLIDAYS_FILE is not set)"
+            raise Problem(422, f"no holiday {body.holiday!r} in the calendar; known: {known}")
+        recipients = body.recipients
+        if body.audience_id is not None and body.kind == "one_off":
+            recipients = await self.audience_members(body.audience_id, authorization)
+        if recipients is not None:
             # Enrolled in the background (run_enroller), so a large audience does not hold the request.
-            campaign.update(recipients=list(dict.fromkeys(body.recipients)), enrolled=0, status="enrolling")
+            campaign.update(recipients=list(dict.fromkeys(recipients)), enrolled=0, status="enrolling")
         try:
             await self.store.add_campaign(campaign)
         except DuplicateKeyError:
@@ -249,6 +302,36 @@ class EngagementService:
             if not busy:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.settings.engagement_send_seconds)
+
+    async def run_holidays(self, stop: asyncio.Event) -> None:
+        """Each holiday campaign reaches its saved audience once on each of its dates: the date
+        is the occasion, so a second round that day (or a restart) adds nobody twice."""
+        while not stop.is_set():
+            try:
+                await self.holiday_round()
+            except Exception:  # noqa: BLE001 - profiles or the database may be away; retried next round
+                log.exception("holiday round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(self.settings.engagement_send_seconds, 1.0) * 5)
+
+    async def holiday_round(self) -> None:
+        now = self.clock.now()
+        key = self.settings.engagement_api_key
+        for campaign in await self.store.holiday_campaigns():
+            today = domain.holiday_today(
+                self.calendar, campaign["holiday"], now, self.settings.engagement_timezone
+            )
+            if today is None or today.isoformat() in campaign.get("runs", []):
+                continue
+            members = await self.audience_members(campaign["audience_id"], f"Bearer {key}" if key else None)
+            for k in range(0, len(members), ENROL_CHUNK):
+                await self.enrol(
+                    campaign,
+                    members[k : k + ENROL_CHUNK],
+                    {"holiday": campaign["holiday"]},
+                    occasion=today.isoformat(),
+                )
+            await self.store.ran(campaign["_id"], today.isoformat())
 
     async def enrol_next_chunk(self) -> bool:
         campaign = await self.store.enrolling()

@@ -24,7 +24,9 @@ MESSAGES = "messages"
 COUPONS = "coupons"
 PURCHASES = "purchases"
 RECOVERIES = "recoveries"
+AUDIENCES = "audiences"
 INDEXES = {
+    AUDIENCES: [],
     CONTACTS: [],
     CAMPAIGNS: [index("trigger", "status")],
     MESSAGES: [
@@ -127,6 +129,14 @@ class EngagementStore:
             {"_id": customer_id}, {"_id": customer_id, "erased": True}, upsert=True
         )
 
+    # --- audiences ------------------------------------------------------------------------------
+
+    async def add_audience(self, audience: dict[str, Any]) -> None:
+        await self.db[AUDIENCES].insert_one(audience)
+
+    async def audience(self, audience_id: str) -> dict[str, Any] | None:
+        return await self.db[AUDIENCES].find_one({"_id": audience_id})
+
     # --- campaigns -----------------------------------------------------------------------------
 
     async def add_campaign(self, campaign: dict[str, Any]) -> None:
@@ -143,6 +153,12 @@ class EngagementStore:
 
     async def set_status(self, campaign_id: str, status: str) -> None:
         await self.campaigns.update_one({"_id": campaign_id}, {"$set": {"status": status}})
+
+    async def holiday_campaigns(self) -> list[dict[str, Any]]:
+        return await self.campaigns.find({"kind": "holiday", "status": "active"}).to_list(None)
+
+    async def ran(self, campaign_id: str, day: str) -> None:
+        await self.campaigns.update_one({"_id": campaign_id}, {"$addToSet": {"runs": day}})
 
     async def enrolling(self) -> dict[str, Any] | None:
         return await self.campaigns.find_one({"status": "enrolling"}, sort=[("created_at", 1)])

@@ -26,12 +26,16 @@ CODE = re.compile(r"\b[2-9A-Z]{4}-[2-9A-Z]{4}-[2-9A-Z]{4}\b")
 
 @pytest.fixture(scope="module")
 def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
+    holidays = tmp_path_factory.mktemp("holidays") / "holidays.toml"
+    # The test clock's day is a holiday here.
+    holidays.write_text('[[holiday]]\nname = "shop_day"\ndates = ["2026-11-22"]\n')
     started = start_platform(
         stack,
         tmp_path_factory.mktemp("faust"),
         CRM_TOPIC_PREFIX=prefix,
         CRM_CLOCK_FILE=str(clock_file),
         CRM_ENGAGEMENT_TIMEZONE="UTC",  # the test clock's noon is outside quiet hours
+        CRM_ENGAGEMENT_HOLIDAYS_FILE=str(holidays),
     )
     yield started
     for service in started.values():
@@ -246,6 +250,62 @@ def test_churn_warning_actions_coupon_and_email_issue_a_real_coupon_and_send_a_r
     # Their outcomes are measured in those campaigns' reports.
     report = engagement.get("/campaigns/cmp-churn-coupon/report").json()
     assert report["treated"]["customers"] >= 1 and report["sent"] >= 1
+
+
+def test_a_saved_audience_over_profile_fields_is_counted_live_and_reached_by_a_one_off_campaign(
+    campaign, platform, engagement
+):
+    city = f"City-{unique_id('x')}"
+    customers = [register(platform, city=city) for _ in range(3)]
+    saved = engagement.post("/audiences", json={"name": "One city", "filters": {"city": city}})
+    assert saved.status_code == 201, saved.text
+    audience_id = saved.json()["audience_id"]
+    counted = until(lambda: engagement.get(f"/audiences/{audience_id}").json(), lambda a: a["count"] == 3)
+    assert {s["customer_id"] for s in counted["sample"]} == set(customers)
+    assert (
+        engagement.post("/audiences", json={"name": "x", "filters": {"tier": "diamond"}}).status_code == 422
+    )
+    known(engagement, customers)
+    sale = campaign(
+        engagement,
+        name="City sale",
+        kind="one_off",
+        audience_id=audience_id,
+        templates=BIRTHDAY,
+        control_share=0,
+    )
+    for customer in customers:
+        until(lambda c=customer: mailbox(engagement, c), lambda items: len(items) == 1)
+    assert engagement.get(f"/campaigns/{sale['campaign_id']}/report").json()["audience"] == 3
+
+    # A holiday campaign reaches the same audience on the calendar's date (today), once.
+    unknown = engagement.post(
+        "/campaigns",
+        json={
+            "name": "x",
+            "kind": "holiday",
+            "holiday": "nope",
+            "audience_id": audience_id,
+            "templates": BIRTHDAY,
+        },
+    )
+    assert unknown.status_code == 422 and "shop_day" in unknown.json()["detail"]
+    holiday = campaign(
+        engagement,
+        name="Shop day",
+        kind="holiday",
+        holiday="shop_day",
+        audience_id=audience_id,
+        templates=BIRTHDAY,
+        control_share=0,
+        purpose="service",  # the sale above already reached them today: no pacing in the way
+    )
+    report = until(
+        lambda: engagement.get(f"/campaigns/{holiday['campaign_id']}/report").json(), lambda r: r["sent"] == 3
+    )
+    assert report["audience"] == 3
+    for customer in customers:
+        until(lambda c=customer: mailbox(engagement, c), lambda items: len(items) == 2)
 
 
 def test_mail_waits_while_the_relay_is_down_and_goes_once_when_it_is_back(

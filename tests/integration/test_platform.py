@@ -193,7 +193,18 @@ def processes_with(marker: str) -> list[int]:
 def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_path):
     ports = {
         name: free_port()
-        for name in ("broker", "mongo", "orders", "complaints", "loyalty", "profiles", "scoring", "console")
+        for name in (
+            "broker",
+            "mongo",
+            "smtp",
+            "orders",
+            "complaints",
+            "loyalty",
+            "profiles",
+            "scoring",
+            "engagement",
+            "console",
+        )
     }
     marker = f"CRM_TEST_MARKER={uuid.uuid4().hex}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
@@ -242,6 +253,13 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
             timeout=5,
         )
         assert answer.status_code == 200
+        # The local SMTP server's mailbox, listed by engagement (the demo's mail lands there).
+        mailbox = httpx.get(
+            f"http://127.0.0.1:{ports['engagement']}/mailbox",
+            headers={"Authorization": f"Bearer {keys['viewer']}"},
+            timeout=5,
+        )
+        assert mailbox.status_code == 200 and "items" in mailbox.json()
         assert len(processes_with(marker)) >= 4  # launcher, broker, database, services, demo
 
         # A child that dies is restarted by the launcher.

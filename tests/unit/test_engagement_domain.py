@@ -133,3 +133,21 @@ def test_the_95_percent_interval_covers_the_true_effect_about_95_times_in_100():
         u = domain.uplift(t, c)
         covered += u.low <= effect <= u.high
     assert 0.92 <= covered / runs <= 0.99
+
+
+def test_the_holiday_calendar_is_configuration_and_today_is_the_customers_day():
+    calendar = domain.load_calendar((domain_root() / "holidays.example.toml").read_text())
+    assert {"spring_festival", "mid_autumn", "double_11"} <= set(calendar)
+    eleven = datetime(2026, 11, 10, 17, 0, tzinfo=UTC)  # already the 11th in Shanghai
+    assert domain.holiday_today(calendar, "double_11", eleven, "Asia/Shanghai").isoformat() == "2026-11-11"
+    assert domain.holiday_today(calendar, "double_11", eleven, "UTC") is None
+    with pytest.raises(ValueError):
+        domain.load_calendar(
+            '[[holiday]]\nname = "a"\ndates = ["2026-01-01"]\n[[holiday]]\nname = "a"\ndates = []\n'
+        )
+
+
+def domain_root():
+    from pathlib import Path
+
+    return Path(domain.__file__).parent
