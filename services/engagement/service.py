@@ -43,7 +43,7 @@ MESSAGES = Counter(
     "crm_engagement_messages_total", "Messages by channel and outcome.", ["channel", "outcome"]
 )
 COUPONS = Counter("crm_engagement_coupons_total", "Coupons issued, reserved, redeemed, released.", ["what"])
-SEND_BATCH = 200
+SEND_BATCH = 500
 SEND_LEASE = timedelta(minutes=2)
 ENROL_CHUNK = 500
 OVERLAP = timedelta(hours=1)  # two campaigns reaching one customer this close: one message

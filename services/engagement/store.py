@@ -34,6 +34,7 @@ INDEXES = {
         index("state", "due_at"),
         index("customer_id", "purpose", "due_at"),
         index("campaign_id", "group"),
+        index("claim"),  # a sender reads back what it claimed
     ],
     COUPONS: [index("coupon_id", unique=True), index("order_id"), index("customer_id")],
     PURCHASES: [index("customer_id", "paid_at")],
