@@ -68,6 +68,7 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "POST /customers": "agent",
         "PATCH /customers/{customer_id}": "agent",
         "PUT /customers/{customer_id}/consent": "agent",
+        "GET /customers/{customer_id}/consent": "viewer",
         # format=csv, a bulk export of personal data, needs auth.BULK_EXPORT_ROLE
         "GET /customers": "viewer",
         "GET /customers/{customer_id}": "viewer",
@@ -82,6 +83,29 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "POST /churn-warnings/{warning_id}/assign": "agent",
         "POST /churn-warnings/{warning_id}/actions": "agent",
         "POST /churn-warnings/{warning_id}/outcome": "agent",
+    },
+    "engagement": {
+        **SHELL,
+        "POST /campaigns": "agent",
+        "GET /campaigns": "viewer",
+        "GET /campaigns/{campaign_id}/report": "viewer",
+        "GET /campaigns/{campaign_id}/messages": "agent",
+        "POST /campaigns/{campaign_id}/preview": "agent",
+        "POST /campaigns/{campaign_id}/pause": "agent",
+        "POST /campaigns/{campaign_id}/resume": "agent",
+        "POST /audiences": "agent",
+        "GET /audiences/{audience_id}": "viewer",
+        "GET /contacts/{customer_id}": "agent",
+        "POST /churn-actions": "agent",
+        "GET /coupons/{code}": "agent",
+        "POST /coupons/{code}/reservations": "agent",
+        "POST /coupons/{code}/release": "agent",
+        "GET /mailbox": "viewer",
+        # What customers reach from a message: signed links, no key (services/engagement/api.py).
+        "GET /t/o/{message_id}.gif": None,
+        "GET /t/c/{message_id}": None,
+        "GET /unsubscribe": None,
+        "POST /unsubscribe": None,
     },
     # faust's web server: the scorer's views (services/scoring/api.py, which reads its roles
     # here) and the one built-in page left on, faust's status index.

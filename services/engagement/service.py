@@ -256,6 +256,10 @@ class EngagementService:
                     "assigned_at": now,
                     "due_at": max(now, not_before or now),
                     "attempts": 0,
+                    "retry_ts": 0.0,  # epoch seconds: see store.due
+                    "opened": False,  # flags the first open, click, unsubscribe (store.mark_once)
+                    "clicked": False,
+                    "unsubscribed": False,
                     "group": None,
                     "reason": None,
                 }
@@ -513,7 +517,7 @@ class EngagementService:
                     fields = {
                         "state": State.PENDING.value,
                         "reason": str(result)[:200],
-                        "retry_after": domain.retry_at(wall, attempts),
+                        "retry_ts": domain.retry_at(wall, attempts).timestamp(),
                     }
                     await self.store.finish([message["_id"]], fields, session)
                 else:
@@ -582,9 +586,7 @@ class EngagementService:
             raise Problem(404, "no such unsubscribe link")
         await self.store.merge_contact(customer_id, {f"consent.{channel}": False})
         if message_id:
-            await self.store.messages.update_one(
-                {"_id": message_id, "unsubscribed_at": None}, {"$set": {"unsubscribed_at": self.clock.now()}}
-            )
+            await self.store.mark_unsubscribed(message_id, self.clock.now())
 
     # --- coupons ---------------------------------------------------------------------------------
 

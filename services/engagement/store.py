@@ -207,13 +207,15 @@ class EngagementStore:
 
     async def due(self, now: datetime, wall: datetime, limit: int) -> list[dict[str, Any]]:
         """Due by the business clock (schedule, quiet hours) and past any retry wait, which
-        runs on the wall clock (a relay's outage does not follow a rehearsal's clock)."""
+        runs on the wall clock (a relay's outage does not follow a rehearsal's clock). The
+        wait and the claim's lease are epoch seconds: a date set by an update is text on the
+        embedded server (mongo.DatabaseCapabilities.dates_in_updates)."""
         return (
             await self.messages.find(
                 {
                     "state": State.PENDING.value,
                     "due_at": {"$lte": now},
-                    "$or": [{"retry_after": None}, {"retry_after": {"$lte": wall}}],
+                    "retry_ts": {"$lte": wall.timestamp()},
                 }
             )
             .sort("due_at", 1)
@@ -227,14 +229,14 @@ class EngagementStore:
         token = uuid.uuid4().hex
         await self.messages.update_many(
             {"_id": {"$in": message_ids}, "state": State.PENDING.value},
-            {"$set": {"state": State.SENDING.value, "lease_until": now + lease, "claim": token}},
+            {"$set": {"state": State.SENDING.value, "lease_ts": (now + lease).timestamp(), "claim": token}},
         )
         return await self.messages.find({"claim": token, "state": State.SENDING.value}).to_list(None)
 
     async def reclaim_stale(self, now: datetime) -> int:
         """Messages whose sender died mid-send go back to pending (see service.send_due)."""
         result = await self.messages.update_many(
-            {"state": State.SENDING.value, "lease_until": {"$lt": now}},
+            {"state": State.SENDING.value, "lease_ts": {"$lt": now.timestamp()}},
             {"$set": {"state": State.PENDING.value}},
         )
         return result.modified_count
@@ -252,11 +254,19 @@ class EngagementStore:
     async def mark_once(
         self, message_id: str, field: str, at: datetime, session: AsyncIOMotorClientSession
     ) -> dict[str, Any] | None:
-        """Set `field` the first time only; the message when it was set now."""
+        """Set `field` the first time only (a flag, set false on insert, says whether it was);
+        the message when it was set now."""
+        flag = field.removesuffix("_at")
         return await self.messages.find_one_and_update(
-            {"_id": message_id, field: None, "state": State.SENT.value},
-            {"$set": {field: at}},
+            {"_id": message_id, flag: False, "state": State.SENT.value},
+            {"$set": {field: at, flag: True}},
             session=session,
+        )
+
+    async def mark_unsubscribed(self, message_id: str, at: datetime) -> None:
+        await self.messages.update_one(
+            {"_id": message_id, "unsubscribed": False},
+            {"$set": {"unsubscribed_at": at, "unsubscribed": True}},
         )
 
     async def arms(self, campaign_id: str) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ import pytest
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.engagement.domain import in_control
-from services.stack.harness import Service, start_platform, unique_id, until
+from services.stack.harness import Service, once, start_platform, unique_id, until
 from tests.conftest import NOW
 from tests.integration.test_engagement import BIRTHDAY, WINBACK, care_due, churn_warning
 
@@ -150,7 +150,7 @@ def test_win_back_on_churn_warnings_holds_out_a_control_group_and_coupons_work_t
     placed = place(orders, first, 12_900, coupon_code=codes[first])
     assert placed.status_code == 201, placed.text
     assert placed.json()["amount_cents"] == 10_900 and placed.json()["discount_cents"] == 2000
-    assert orders.post(f"/orders/{placed.json()['order_id']}/pay", json={}).status_code == 200
+    assert orders.post(f"/orders/{placed.json()['order_id']}/pay", json={}, headers=once()).status_code == 200
     until(lambda: engagement.get(f"/coupons/{codes[first]}").json()["state"], lambda s: s == "redeemed")
     again = place(orders, first, 12_900, coupon_code=codes[first])
     assert again.status_code == 409 and "redeemed" in again.json()["detail"]
@@ -165,7 +165,9 @@ def test_win_back_on_churn_warnings_holds_out_a_control_group_and_coupons_work_t
     assert held.status_code == 201 and held.json()["amount_cents"] == 7000
     assert engagement.get(f"/coupons/{codes[second]}").json()["state"] == "reserved"
     assert (
-        orders.post(f"/orders/{held.json()['order_id']}/cancel", json={"reason": "changed mind"}).status_code
+        orders.post(
+            f"/orders/{held.json()['order_id']}/cancel", json={"reason": "changed mind"}, headers=once()
+        ).status_code
         == 200
     )
     until(lambda: engagement.get(f"/coupons/{codes[second]}").json()["state"], lambda s: s == "issued")
