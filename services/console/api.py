@@ -4,6 +4,7 @@ call the use case, render. Nothing else happens here."""
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import time
 from typing import Any
@@ -37,6 +38,8 @@ router = APIRouter(include_in_schema=False)
 SESSION_COOKIE = "crm_console_session"
 LANGUAGE_COOKIE = "crm_console_language"
 PRE_CSRF_COOKIE = "crm_console_signin"  # the sign-in form's token, before there is a session
+FORM_TOKEN_BYTES = 18
+FORM_TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")
 
 
 class SignInNeeded(Exception):
@@ -94,6 +97,8 @@ def render(request: Request, template: str, context: dict[str, Any], status_code
             "fmt": fmt,
             "may": (lambda p: domain.may(session.role, p)) if session else (lambda p: False),
             "csrf": session.csrf if session else request.cookies.get(PRE_CSRF_COOKIE, ""),
+            # A new one for each action form as it renders (see form_token_of).
+            "form_token": lambda: secrets.token_urlsafe(FORM_TOKEN_BYTES),
             "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             "path": request.url.path,
             "started": started,
@@ -112,6 +117,15 @@ async def form_of(request: Request, session: Session | None = None) -> dict[str,
     if not expected or not hmac.compare_digest(form.get("csrf", ""), expected):
         raise Forbidden()
     return form
+
+
+def form_token_of(form: dict[str, str]) -> str:
+    """The one-time token of the rendered form an action came from: its writes' Idempotency-Keys
+    derive from it, so submitting that form again repeats the first answer instead of the write."""
+    token = form.get("form_token", "")
+    if not FORM_TOKEN.fullmatch(token):
+        raise Forbidden()
+    return token
 
 
 def require(session: Session, permission: str) -> None:
@@ -313,7 +327,7 @@ async def customer_action(
             "interactions": service.record_interaction,
             "redemptions": service.redeem,
         }[action]
-        outcome: Done = await run(session, customer_id, parsed)
+        outcome: Done = await run(session, form_token_of(form), customer_id, parsed)
         if outcome.ok:
             return back_to(f"/customers/{customer_id}", notice)
         errors = {outcome.field or "form": outcome.message}
@@ -385,7 +399,7 @@ async def warning_action(
             "assign": service.assign_warning,
             "outcome": service.close_warning,
         }[action]
-        outcome: Done = await run(session, warning_id, parsed)
+        outcome: Done = await run(session, form_token_of(form), warning_id, parsed)
         if outcome.ok:
             return back_to(back, notice)
         errors = {outcome.field or "form": outcome.message}
@@ -486,7 +500,7 @@ async def move_complaint(
     back = local_path(form.get("back"), "/complaints")
     parsed, errors = parse(ComplaintMoveForm, form)
     if parsed is not None:
-        outcome = await service.move_complaint(session, complaint_id, parsed)
+        outcome = await service.move_complaint(session, form_token_of(form), complaint_id, parsed)
         if outcome.ok:
             return back_to(back, "complaint_moved")
         errors = {outcome.field or "form": outcome.message}

@@ -5,7 +5,8 @@ service that owns them, with the signed-in person's key."""
 from __future__ import annotations
 
 import asyncio
-import uuid
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,14 @@ def done_of(answer: Answer, field: str | None = None) -> Done:
     if answer.status == "not_found":
         return Done(False, "not found")
     return Done(False, f"{answer.service} is unavailable")
+
+
+def idempotency_key(session: Session, form_token: str, service: str, path: str) -> str:
+    """The Idempotency-Key of one write a form causes: the same for every submission of one
+    rendered form (a double click, a browser re-POST), so the owning service applies it once;
+    one per downstream call, and bound to the session so a token is worth nothing in another."""
+    message = f"{form_token} {service} {path}".encode()
+    return hmac.new(session.csrf.encode(), message, hashlib.sha256).hexdigest()
 
 
 class ConsoleService:
@@ -176,49 +185,64 @@ class ConsoleService:
 
     # --- actions -------------------------------------------------------------------------------
 
-    async def _send(self, session: Session, service: str, path: str, body: Any) -> Answer:
-        # A fresh key per submitted form: a retried call is not applied twice.
-        return await self.peers.send(service, path, session.authorization, body, uuid.uuid4().hex)
+    async def _send(self, session: Session, form_token: str, service: str, path: str, body: Any) -> Answer:
+        return await self.peers.send(
+            service, path, session.authorization, body, idempotency_key(session, form_token, service, path)
+        )
 
-    async def open_complaint(self, session: Session, customer_id: str, form: ComplaintForm) -> Done:
+    async def open_complaint(
+        self, session: Session, form_token: str, customer_id: str, form: ComplaintForm
+    ) -> Done:
         body = {"customer_id": customer_id, **form.model_dump(exclude_none=True)}
-        return done_of(await self._send(session, "complaints", "/complaints", body))
+        return done_of(await self._send(session, form_token, "complaints", "/complaints", body))
 
-    async def record_interaction(self, session: Session, customer_id: str, form: InteractionForm) -> Done:
+    async def record_interaction(
+        self, session: Session, form_token: str, customer_id: str, form: InteractionForm
+    ) -> Done:
         item: dict[str, Any] = {"customer_id": customer_id, "kind": form.kind, "channel": form.channel}
         if form.note:
             item["attributes"] = {"note": form.note, "by": session.label}
-        answer = await self._send(session, "profiles", "/interactions", [item])
+        answer = await self._send(session, form_token, "profiles", "/interactions", [item])
         if answer.ok and answer.body and answer.body.get("rejected"):
             return Done(False, str(answer.body["rejected"][0].get("error", "rejected")), "kind")
         return done_of(answer)
 
-    async def redeem(self, session: Session, customer_id: str, form: RedeemForm) -> Done:
+    async def redeem(self, session: Session, form_token: str, customer_id: str, form: RedeemForm) -> Done:
         answer = await self._send(
-            session, "loyalty", f"/accounts/{customer_id}/redemptions", form.model_dump()
+            session, form_token, "loyalty", f"/accounts/{customer_id}/redemptions", form.model_dump()
         )
         return done_of(answer, "points")
 
-    async def act_on_warning(self, session: Session, warning_id: str, form: WarningActionForm) -> Done:
+    async def act_on_warning(
+        self, session: Session, form_token: str, warning_id: str, form: WarningActionForm
+    ) -> Done:
         body = form.model_dump(exclude_none=True)
-        return done_of(await self._send(session, "profiles", f"/churn-warnings/{warning_id}/actions", body))
+        return done_of(
+            await self._send(session, form_token, "profiles", f"/churn-warnings/{warning_id}/actions", body)
+        )
 
-    async def assign_warning(self, session: Session, warning_id: str, form: AssignForm) -> Done:
+    async def assign_warning(
+        self, session: Session, form_token: str, warning_id: str, form: AssignForm
+    ) -> Done:
         answer = await self._send(
-            session, "profiles", f"/churn-warnings/{warning_id}/assign", form.model_dump()
+            session, form_token, "profiles", f"/churn-warnings/{warning_id}/assign", form.model_dump()
         )
         return done_of(answer, "assignee")
 
-    async def close_warning(self, session: Session, warning_id: str, form: OutcomeForm) -> Done:
+    async def close_warning(
+        self, session: Session, form_token: str, warning_id: str, form: OutcomeForm
+    ) -> Done:
         answer = await self._send(
-            session, "profiles", f"/churn-warnings/{warning_id}/outcome", form.model_dump()
+            session, form_token, "profiles", f"/churn-warnings/{warning_id}/outcome", form.model_dump()
         )
         return done_of(answer, "outcome")
 
-    async def move_complaint(self, session: Session, complaint_id: str, form: ComplaintMoveForm) -> Done:
+    async def move_complaint(
+        self, session: Session, form_token: str, complaint_id: str, form: ComplaintMoveForm
+    ) -> Done:
         if form.needs_text and not form.text:
             return Done(False, "required", "text")
         answer = await self._send(
-            session, "complaints", f"/complaints/{complaint_id}/{form.action}", form.body()
+            session, form_token, "complaints", f"/complaints/{complaint_id}/{form.action}", form.body()
         )
         return done_of(answer, "text")

@@ -293,6 +293,40 @@ def test_forms_without_the_sessions_token_are_refused_and_a_viewer_only_reads(co
     assert shop["slipping"] in export.text and export.text.startswith("customer_id,")
 
 
+def test_a_form_submitted_twice_moves_the_points_once(console, shop, stack, platform):
+    """A double click or a browser re-POST sends the same rendered form again: the loyalty
+    service applies it once, and the second answer is the same success, not an error."""
+    agent = session_of(console, stack.keys["agent"])
+    page = agent.get(f"/customers/{shop['slipping']}").text
+    form = re.search(r'action="/customers/[^/"]+/redemptions".*?</form>', page, re.S).group(0)
+    fields = dict(re.findall(r'name="(csrf|form_token)" value="([^"]+)"', form))
+    balance = platform["loyalty"].get(f"/accounts/{shop['slipping']}").json()["balance"]
+    assert balance >= 10
+    data = {**fields, "points": "10", "reason": "goodwill"}
+    first = agent.post(f"/customers/{shop['slipping']}/redemptions", data=data)
+    again = agent.post(f"/customers/{shop['slipping']}/redemptions", data=data)
+    assert first.status_code == again.status_code == 303, again.text
+    assert first.headers["location"] == again.headers["location"]
+    assert "done=points_redeemed" in again.headers["location"]
+    after = platform["loyalty"].get(f"/accounts/{shop['slipping']}").json()["balance"]
+    assert after == balance - 10
+    # The page renders a new token for the next redemption: that one is a new write.
+    fresh = re.search(
+        r'action="/customers/[^/"]+/redemptions".*?name="form_token" value="([^"]+)"',
+        agent.get(f"/customers/{shop['slipping']}").text,
+        re.S,
+    ).group(1)
+    assert fresh != fields["form_token"]
+    third = agent.post(f"/customers/{shop['slipping']}/redemptions", data={**data, "form_token": fresh})
+    assert third.status_code == 303
+    assert platform["loyalty"].get(f"/accounts/{shop['slipping']}").json()["balance"] == balance - 20
+    tokenless = agent.post(
+        f"/customers/{shop['slipping']}/redemptions",
+        data={"csrf": fields["csrf"], "points": "10", "reason": "x"},
+    )
+    assert tokenless.status_code == 403
+
+
 def test_an_expired_session_sends_the_person_to_sign_in_and_back(console, shop, stack, console_clock):
     client = session_of(console, stack.keys["agent"])
     assert client.get("/worklist?status=all").status_code == 200
