@@ -32,7 +32,7 @@ from .models import (
     WarningActionForm,
     field_errors,
 )
-from .service import ConsoleService, Done
+from .service import DASHBOARD_FRESH_FOR, ConsoleService, Done
 
 router = APIRouter(include_in_schema=False)
 SESSION_COOKIE = "crm_console_session"
@@ -514,5 +514,14 @@ async def move_complaint(
 async def dashboard(
     request: Request, session: Session = Depends(signed_in), service: ConsoleService = Depends(console)
 ) -> HTMLResponse:
-    parts = await service.dashboard(session)
-    return render(request, "dashboard.html", {"parts": parts, "segment_rules": SEGMENT_RULES})
+    board = await service.dashboard(session)
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "parts": board.parts,
+            "asked_at": board.asked_at,
+            "fresh_for": int(DASHBOARD_FRESH_FOR.total_seconds()),
+            "segment_rules": SEGMENT_RULES,
+        },
+    )

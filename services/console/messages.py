@@ -15,6 +15,7 @@ ZH_CN: dict[str, str] = {
     "Churn worklist": "流失预警工作台",
     "Complaints queue": "投诉队列",
     "Dashboards": "仪表盘",
+    "Figures as of {time}; asked anew after {seconds} seconds.": "数据截至 {time}；{seconds} 秒后重新获取。",
     "Sign in": "登录",
     "Sign out": "退出",
     "API key": "API 密钥",

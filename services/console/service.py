@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.common.auth import ApiKeys
@@ -31,6 +33,16 @@ from .store import SessionStore
 
 PAGE_SIZE = 25
 QUEUE_STATUSES = ("open", "assigned", "awaiting_customer")
+# How long the dashboard's figures are shown again before its peers are asked anew.
+DASHBOARD_FRESH_FOR = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Board:
+    """The dashboard's answers from its peers, and when they were asked."""
+
+    parts: dict[str, Answer]
+    asked_at: datetime
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,8 @@ class ConsoleService:
         self.sessions = sessions
         self.keys = keys
         self.clock = clock
+        # Per role: when the figures were asked, and the (possibly still running) asking.
+        self._boards: dict[str, tuple[float, asyncio.Future[Board]]] = {}
 
     # --- sign-in -------------------------------------------------------------------------------
 
@@ -173,7 +187,22 @@ class ConsoleService:
         )
         return dict(zip(statuses, answers, strict=True))
 
-    async def dashboard(self, session: Session) -> dict[str, Answer]:
+    async def dashboard(self, session: Session) -> Board:
+        """The dashboard's figures, asked at once; kept DASHBOARD_FRESH_FOR per role and shared by
+        every request in between (the aggregations over all profiles cost the same whoever asks,
+        and the page says how old they are). A board with a part missing is not kept."""
+        role = session.role
+        cached = self._boards.get(role)
+        if cached is None or time.monotonic() - cached[0] >= DASHBOARD_FRESH_FOR.total_seconds():
+            cached = (time.monotonic(), asyncio.ensure_future(self._fresh_board(session)))
+            self._boards[role] = cached
+        # Shielded: a request that goes away does not cancel the asking the others wait for.
+        board = await asyncio.shield(cached[1])
+        if not all(a.ok for a in board.parts.values()) and self._boards.get(role) is cached:
+            del self._boards[role]
+        return board
+
+    async def _fresh_board(self, session: Session) -> Board:
         names = ("segments", "seasonality", "complaints", "surveys")
         answers = await asyncio.gather(
             self.peers.get("profiles", "/segments", session.authorization),
@@ -181,7 +210,7 @@ class ConsoleService:
             self.peers.get("complaints", "/complaints/stats", session.authorization),
             self.peers.get("complaints", "/surveys/stats", session.authorization),
         )
-        return dict(zip(names, answers, strict=True))
+        return Board(dict(zip(names, answers, strict=True)), self.clock.now())
 
     # --- actions -------------------------------------------------------------------------------
 
