@@ -110,21 +110,30 @@ class Visit:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.timings: dict[str, float] = {}
-        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        # Each error with the page it happened on: a late one must not be blamed on the next page.
+        self.page.on(
+            "console",
+            lambda m: (
+                self.errors.append(f"{m.text} (from {m.location.get('url') or '?'} on {self.page.url})")
+                if m.type == "error"
+                else None
+            ),
+        )
+        self.page.on("pageerror", lambda e: self.errors.append(f"{e} (on {self.page.url})"))
 
     def open(self, path: str) -> None:
         self.page.goto(self.base + path)
 
     def check(self, name: str) -> None:
-        """Usable (DOMContentLoaded), no console error, no serious axe violation, a screenshot."""
-        self.page.wait_for_load_state("load")
+        """Usable (DOMContentLoaded), no console error, no serious axe violation, a screenshot.
+        Checked once the page has settled: nothing left loading (the icon comes after `load`)."""
+        self.page.wait_for_load_state("networkidle")
         usable = self.page.evaluate(
             "() => { const n = performance.getEntriesByType('navigation')[0];"
             " return n ? n.domContentLoadedEventEnd : 0; }"
         )
         self.timings[name] = usable
-        assert not self.errors, f"{name}: console errors {self.errors}"
+        assert not self.errors, f"{name} ({self.page.url}): console errors {self.errors}"
         self.page.add_script_tag(path=str(AXE))
         result = self.page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
         serious = [
@@ -132,8 +141,14 @@ class Visit:
             for v in result["violations"]
             if v["impact"] in ("serious", "critical")
         ]
-        assert not serious, f"{name}: {serious}"
+        assert not serious, f"{name} ({self.page.url}): serious accessibility violations {serious}"
         self.page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+
+    def expected_error(self, text: str) -> None:
+        """The one error the step meant to cause; any other stays for the next check."""
+        meant = [e for e in self.errors if text in e]
+        assert len(meant) == 1, (text, self.errors)
+        self.errors.remove(meant[0])
 
     def close(self) -> None:
         self.context.close()
@@ -188,14 +203,17 @@ def test_an_agent_signs_in_searches_opens_a_customer_acts_and_switches_language(
     assert "Retention action recorded." in visit.page.locator(".notice").inner_text()
     assert "actioned" in visit.page.locator("#h-warnings + table tbody tr").first.inner_text()
 
-    # Bad input shows the problem next to the field, and what was typed stays.
+    # Bad input shows the problem next to the field, and what was typed stays. The browser logs
+    # the 422 answer as an error: wait for exactly that message (it may come after the page
+    # loads) rather than clear the list and have it land on the next page's check.
     visit.page.fill("#r-points", "lots")
     visit.page.fill("#r-reason", "voucher")
-    with visit.page.expect_navigation():
-        visit.page.get_by_role("button", name="Redeem").click()
+    with visit.page.expect_console_message(lambda m: m.type == "error" and "422" in m.text):
+        with visit.page.expect_navigation():
+            visit.page.get_by_role("button", name="Redeem").click()
+    visit.expected_error("status of 422")
     assert visit.page.locator("#err-points").inner_text() == "enter a number"
     assert visit.page.locator("#r-reason").input_value() == "voucher"
-    visit.errors.clear()  # the 422 answer itself is logged by the browser
 
     # The worklist, then the complaints queue: move a complaint on from there.
     visit.open("/worklist?status=actioned")
@@ -218,6 +236,7 @@ def test_an_agent_signs_in_searches_opens_a_customer_acts_and_switches_language(
     visit.check("dashboard-en")
     assert visit.page.locator("svg.chart").count() >= 7
     assert visit.page.locator("section.chart-card table").count() >= 7  # each chart's numbers
+    assert "Figures as of" in visit.page.locator(".freshness").inner_text()  # how old they are
 
     # Chinese: the choice sticks to the session, dates and money follow the locale.
     with visit.page.expect_navigation():
