@@ -25,6 +25,11 @@ PROFILE_WRITES = Counter(
 BATCH_RETRIES = Counter(
     "crm_scoring_batch_retries_total", "Batches staged again after a failure before their write."
 )
+NON_FINITE = Counter(
+    "crm_scoring_non_finite_values_total",
+    "Non-finite model values (NaN, inf) written as null instead: a bug to look into.",
+    ["field"],
+)
 SIGNALS = Counter("crm_scoring_signals_total", "Outbound signals published.", ["type"])
 PROFILES = Gauge(
     "crm_profiles", "Profiles by segment, lifecycle stage and ABC class.", ["dimension", "value"]

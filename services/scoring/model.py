@@ -10,6 +10,7 @@ value of the repeat purchases.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -92,7 +93,17 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, start: BgNbd | None
         options={"xatol": 1e-7, "fatol": 1e-7, "maxiter": 20_000, "maxfev": 40_000},
     )
     found = minimize(negative, found.x, method="L-BFGS-B")  # polish
-    return BgNbd(*(float(v) for v in np.exp(found.x)))
+    return BgNbd(*_fitted(found.x, negative))
+
+
+def _fitted(log_params: np.ndarray, negative: Any) -> list[float]:
+    """The parameters found, or ValueError when the search ended nowhere: a likelihood that
+    was never finite (every step scored 1e300) or parameters that over- or underflowed (a
+    degenerate population, e.g. every customer alike, drives them to 0 or infinity)."""
+    params = np.exp(log_params)
+    if not (np.all(np.isfinite(params)) and np.all(params > 0) and negative(log_params) < 1e300):
+        raise ValueError(f"the fit did not converge (parameters {params.tolist()})")
+    return [float(v) for v in params]
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,7 @@ class GammaGamma:
         """E[spend per purchase] given x purchases averaging m: a weighted mean of the
         population mean and the customer's own."""
         x, m = np.asarray(x, float), np.asarray(m, float)
-        population = self.p * self.v / (self.q - 1)
+        population = np.float64(self.p * self.v) / (self.q - 1)  # inf, not an exception, at q = 1
         weight = self.p * x / (self.p * x + self.q - 1)
         return (1 - weight) * population + weight * np.where(x > 0, m, 0.0)
 
@@ -144,7 +155,10 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, start: GammaGamma | None = Non
         options={"xatol": 1e-8, "fatol": 1e-8, "maxiter": 20_000, "maxfev": 40_000},
     )
     found = minimize(negative, found.x, method="L-BFGS-B")
-    return GammaGamma(*(float(v) for v in np.exp(found.x)))
+    fitted = GammaGamma(*_fitted(found.x, negative))
+    if not fitted.q > 1:  # the population's mean spend p v / (q - 1) is then not finite
+        raise ValueError(f"spend fit without a finite mean (q {fitted.q:.3g})")
+    return fitted
 
 
 def clv(

@@ -10,6 +10,7 @@ onto them without reading the database."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -33,6 +34,17 @@ from .signal_outbox import SignalOutbox
 from .store import ProfileStore, decode_facts, encode_facts
 
 log = structlog.get_logger(__name__)
+# The profile's fields the models compute (the rest are counts, sums and times of the facts).
+# The database refuses a NaN or an infinity (it is not JSON), and a refused batch is folded
+# again one event at a time: one bad value would dead-letter healthy events.
+MODEL_FIELDS = (
+    ("value", "p_alive"),
+    ("value", "expected_purchases_90d"),
+    ("churn", "risk"),
+    ("rfm", "recency_days"),
+    ("purchases", "mean_gap_days"),
+    ("purchases", "first_gap_days"),
+)
 NEXT_READ_WAIT = 0.1  # seconds a write waits for the next batch's read (see _let_next_batch_read)
 
 
@@ -254,6 +266,7 @@ class BatchPipeline:
     ) -> dict[str, Any]:
         """The stored profile: built from the facts, with the signals still to publish."""
         profile, signals = build(facts, now, population, previous, scored)
+        only_finite(customer_id, profile)
         fresh = signal_events(customer_id, signals, now)
         partition = partition_of(customer_id, self.partitions)
         previous = previous or {}
@@ -280,3 +293,18 @@ class BatchPipeline:
                 default=None,
             ),
         }
+
+
+def only_finite(customer_id: str, profile: dict[str, Any]) -> None:
+    """A non-finite model value is a bug (the models keep them out, scores.values): logged
+    with its field, counted, and stored as null so the profile and its batch still land."""
+    for section, name in MODEL_FIELDS:
+        fields = profile.get(section)
+        value = fields.get(name) if fields else None
+        if isinstance(value, float) and not math.isfinite(value):
+            path = f"{section}.{name}"
+            log.error(
+                "non-finite model value stored as null", customer_id=customer_id, field=path, value=value
+            )
+            metrics.NON_FINITE.labels(path).inc()
+            fields[name] = None

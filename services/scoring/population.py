@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import scores as S
-from .model import BgNbd, clv, fit_bgnbd, fit_gamma_gamma
+from .model import BgNbd, GammaGamma, clv, fit_bgnbd, fit_gamma_gamma
 
 WEEK_DAYS = 7.0
 # "Repeat buyers here usually come back within N days": three in four of them did.
@@ -36,8 +36,23 @@ def abc_thresholds(trailing: np.ndarray) -> tuple[int, int]:
 def sensible(bg: BgNbd) -> bool:
     """A fit on a young population (weeks of history, few repeat buyers) can run to the edge,
     a and b near 0: every customer certain to stay or to leave at once. Such a fit is kept out,
-    and the next refit starts again from the parameters in use."""
+    and the next refit starts again from the parameters in use. A fit whose own customers get
+    non-finite model values (a uniform shop: every customer alike) is kept out the same way."""
     return all(1e-4 < v < 1e4 for v in (bg.r, bg.alpha, bg.a, bg.b))
+
+
+def finite_on(
+    bg: BgNbd, gg: GammaGamma, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, m: np.ndarray
+) -> bool:
+    """Whether the fitted models give every customer of the population finite values."""
+    with np.errstate(all="ignore"):
+        quantities = (
+            bg.p_alive(x, t_x, T),
+            bg.expected_purchases(90 / 7, x, t_x, T),
+            gg.expected_spend(x, m),
+            clv(bg, gg, x, t_x, T, m),
+        )
+    return all(np.all(np.isfinite(q)) for q in quantities)
 
 
 def row(p: S.Purchases) -> dict[str, Any]:
@@ -73,11 +88,17 @@ def compute(rows: list[dict[str, Any]], now: datetime, previous: S.Population) -
     first_gaps = np.array([r["first_gap_days"] for r in rows if r.get("first_gap_days")], float)
     bg, gg = previous.bgnbd, previous.gamma_gamma
     if len(rows) >= 50 and (x > 0).sum() >= 10:  # too few customers say nothing about the population
+        # A fit that fails, runs to the edge or gives non-finite values keeps the previous model.
         try:
             fitted = fit_bgnbd(x, t_x, T, start=previous.bgnbd)
-            if sensible(fitted):
+            if sensible(fitted) and finite_on(fitted, gg, x, t_x, T, m):
                 bg = fitted
-            gg = fit_gamma_gamma(x, m, start=previous.gamma_gamma)
+        except (ValueError, FloatingPointError):
+            pass
+        try:
+            fitted_spend = fit_gamma_gamma(x, m, start=previous.gamma_gamma)
+            if finite_on(bg, fitted_spend, x, t_x, T, m):
+                gg = fitted_spend
         except (ValueError, FloatingPointError):
             pass
     a_min, b_min = abc_thresholds(trailing)
@@ -92,7 +113,7 @@ def compute(rows: list[dict[str, Any]], now: datetime, previous: S.Population) -
         repeat_gap_days=float(np.percentile(first_gaps, REPEAT_GAP_PERCENTILE))
         if len(first_gaps) >= 10
         else previous.repeat_gap_days,
-        median_clv_cents=float(np.median(np.nan_to_num(values))),
+        median_clv_cents=float(np.median(np.where(np.isfinite(values), values, 0.0))),
         bgnbd=bg,
         gamma_gamma=gg,
         fitted_at=now,

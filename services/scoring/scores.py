@@ -160,15 +160,26 @@ def values(batch: list[Purchases], now: datetime, population: Population) -> lis
     T = (now.timestamp() - first) / WEEK
     spend = np.array([max(p.net_cents, 0) / p.count for p in buyers], float)
     bg, gg = population.bgnbd, population.gamma_gamma
-    # inf/inf when P(alive) underflows (a long-gone regular under a fit on few customers): none.
-    expected = np.nan_to_num(bg.expected_purchases(90 / 7, x, t_x, T), nan=0.0).tolist()
-    alive = bg.p_alive(x, t_x, T).tolist()
-    worth = np.nan_to_num(clv(bg, gg, x, t_x, T, spend)).astype(np.int64).tolist()
+    with np.errstate(all="ignore"):
+        # nan (inf/inf) when P(alive) underflows (a long-gone regular under a fit on few
+        # customers): no purchase expected.
+        expected = np.nan_to_num(bg.expected_purchases(90 / 7, x, t_x, T), nan=0.0, posinf=np.inf)
+        alive = bg.p_alive(x, t_x, T)
+        worth = clv(bg, gg, x, t_x, T, spend)
+    # Anything else non-finite (parameters the population job should have kept out) leaves the
+    # customer without a model value, as before their first purchase: no P(alive), expected
+    # purchases, CLV or model churn risk; lifecycle from the rule-based part alone.
+    finite = (np.isfinite(expected) & np.isfinite(alive) & np.isfinite(worth)).tolist()
+    worth = np.where(np.isfinite(worth), worth, 0.0).astype(np.int64).tolist()
+    expected, alive = expected.tolist(), alive.tolist()
     # P(no purchase in 90 days) as a Poisson count with the model's expected number. Measured on
     # CDNOW it ranks future non-buyers better (AUC 0.763) than the exact BG/NBD mixture
     # probability (0.758), under which every one-time buyer sits near the top.
-    modelled = iter(map(Value, alive, expected, [math.exp(-e) for e in expected], worth))
-    return [next(modelled) if p.days else None for p in batch]
+    modelled = iter(
+        map(Value, alive, expected, [math.exp(-e) if e < math.inf else 0.0 for e in expected], worth)
+    )
+    modelled_if_finite = (v if ok else None for v, ok in zip(modelled, finite, strict=True))
+    return [next(modelled_if_finite) if p.days else None for p in batch]
 
 
 OVERDUE_FACTOR = 2.0
@@ -183,12 +194,14 @@ def overdue(p: Purchases, now: datetime, population: Population) -> tuple[bool, 
 
 
 def lifecycle(p: Purchases, v: Value | None, now: datetime, population: Population) -> LifecycleStage:
-    if p.count == 0 or v is None:
+    """v None for a buyer (no finite model value, see `values`): the rule-based part alone."""
+    if p.count == 0:
         return LifecycleStage.PROSPECT
     late, silent, _ = overdue(p, now, population)
-    if v.p_alive < 0.1 or silent > 365:
+    alive = v.p_alive if v is not None else 1.0
+    if alive < 0.1 or silent > 365:
         return LifecycleStage.LOST
-    if late or v.p_alive < 0.5:
+    if late or alive < 0.5:
         return LifecycleStage.DECLINE
     if p.count == 1:
         return LifecycleStage.EXPLORATION

@@ -93,3 +93,32 @@ def test_crm_model_fit_cdnow_prints_the_published_parameters(capsys):
     published = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426, "p": 6.25, "q": 3.74, "v": 15.45}
     for name, value in published.items():
         assert fitted[name] == pytest.approx(value, rel=0.01), name
+
+
+# Degenerate populations: a fit either lands on finite parameters or is refused (ValueError),
+# never NaN or infinity that would reach a profile.
+DEGENERATE = {
+    "all customers identical": (np.full(60, 3.0), np.full(60, 12.0), np.full(60, 20.0)),
+    "a single customer": (np.array([2.0]), np.array([5.0]), np.array([10.0])),
+    "all one-time buyers": (np.zeros(60), np.zeros(60), np.linspace(1, 30, 60)),
+}
+
+
+@pytest.mark.parametrize("name", list(DEGENERATE))
+def test_a_purchase_fit_on_a_degenerate_population_is_finite_or_refused(name):
+    x, t_x, T = DEGENERATE[name]
+    try:
+        fitted = fit_bgnbd(x, t_x, T)
+    except ValueError:
+        return
+    assert all(np.isfinite(v) and v > 0 for v in (fitted.r, fitted.alpha, fitted.a, fitted.b))
+
+
+def test_a_spend_fit_without_spread_is_finite_or_refused():
+    x, m = np.full(60, 3.0), np.full(60, 5_000.0)  # everyone spends exactly the same
+    try:
+        gg = fit_gamma_gamma(x, m)
+    except ValueError:
+        return
+    assert gg.q > 1 and np.isfinite([gg.p, gg.q, gg.v]).all()
+    assert np.isfinite(gg.expected_spend(x, m)).all()

@@ -8,6 +8,7 @@ import math
 import random
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from services.common.clock import to_rfc3339
@@ -453,3 +454,74 @@ def test_an_episode_read_back_from_the_database_sees_the_same_last_purchase():
     stored = {k: W.stored_precision(v) if isinstance(v, datetime) else v for k, v in opened._asdict().items()}
     later = W.step(W.episode_from(stored), "medium", [{"code": "overdue"}], bought, False, False, 1, NOW)
     assert later.fired is None and later.episode.open  # not mistaken for a new purchase
+
+
+def non_finite(doc, path=""):
+    """Paths of every NaN or infinity anywhere in a document."""
+    if isinstance(doc, float):
+        return [] if math.isfinite(doc) else [path]
+    if isinstance(doc, dict):
+        return [p for k, v in doc.items() for p in non_finite(v, f"{path}.{k}")]
+    if isinstance(doc, list | tuple):
+        return [p for i, v in enumerate(doc) for p in non_finite(v, f"{path}[{i}]")]
+    return []
+
+
+def uniform_histories(customers, days_ago, cents=10_000):
+    return [[paid(f"o-{i}-{d}", d, cents) for d in days_ago] for i in range(customers)]
+
+
+DEGENERATE_SHOPS = {
+    "every customer alike": uniform_histories(80, (120, 90, 60, 30)),
+    "a single customer": uniform_histories(1, (60, 30)),
+    "all one-time buyers": uniform_histories(80, (20,)),
+    "no spread in spend, recent regulars": uniform_histories(80, (3, 2, 1), cents=4_990),
+}
+
+
+@pytest.mark.parametrize("shop", list(DEGENERATE_SHOPS))
+def test_a_degenerate_shop_gives_finite_parameters_and_profiles_without_nan(shop):
+    from services.scoring import population as P
+    from services.scoring.profile import build
+
+    histories = DEGENERATE_SHOPS[shop]
+    summaries = [S.summarize(fold(events), NOW) for events in histories]
+    fitted = P.compute([P.row(p) for p in summaries], NOW, S.Population())
+    parameters = [*fitted.bgnbd.__dict__.values(), *fitted.gamma_gamma.__dict__.values()]
+    assert np.isfinite(parameters).all() and math.isfinite(fitted.median_clv_cents)
+    for events in histories[:3]:
+        profile, _ = build(fold(events), NOW, fitted, None)
+        assert non_finite(profile) == []
+        assert profile["purchases"]["count"] == len(events)
+
+
+def test_model_parameters_without_finite_values_leave_the_buyer_to_the_rules():
+    # Parameters no fit should keep (q = 1: an infinite mean spend; a = 1: infinite expected
+    # purchases): no model value for the customer, and a profile without NaN or infinity.
+    from services.scoring.model import BgNbd, GammaGamma
+    from services.scoring.profile import build
+
+    broken = S.Population(bgnbd=BgNbd(0.243, 4.414, 1.0, 2.426), gamma_gamma=GammaGamma(6.25, 1.0, 1545.0))
+    events = [paid("o-1", 100), paid("o-2", 40), paid("o-3", 2)]
+    summary = S.summarize(fold(events), NOW)
+    assert S.values([summary], NOW, broken) == [None]
+    profile, _ = build(fold(events), NOW, broken, None)
+    assert non_finite(profile) == []
+    assert profile["value"]["p_alive"] is None and profile["value"]["clv_12m_cents"] == 0
+    assert profile["lifecycle"]["stage"] == "growth"  # from the purchases alone, not "prospect"
+
+
+def test_a_non_finite_model_value_is_stored_as_null_and_counted():
+    from services.scoring import metrics
+    from services.scoring.pipeline import only_finite
+
+    counted = metrics.NON_FINITE.labels("value.expected_purchases_90d")
+    before = counted._value.get()
+    profile = {
+        "value": {"p_alive": 0.5, "expected_purchases_90d": math.nan, "clv_12m_cents": 0},
+        "churn": {"risk": math.inf},
+    }
+    only_finite("c-1", profile)
+    assert profile["value"] == {"p_alive": 0.5, "expected_purchases_90d": None, "clv_12m_cents": 0}
+    assert profile["churn"]["risk"] is None
+    assert counted._value.get() == before + 1
