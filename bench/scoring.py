@@ -215,10 +215,10 @@ def fold_alone(
                 by_customer[event["subject"]].append(event)
             folded = F.fold(by_customer, {}, now)
             summaries = [S.summarize(f, now) for f in folded.values()]
-            for f, summary, value in zip(
-                folded.values(), summaries, S.values(summaries, now, population), strict=True
-            ):
-                build(f, now, population, None, (summary, value))
+            batch = list(folded.values())
+            scored = S.scored(batch, summaries, S.values(summaries, now, population), population)
+            for f, model in zip(batch, scored, strict=True):
+                build(f, now, population, None, model)
         return len(events) / (time.perf_counter() - started)
     finally:
         gc.set_threshold(*before)

@@ -135,7 +135,9 @@ class BatchPipeline:
         values, the documents."""
         folded = F.fold(by_customer, {cid: facts for cid, (facts, _) in stored.items()}, now)
         summaries = [S.summarize(facts, now) for facts in folded.values()]
-        model_values = S.values(summaries, now, population)  # the whole batch at once
+        scored = S.scored(  # the whole batch at once
+            list(folded.values()), summaries, S.values(summaries, now, population), population
+        )
         docs = [
             self._profile_document(
                 cid,
@@ -143,11 +145,11 @@ class BatchPipeline:
                 by_customer[cid],
                 stored.get(cid, (None, None))[1],
                 now,
-                (summary, value),
+                model,
                 seq,
                 population,
             )
-            for cid, summary, value in zip(folded, summaries, model_values, strict=True)
+            for cid, model in zip(folded, scored, strict=True)
         ]
         return folded, docs
 
@@ -260,7 +262,7 @@ class BatchPipeline:
         events: list[dict[str, Any]],
         previous: dict[str, Any] | None,
         now: datetime,
-        scored: tuple[S.Purchases, S.Value | None],
+        scored: S.Scored,
         seq: int,
         population: S.Population,
     ) -> dict[str, Any]:

@@ -93,14 +93,16 @@ def build(
     now: datetime,
     population: S.Population,
     previous: dict[str, Any] | None,
-    scored: tuple[S.Purchases, S.Value | None] | None = None,
+    scored: S.Scored | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """(profile sections, signals) for `now`. `previous` is the stored profile, for changes;
-    `scored` the purchases summary and model values when the caller computed a whole batch."""
+    `scored` what the models say of the customer when the caller computed a whole batch
+    (`scores.scored`)."""
     previous = previous or {}
-    p, v = scored if scored is not None else (S.summarize(facts, now), None)
     if scored is None:
-        v = S.value(p, now, population)
+        summary = S.summarize(facts, now)
+        scored = S.scored([facts], [summary], [S.value(summary, now, population)], population)[0]
+    p, v, kept_when_bought = scored
     identity = F.values(facts, "identity", IDENTITY_READ)
     consented = bool(identity.pop("marketing_consent"))
     registered = identity["registered_at"]
@@ -180,7 +182,7 @@ def build(
         facts["erased"],
         value_at_risk,
         now,
-        lambda: S.worth_keeping_when_bought(facts, p, population),
+        lambda: kept_when_bought,
     )
     episode, fired = step.episode, step.fired
     profile["churn"] = {
