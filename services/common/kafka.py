@@ -342,7 +342,7 @@ def ensure_topics(
         if present:
             for described in admin.describe_topics(present):
                 count = len(described["partitions"])
-                result[described["topic"]] = (
+                result[described["name"]] = (
                     "exists"
                     if count == settings.topic_partitions
                     else f"exists with {count} partitions (want {settings.topic_partitions})"
@@ -399,6 +399,21 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[An
 
 
 # --- consuming ----------------------------------------------------------------------------
+
+
+# How often (seconds) an idle consumer compares its positions with the log ends.
+EMPTIED_LOG_CHECK_SECONDS = 2.0
+
+
+def log_restarted_empty(position: int | None, log_end: int | None) -> bool:
+    """Embedded stack: the broker (memory storage) restarted empty, so this partition's log
+    starts again at 0 and ends below where the consumer had read to. Tansu answers a fetch past
+    the end with no records rather than OFFSET_OUT_OF_RANGE, so the client's reset policy never
+    runs and a consumer that stayed up would wait there for good; its owner seeks it to the
+    beginning of the new log instead (consumers are idempotent on the event id). On a real
+    cluster a position is never past the log end (the high-water mark of the last fetch), so
+    this never fires there."""
+    return position is not None and log_end is not None and position > log_end
 
 
 @dataclass(frozen=True)
@@ -532,10 +547,14 @@ class EventConsumer:
         )
 
     async def run(self, handle: BatchHandler, stop: asyncio.Event, poll_timeout_ms: int = 500) -> None:
+        next_check = time.monotonic() + EMPTIED_LOG_CHECK_SECONDS
         while not stop.is_set():
             polled = await asyncio.to_thread(self._consumer.poll, poll_timeout_ms, self.max_records)
             records = [r for batch in polled.values() for r in batch]
             if not records:
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + EMPTIED_LOG_CHECK_SECONDS
+                    await asyncio.to_thread(self._rewind_emptied_logs)
                 continue
             try:
                 await self._process(handle, records, stop)
@@ -642,6 +661,23 @@ class EventConsumer:
         self._consumer.commit(offsets)
         metrics.CONSUMER_COMMITS.labels(self.group_id).inc()
         metrics.CONSUMER_LAST_COMMIT.labels(self.group_id).set_to_current_time()
+
+    def _rewind_emptied_logs(self) -> None:
+        """Read an emptied log again from its beginning (log_restarted_empty)."""
+        for tp in self._consumer.assignment():
+            try:
+                position = self._consumer.position(tp, timeout_ms=1000)
+            except Exception:  # noqa: BLE001 - no position yet (rebalancing, broker away)
+                continue
+            if log_restarted_empty(position, self._consumer.highwater(tp)):
+                log.warning(
+                    "the broker's log restarted empty; reading it from the beginning",
+                    group=self.group_id,
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    position=position,
+                )
+                self._consumer.seek_to_beginning(tp)
 
     def _rewind(self, polled: dict[TopicPartition, list[Any]]) -> None:
         for tp, batch in polled.items():

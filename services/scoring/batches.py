@@ -28,7 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import structlog
+from aiokafka import TopicPartition
 from faust.transport.drivers.aiokafka import Consumer
+
+from services.common.kafka import EMPTIED_LOG_CHECK_SECONDS, log_restarted_empty
+
+log = structlog.get_logger(__name__)
 
 # Batches handed over but not yet acknowledged: one publishing its signals, one being written,
 # one staged, and one more fetched so that its read reaches the database before the write in
@@ -66,6 +72,7 @@ class BatchConsumer(Consumer):
         if self.batch_channel is None:
             return await super()._drain_messages(fetcher)
         in_flight = self._in_flight = deque()
+        next_check = time.monotonic() + EMPTIED_LOG_CHECK_SECONDS
         try:
             while not (self._stopped.is_set() or fetcher._stopped.is_set()):
                 records, active = await self._wait_next_records(1.0)
@@ -90,6 +97,9 @@ class BatchConsumer(Consumer):
                     await self._acknowledge(in_flight.popleft())
                 if not fetched and in_flight:
                     await asyncio.wait([in_flight[0].done], timeout=0.2)
+                elif not fetched and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + EMPTIED_LOG_CHECK_SECONDS
+                    await self._rewind_emptied_logs()
         except self.consumer_stopped_errors:
             if not self.transport.app.should_stop:
                 raise
@@ -112,6 +122,35 @@ class BatchConsumer(Consumer):
             await asyncio.wait(pending, timeout=30)
         await super().wait_empty()
 
+    async def _rewind_emptied_logs(self) -> None:
+        """Read an emptied log again from its beginning (kafka.log_restarted_empty)."""
+        for tp in self.assignment():
+            try:
+                position = await self.position(tp)
+                log_end = self.highwater(tp)
+            except Exception:  # noqa: BLE001 - not assigned any more, or no position yet
+                continue
+            if not log_restarted_empty(position, log_end):
+                continue
+            log.warning(
+                "the broker's log restarted empty; reading it from the beginning",
+                topic=tp.topic,
+                partition=tp.partition,
+                position=position,
+                log_end=log_end,
+            )
+            self._forget_old_log(tp)
+            await self._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))  # aiokafka's type
+
+    def _forget_old_log(self, tp: Any) -> None:
+        """Drop what faust keeps of a partition's old log: its commit, read offset,
+        acknowledgements and gaps would hold back every offset of the new one."""
+        self._committed_offset[tp] = None
+        self._read_offset[tp] = None
+        self._acked[tp].clear()
+        self._acked_index[tp].clear()
+        self._gap.pop(tp, None)
+
     async def _acknowledge(self, batch: Batch) -> None:
         await batch.done  # raises if the agent failed: faust restarts the fetcher, nothing is acked
         if batch.generation != self.app.consumer_generation_id:
@@ -123,6 +162,12 @@ class BatchConsumer(Consumer):
             )
         for tp, offsets in by_tp.items():
             committed = self._committed_offset[tp]
+            if log_restarted_empty(committed, min(offsets)):
+                # Within one generation faust reads on from its commit, never below it: records
+                # under it come from a new log (the broker restarted empty), and the old commit
+                # would hold back all of them.
+                self._forget_old_log(tp)
+                committed = None
             fresh = [
                 o for o in offsets if (committed is None or o >= committed) and o not in self._acked_index[tp]
             ]

@@ -4,6 +4,7 @@ and database when they restart, stall or refuse."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -312,3 +313,46 @@ async def test_a_poison_event_is_dead_lettered_after_its_attempts_and_the_stream
     finally:
         again.close()
         producer.close()
+
+
+async def test_a_consumer_that_stays_up_through_a_broker_restart_takes_the_events_after_it(tmp_path):
+    """The embedded broker comes back empty: the consumer's position is past the new log's
+    end, and the events published after the restart must still reach it."""
+    stack = await asyncio.to_thread(start_stack, tmp_path)
+    settings = stack.settings(topic_prefix=f"e{uuid.uuid4().hex[:6]}.")
+    ensure_topics(settings)
+    customer = unique_id()  # one key: one partition
+    before = [paid_event(customer) for _ in range(10)]
+    after = [paid_event(customer) for _ in range(2)]  # the new log ends below the old position
+    handlers: Handlers[dict] = Handlers()
+    seen: dict[str, int] = {}
+    stop = asyncio.Event()
+
+    @handlers.on("crm.order.paid")
+    async def paid(calls: dict, event: dict) -> None:
+        calls[event["id"]] = calls.get(event["id"], 0) + 1
+        if all(e["id"] in calls for e in after):
+            stop.set()
+
+    producer = EventProducer(settings, "test")
+    consumer = EventConsumer(settings, "restart-test", handlers.topics, producer)
+    running = asyncio.create_task(consumer.run(handlers.one_by_one(seen), stop))
+    try:
+        producer.publish(before)
+        deadline = time.monotonic() + 30
+        while not all(e["id"] in seen for e in before):
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(stack.broker.stop)
+        await asyncio.to_thread(stack.start_broker)
+        await asyncio.to_thread(ensure_topics, settings)
+        await asyncio.to_thread(producer.publish, after)
+        await asyncio.wait_for(running, 60)
+        assert all(seen[e["id"]] == 1 for e in after)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(running, 10)
+        consumer.close()
+        producer.close()
+        stack.stop()

@@ -16,7 +16,7 @@ from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.kafka import EventProducer, ensure_topics
 from services.common.mongo import blocking_client
-from services.stack.harness import Service, TopicReader, start_service, unique_id
+from services.stack.harness import Service, TopicReader, start_service, start_stack, unique_id, until
 from tests.conftest import NOW
 
 
@@ -370,3 +370,37 @@ def test_refreshing_the_population_needs_an_admin_key(scorer):
     assert missing.headers["content-type"].startswith("application/problem+json")
     assert scorer.post("/population/refresh", role="viewer").status_code == 403
     assert scorer.post("/population/refresh", role="admin").status_code == 200
+
+
+def test_a_scorer_that_stays_up_through_a_broker_restart_takes_the_events_after_it(tmp_path):
+    """The embedded broker comes back empty: the scorer's positions are past the new log's end,
+    and the events published after the restart must still reach it without restarting it."""
+    stack = start_stack(tmp_path)
+    prefix = f"empty{uuid.uuid4().hex[:6]}."
+    settings = stack.settings(topic_prefix=prefix)
+    ensure_topics(settings)
+    db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+    scorer = start_service(
+        stack, "scoring", db_prefix=db_prefix, CRM_TOPIC_PREFIX=prefix, CRM_DATA_DIR=str(tmp_path / "faust")
+    )
+    profiles = blocking_client(stack.mongo_url)[db_prefix + "profiles"]["profiles"]
+    producer = EventProducer(settings, "test-shop")
+    try:
+        before = [f"before-{n:03d}" for n in range(60)]
+        producer.publish([paid(c, f"{c}-o", NOW - timedelta(days=3)) for c in before])
+        until(lambda: profiles.count_documents({}), lambda n: n == len(before), timeout=60)
+        stack.broker.stop()
+        stack.start_broker()
+        ensure_topics(settings)
+        # Fewer events than before: every partition's new log ends below the old positions.
+        after = [f"after-{n:03d}" for n in range(6)]
+        producer.publish([paid(c, f"{c}-o", NOW - timedelta(days=1)) for c in after])
+        until(
+            lambda: profiles.count_documents({"_id": {"$in": after}}),
+            lambda n: n == len(after),
+            timeout=60,
+        )
+    finally:
+        producer.close()
+        scorer.stop()
+        stack.stop()
