@@ -53,6 +53,12 @@ class IdempotencyKey:
         return cls(scope, hashlib.sha256(payload).hexdigest())
 
 
+class Answered(Exception):  # noqa: N818 - not an error: the key's stored answer, found in the transaction
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__("answered from the Idempotency-Key")
+        self.outcome = outcome
+
+
 Work = Callable[[AsyncIOMotorClientSession], Awaitable[Outcome]]
 
 
@@ -65,12 +71,21 @@ class Writes:
         self._clock = SystemClock()
 
     async def run(self, work: Work, key: IdempotencyKey | None = None) -> Outcome:
+        """With a key, the key is read again inside the transaction and its answer written in
+        it: a retry that overlapped the original (the client timed out and asked again) meets
+        the original's answer once that committed, never the work's own conflict (the order
+        already paid): the transaction's snapshot holds both the work's effect and the key's
+        answer or neither. A refusal with no answer stored is the work's own and stands."""
         if key is not None:
             stored = await self._replay(key)
             if stored is not None:
                 return stored
 
         async def transaction(session: AsyncIOMotorClientSession) -> Outcome:
+            if key is not None:
+                stored = await self._replay(key, session)
+                if stored is not None:
+                    raise Answered(stored)  # nothing to write: abort rather than commit a read
             outcome = await work(session)
             await self.outbox.add(session, outcome.events)
             if key is not None:
@@ -90,12 +105,16 @@ class Writes:
 
         try:
             outcome = await self._with_retries(transaction)
-        except DuplicateKeyError:
-            # The same key raced in concurrently and won: answer what it answered.
-            stored = await self._replay(key) if key is not None else None
-            if stored is None:
+        except Answered as answered:
+            return answered.outcome
+        except (DuplicateKeyError, Problem) as refused:
+            if key is None or (isinstance(refused, Problem) and refused.status != 409):
                 raise
-            return stored
+            # The same key raced in concurrently: answer what it answered once it committed.
+            stored = await self._replay(key)
+            if stored is not None:
+                return stored
+            raise
         if outcome.events:
             self.outbox.wake()
         return outcome
@@ -109,8 +128,10 @@ class Writes:
                 await asyncio.sleep(0.01 * (attempt + 1))
         raise Problem(409, "the same record is being changed concurrently; retry")
 
-    async def _replay(self, key: IdempotencyKey) -> Outcome | None:
-        found = await self.idempotency.find_one({"_id": key.id})
+    async def _replay(
+        self, key: IdempotencyKey, session: AsyncIOMotorClientSession | None = None
+    ) -> Outcome | None:
+        found = await self.idempotency.find_one({"_id": key.id}, session=session)
         if found is None:
             return None
         if found["request_hash"] != key.request_hash:
