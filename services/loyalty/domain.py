@@ -474,6 +474,24 @@ def pay_referral(
     return change, replace(referred, referral_paid=True)
 
 
-def close(account: Account) -> Account:
-    """Erasure: the account closes, its points lapse with the person, the referral link goes."""
-    return replace(account, closed=True, referred_by=None, lots=())
+def close(account: Account, at: datetime, entry_id: str) -> Change:
+    """Erasure: the account closes, its points lapse with the person (a ledger entry and a
+    points_expired with reason `erased`, so the balance stays the ledger's sum and every mirror
+    of it drops to 0), the referral link goes."""
+    closed = replace(account, closed=True, referred_by=None, lots=())
+    points = account.balance
+    if points == 0:
+        return Change(closed, [], [])
+    entry = Entry(
+        entry_id,
+        f"erase:{account.customer_id}",
+        account.customer_id,
+        "expire",
+        -points,
+        0,
+        at,
+        "erased",
+        lots=tuple((lot.lot_id, lot.remaining) for lot in account.lots if lot.remaining),
+    )
+    lapsed = {"entry_id": entry_id, "points": points, "balance": 0, "expired_at": at, "reason": "erased"}
+    return Change(closed, [entry], [("crm.loyalty.points_expired", lapsed)])

@@ -179,14 +179,17 @@ class LoyaltyService:
     async def forget(self, customer_id: str) -> None:
         """Erasure (followed by services/common/erasure.py, apart from the events above): the
         account closes, and stays closed even if it did not exist yet, so whatever of the
-        person's arrives after the erasure earns nothing and links no referral."""
+        person's arrives after the erasure earns nothing and links no referral. Its points
+        lapse through the ledger and a crm.loyalty event like any other change."""
 
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
             account = await self.store.get_or_new(customer_id, session)
+            published: list[dict[str, Any]] = []
             if not account.closed:
-                await self.store.save(domain.close(account), session)
+                change = domain.close(account, self.clock.now(), f"le-e-{customer_id}")
+                published = (await self._commit(change, session))[1]
             await self.store.scrub_reasons(customer_id, SCRUBBED, session)
-            return Outcome(200, None, [])
+            return Outcome(200, None, published)
 
         await self._run(work)
 

@@ -261,7 +261,7 @@ def _ledger(activity: dict[str, Any], kind: str, data: dict[str, Any], at: str, 
     elif kind == "crm.loyalty.points_redeemed":
         entry_kind, sign = ("adjust" if reason.startswith(ADJUSTMENT + ":") else "redeem"), -1
     elif kind == "crm.loyalty.points_expired":
-        entry_kind, sign, reason = "expire", -1, "expired"
+        entry_kind, sign, reason = "expire", -1, data.get("reason", "expired")
     else:
         entry_kind, sign = "reverse", -1
     if activity["erased"] and entry_kind in WRITTEN_BY_AGENTS:

@@ -259,6 +259,35 @@ def test_the_read_model_follows_payments_complaints_and_points_once_each_and_for
     assert resolution not in str(stored)
 
 
+def test_an_erasure_lapses_the_points_through_the_ledger_and_the_profile_mirror_follows(
+    platform, profiles, databases
+):
+    """Issue 18: the account closed on erasure keeps balance = ledger sum (0), and the scorer's
+    loyalty mirror drops to 0 from the points_expired (reason erased) the loyalty service publishes."""
+    loyalty = platform["loyalty"]
+    customer = register(profiles, name="Lin Wei")["customer_id"]
+    buy(platform["orders"], customer, 30_000, NOW - timedelta(days=1))
+    points = until(lambda: loyalty.get(f"/accounts/{customer}").json(), lambda a: a.get("balance", 0) > 0)[
+        "balance"
+    ]
+    mirror = databases["profiles"]["profiles"]
+    until(
+        lambda: mirror.find_one({"_id": customer}) or {},
+        lambda p: p.get("loyalty", {}).get("points") == points,
+    )
+
+    erased = profiles.request("DELETE", f"/customers/{customer}", json={"reason": "customer request"})
+    assert erased.status_code == 202, erased.text
+    account = until(
+        lambda: databases["loyalty"]["accounts"].find_one({"_id": customer}), lambda a: a["closed"]
+    )
+    ledger = list(databases["loyalty"]["ledger"].find({"customer_id": customer}))
+    assert account["balance"] == sum(e["points"] for e in ledger) == 0
+    assert [(e["kind"], e["points"]) for e in ledger] == [("earn", points), ("expire", -points)]
+    profile = until(lambda: mirror.find_one({"_id": customer}), lambda p: p["loyalty"]["points"] == 0)
+    assert profile["loyalty"]["tier"] == account["tier"]
+
+
 def test_search_filters_sorts_and_pages_and_exports_csv(platform, profiles):
     city = f"city-{uuid.uuid4().hex[:6]}"
     # two equal spends straddle the first page's end: the next page must go on inside the tie

@@ -108,9 +108,27 @@ def test_referral_bonus_once_for_the_first_paid_order():
     assert not domain.referral_due(paid(referred, "o-2", 1_000).account)
 
 
-def test_closing_an_account_removes_the_link_and_the_points():
-    closed = domain.close(paid(Account("c-1", referred_by="c-9"), "o-1", 10_000).account)
+def test_closing_an_account_removes_the_link_and_the_points_through_the_ledger():
+    earned = paid(Account("c-1", referred_by="c-9"), "o-1", 10_000)
+    change = domain.close(earned.account, T0, "le-e")
+    closed = change.account
     assert closed.closed and closed.referred_by is None and closed.balance == 0
+    assert sum(e.points for e in earned.entries + change.entries) == 0  # balance = ledger sum
+    (lapsed,) = change.entries
+    assert (lapsed.kind, lapsed.reason, lapsed.points) == ("expire", "erased", -earned.account.balance)
+    assert change.facts == [
+        (
+            "crm.loyalty.points_expired",
+            {
+                "entry_id": "le-e",
+                "points": earned.account.balance,
+                "balance": 0,
+                "expired_at": T0,
+                "reason": "erased",
+            },
+        )
+    ]
+    assert domain.close(Account("c-2"), T0, "le-e2").entries == []  # nothing to lapse
     assert paid(closed, "o-2", 10_000).account.balance == 0
     with pytest.raises(LoyaltyError):
         domain.redeem(closed, 1, "x", T0, "r", "le")
@@ -123,7 +141,7 @@ def test_the_first_referrer_counts_and_nobody_refers_themselves():
     first = domain.referred(fresh, "c-friend")
     assert first.referred_by == "c-friend"
     assert domain.referred(first, "c-other").referred_by == "c-friend"
-    assert domain.referred(domain.close(fresh), "c-friend").referred_by is None  # erased
+    assert domain.referred(domain.close(fresh, T0, "le").account, "c-friend").referred_by is None  # erased
 
 
 def test_refunds_take_points_back_except_those_for_returns():
