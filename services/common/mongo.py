@@ -10,13 +10,18 @@ is built here alone (services, tests and benchmarks call `connect`, `async_clien
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pymongo
+import structlog
+from bson.binary import UUID_SUBTYPE, Binary
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorClientSession, AsyncIOMotorDatabase
 from pymongo import ASCENDING, IndexModel, MongoClient
 from pymongo.errors import ExecutionTimeout, PyMongoError
@@ -24,6 +29,7 @@ from pymongo.errors import ExecutionTimeout, PyMongoError
 from .settings import Settings
 
 T = TypeVar("T")
+log = structlog.get_logger(__name__)
 
 
 def connect(settings: Settings) -> AsyncIOMotorClient:
@@ -119,6 +125,19 @@ class DatabaseCapabilities:
     # nx-27017 fails counting or aggregating a collection that does not exist yet instead of
     # answering zero. `ensure_indexes` creates every collection a service names at start.
     empty_missing_collection: bool = True
+    # nx-27017 never ends a transaction whose client is gone: no transaction lifetime, and a
+    # closed connection drops only its cursors and change streams (nx_27017/server.py
+    # handle_client `finally`), not its sessions. The abandoned transaction is SQLite's
+    # `BEGIN IMMEDIATE` on the database's one connection (neosqlite/client_session.py
+    # start_transaction), so its writes are visible to every client and everything written to
+    # that database afterwards joins it (autocommit writes, other transactions as savepoints)
+    # and is lost when the server stops. `endSessions` with the dead session's id rolls it back
+    # (nx_27017/handler.py endSessions -> neosqlite ClientSession.end_session). So a handle
+    # journals the ids of its sessions (`SessionJournal`) and, opening, ends those of the
+    # processes that are gone (`Mongo.open`): the launcher's restart of a killed service ends
+    # its transaction. What other processes wrote to that database between the kill and the
+    # restart is rolled back with it, and a service that is not restarted leaves it open.
+    ends_abandoned_transactions: bool = True
     # Known from the founding contract and kept out of the code rather than worked around:
     # `$ne` against an array field always matches (use `$nin`); `$not`, `{field: None}`,
     # `$sortByCount`, `$bucketAuto`, array-index paths (`a.0`), update pipelines, Decimal128 and
@@ -149,7 +168,52 @@ EMBEDDED = DatabaseCapabilities(
     binary_in_updates=False,
     dates_in_updates=False,
     empty_missing_collection=False,
+    ends_abandoned_transactions=False,
 )
+
+
+class SessionJournal:
+    """The session ids a process runs transactions under, one hex id a line in a file named
+    starting with its process id (`DatabaseCapabilities.ends_abandoned_transactions`). A line is written
+    before its first transaction, so a SIGKILL cannot hide it; the driver's pool reuses
+    sessions, so a file stays a few lines long. Files of processes that are gone name the
+    sessions whose transactions may be left open."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / f"{os.getpid()}.{uuid.uuid4().hex[:8]}.ids"  # a handle's own
+        self._known: set[str] = set()
+
+    def left_behind(self) -> dict[Path, list[str]]:
+        """Each journal of a process no longer running, with its session ids."""
+        found = {}
+        for path in self.folder.glob("*.ids"):
+            pid = path.name.split(".", 1)[0]
+            if pid.isdigit() and not _running(int(pid)):
+                found[path] = path.read_text().split()
+        return found
+
+    def close(self) -> None:
+        """The driver ended the sessions itself (a client's close sends `endSessions`)."""
+        self.path.unlink(missing_ok=True)
+
+    def note(self, session: AsyncIOMotorClientSession) -> None:
+        session_id = session.session_id["id"].hex()
+        if session_id not in self._known:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as journal:
+                journal.write(session_id + "\n")
+            self._known.add(session_id)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 @dataclass
@@ -163,6 +227,8 @@ class Mongo:
     # (settings.db_timeout_seconds); then it fails with a timeout (HTTP: 503 with Retry-After).
     timeout: float = 10.0
 
+    journal: SessionJournal | None = None
+
     def __post_init__(self) -> None:
         self._tx_lock = asyncio.Lock()
 
@@ -173,12 +239,32 @@ class Mongo:
             info = await client.admin.command("buildInfo")
         except Exception:  # noqa: BLE001 - unreachable now; readyz reports it, writes retry
             info = None
-        return cls(
+        mongo = cls(
             client,
             client[settings.db_name(service)],
             DatabaseCapabilities.of(info),
             timeout=settings.db_timeout_seconds,
         )
+        if not mongo.capabilities.ends_abandoned_transactions:
+            mongo.journal = SessionJournal(settings.data_dir / "sessions")
+            await mongo._end_abandoned()
+        return mongo
+
+    async def _end_abandoned(self) -> None:
+        """Roll back the transactions that killed processes left open
+        (`DatabaseCapabilities.ends_abandoned_transactions`), before this one writes. While the
+        server is unreachable their journals stay for the next start."""
+        assert self.journal is not None
+        for path, session_ids in self.journal.left_behind().items():
+            if session_ids:
+                lsids = [{"id": Binary(bytes.fromhex(s), UUID_SUBTYPE)} for s in session_ids]
+                try:
+                    await self.client.admin.command("endSessions", lsids)
+                except Exception:  # noqa: BLE001 - unreachable now; tried again at the next start
+                    log.warning("abandoned_sessions_not_ended", journal=str(path))
+                    continue
+                log.info("abandoned_sessions_ended", journal=str(path), sessions=len(session_ids))
+            path.unlink(missing_ok=True)
 
     async def transaction(self, work: Callable[[AsyncIOMotorClientSession], Awaitable[T]]) -> T:
         """Run `work(session)` in one transaction, retried on transient errors, all within
@@ -203,6 +289,8 @@ class Mongo:
     async def _run(self, work: Callable[[AsyncIOMotorClientSession], Awaitable[T]], deadline: float) -> T:
         """motor's `with_transaction`, retrying until `deadline` instead of for two minutes."""
         async with await self.client.start_session() as session:
+            if self.journal is not None:
+                self.journal.note(session)
             while True:
                 session.start_transaction()
                 try:
@@ -235,6 +323,8 @@ class Mongo:
 
     def close(self) -> None:
         self.client.close()
+        if self.journal is not None:
+            self.journal.close()
 
 
 def _transient(error: BaseException, label: str) -> bool:
