@@ -173,11 +173,11 @@ EMBEDDED = DatabaseCapabilities(
 
 
 class SessionJournal:
-    """The session ids a process runs transactions under, one hex id a line in a file named
-    starting with its process id (`DatabaseCapabilities.ends_abandoned_transactions`). A line is written
-    before its first transaction, so a SIGKILL cannot hide it; the driver's pool reuses
-    sessions, so a file stays a few lines long. Files of processes that are gone name the
-    sessions whose transactions may be left open."""
+    """The session ids a handle runs transactions under, one hex id a line in a file of its own
+    whose name starts with its process id (`DatabaseCapabilities.ends_abandoned_transactions`).
+    A line is written before its first transaction, so a SIGKILL cannot hide it; the driver's
+    pool reuses sessions, so a file stays a few lines long. Files of processes that are gone
+    name the sessions whose transactions may be left open."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -226,7 +226,6 @@ class Mongo:
     # Seconds a transaction may take, waiting for its turn, retries and commit included
     # (settings.db_timeout_seconds); then it fails with a timeout (HTTP: 503 with Retry-After).
     timeout: float = 10.0
-
     journal: SessionJournal | None = None
 
     def __post_init__(self) -> None:
