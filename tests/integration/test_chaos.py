@@ -55,22 +55,8 @@ def test_every_fault_was_injected_and_the_platform_recovered(chaos_run: Result) 
 
 
 MEMORY = "the embedded broker forgets acknowledged events on crash (memory storage)"
-ERASED_POINTS = (
-    "erasure closes a loyalty account (its points lapse) without a ledger entry or a crm.loyalty "
-    "event (services/loyalty, domain.close)"
-)
-
-
-ABANDONED = (
-    "a service SIGKILLed inside a transaction leaves it open on nx-27017, neither committed nor "
-    "rolled back and visible to every client, so a retry with the same key meets the half-done "
-    "write (409) and a later database crash drops everything written since"
-)
 
 KNOWN = {
-    "writes": pytest.mark.xfail(
-        strict=False, reason=f"issue 18, when the kill lands mid-transaction: {ABANDONED}"
-    ),
     "erasure": pytest.mark.xfail(
         strict=False,
         reason=f"issue 18, when an erasure lands just before the broker's SIGKILL: {MEMORY}, so the "
@@ -78,11 +64,9 @@ KNOWN = {
     ),
     "profiles": pytest.mark.xfail(
         strict=True,
-        reason=f"issue 18: {ERASED_POINTS}, so the profile's loyalty mirror keeps the points; "
-        f"{MEMORY}: an event relayed just before the broker's SIGKILL never reaches the scorer",
-    ),
-    "loyalty": pytest.mark.xfail(
-        strict=True, reason=f"issue 18: {ERASED_POINTS}, so the balance (0) differs from the ledger sum"
+        reason=f"issue 18: {MEMORY}: an event relayed just before the broker's SIGKILL never reaches "
+        "the scorer (an erased customer's points_expired with crm.customer.erased: the loyalty mirror "
+        "keeps the points)",
     ),
     "signals": pytest.mark.xfail(
         strict=True,
