@@ -68,6 +68,12 @@ KNOWN = {
         "never reaches the scorer (an erased customer's points_expired with crm.customer.erased: the "
         "loyalty mirror keeps the points)",
     ),
+    "loyalty": pytest.mark.xfail(
+        strict=False,
+        reason=f"issue 18, when a crm.order.paid is relayed just before the broker's SIGKILL: {MEMORY}, "
+        "so the paid order earns no points (balance = ledger sum holds since erasure lapses points "
+        "through the ledger)",
+    ),
     "signals": pytest.mark.xfail(
         strict=True,
         reason=f"issue 18: {MEMORY}: warnings published before the broker's SIGKILL are gone from "
