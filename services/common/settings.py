@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring", "console", "engagement")
+SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring", "console", "engagement", "reports")
 
 
 class Settings(BaseSettings):
@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     scoring_port: int = 8005
     console_port: int = 8000
     engagement_port: int = 8006
+    reports_port: int = 8007
 
     # Where the other services answer, when not on this host's ports (compose, Kubernetes).
     orders_url: str | None = None
@@ -40,6 +41,7 @@ class Settings(BaseSettings):
     scoring_url: str | None = None
     console_url: str | None = None
     engagement_url: str | None = None
+    reports_url: str | None = None
     peer_timeout_seconds: float = Field(2.0, gt=0)  # calls to other services' APIs (services/common/peers.py)
 
     api_keys_file: Path = Path(".crm/api-keys.hashed")
@@ -86,6 +88,11 @@ class Settings(BaseSettings):
     console_currency: str = Field("CNY", pattern="^[A-Z]{3}$")  # the currency of profiles' amounts
     # each page's calls to the other services (the 360 view itself waits up to peer_timeout_seconds)
     console_peer_timeout_seconds: float = Field(5.0, gt=0)
+
+    # reports
+    reports_refresh_seconds: float = Field(60.0, gt=0)  # how often the reports' snapshot is rebuilt
+    # a viewer key the reports service reads the profiles API with (scores, churn worklist)
+    reports_api_key: str | None = None
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

@@ -119,6 +119,27 @@ def start_console(stack: Stack, platform: dict[str, Service], **env: str) -> Ser
     return start_service(stack, "console", db_prefix=db_prefix, **{**peers, **env})
 
 
+def start_reports(stack: Stack, platform: dict[str, Service], **env: str) -> Service:
+    """The reports service beside a running platform, on its database prefix and topics, with
+    a viewer's key for the profiles API (quick refreshes unless `env` says otherwise)."""
+    peers = {f"CRM_{name.upper()}_URL": service.url for name, service in platform.items()}
+    shared = {
+        k: v for k, v in platform["profiles"].env.items() if k in ("CRM_TOPIC_PREFIX", "CRM_CLOCK_FILE")
+    }
+    return start_service(
+        stack,
+        "reports",
+        db_prefix=platform["profiles"].env["CRM_DB_PREFIX"],
+        **{
+            **peers,
+            **shared,
+            "CRM_REPORTS_API_KEY": stack.keys["viewer"],
+            "CRM_REPORTS_REFRESH_SECONDS": "1",
+            **env,
+        },
+    )
+
+
 def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Service]:
     """Every service on one database prefix, each told where the others answer; `env` goes
     to all of them (topic prefix, clock file) and overrides the tests' quick timers."""

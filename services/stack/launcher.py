@@ -98,9 +98,12 @@ class Platform:
             if infra is not None:
                 infra.wait_ready(30)
         self._ensure_topics()
+        keys = dict(line.split("=", 1) for line in keys_file.read_text().split() if "=" in line)
         for name in existing_services():
             port = self.settings.port_of(name)
             env = {**self.child_env, **(self._engagement_env(keys_file) if name == "engagement" else {})}
+            if name == "reports":  # reads the profiles API off the request path, with a viewer's key
+                env = {**env, "CRM_REPORTS_API_KEY": keys["viewer"]}
             child = service_child(name, env, port, self.log_dir)
             self.services.append(child)
             child.start()

@@ -145,6 +145,7 @@ def test_the_metric_table_documents_exactly_the_metrics_the_processes_export():
         "services.common.peers",
         "services.scoring.metrics",
         "services.engagement.service",
+        "services.reports.service",
     ):
         importlib.import_module(module)
     exported = {}
