@@ -3,4 +3,6 @@ from services.common.settings import get_settings
 
 from .main import create_app
 
-serve(create_app(), get_settings(), "reports")
+# Guarded: the snapshot builder is a spawned process, which imports this module again.
+if __name__ == "__main__":
+    serve(create_app(), get_settings(), "reports")

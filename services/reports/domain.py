@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import RuleBroken
+from services.complaints.domain import nps
 from services.profiles.domain import seasonal_index
 from services.scoring.population import abc_thresholds
 
@@ -466,7 +467,9 @@ def cohort_matrix(
     first, last = int(cohort_of.min()), int(month_index(np.array([now]))[0])
     rows, cols = last - first + 1, last - first + 1
     row = cohort_of - first
-    bought = np.unique(np.stack([customer[known], since]), axis=1)
+    span = int(since.max()) + 1
+    bought = np.unique(customer[known] * span + since)
+    bought = np.stack([bought // span, bought % span])
     bought_row = month_index(first_paid[bought[0]]) - first
     active = np.zeros((rows, cols))
     np.add.at(active, (bought_row, bought[1]), 1)
@@ -773,11 +776,10 @@ def products(s: Snapshot, p: Period, by: str | None) -> dict[str, Any]:
 
 
 def _distinct_per(codes: np.ndarray, customer: np.ndarray, width: int) -> np.ndarray:
+    """How many different customers each code has."""
     keep = customer >= 0
-    if not keep.any():
-        return np.zeros(width, np.int64)
-    pairs = np.unique(np.stack([codes[keep], customer[keep]]), axis=1)
-    return np.bincount(pairs[0], minlength=width)
+    pairs = np.unique(codes[keep] * (int(customer.max(initial=0)) + 1) + customer[keep])
+    return np.bincount(pairs // (int(customer.max(initial=0)) + 1), minlength=width)
 
 
 def next_categories(s: Snapshot, p: Period, category: str) -> dict[str, Any]:
@@ -825,13 +827,6 @@ def satisfaction(s: Snapshot, p: Period) -> dict[str, Any]:
     }
 
 
-def nps(recommend: np.ndarray) -> float | None:
-    answered = recommend[~np.isnan(recommend)]
-    if len(answered) == 0:
-        return None
-    return round(float(100 * ((answered >= 9).mean() - (answered <= 6).mean())), 1)
-
-
 def _survey_figures(sv: dict[str, np.ndarray], pick: np.ndarray) -> dict[str, Any]:
     csat = sv["csat"][pick]
     general = ~csat
@@ -847,27 +842,29 @@ def _survey_figures(sv: dict[str, np.ndarray], pick: np.ndarray) -> dict[str, An
         "dimensions": dims,
         "csat": round(float(csat_scores.mean()), 3) if len(csat_scores) else None,
         "csat_surveys": int(csat.sum()),
-        "nps": nps(sv["recommend"][pick]),
+        "nps": nps([int(r) for r in sv["recommend"][pick] if not np.isnan(r)]),
     }
 
 
 def monthly_sales(
     t: np.ndarray, net: np.ndarray, codes: np.ndarray | None = None
 ) -> dict[Any, dict[tuple[int, int], int]]:
-    """Net sales by (year, month), per code (None: the shop)."""
-    months = month_index(t)
+    """Net sales by (year, month), per code (None: the shop): one bincount over month x code."""
     out: dict[Any, dict[tuple[int, int], int]] = defaultdict(dict)
+    if len(t) == 0:
+        return out
+    months = month_index(t)
+    first = int(months.min())
     keys = np.zeros(len(t), np.int64) if codes is None else codes
-    for key in np.unique(keys):
-        pick = keys == key
-        m = months[pick]
-        sums = np.bincount(m - m.min(), weights=net[pick]) if len(m) else np.zeros(0)
-        for i, cents in enumerate(sums):
-            if cents:
-                month = int(m.min()) + i
-                out[None if codes is None else int(key)][(1970 + month // 12, month % 12 + 1)] = int(
-                    round(cents)
-                )
+    width = int(keys.max()) + 1
+    span = int(months.max()) - first + 1
+    sums = np.bincount((months - first) * width + keys, weights=net, minlength=span * width).reshape(
+        span, width
+    )
+    for row, col in zip(*np.nonzero(sums), strict=True):
+        month = first + int(row)
+        key = None if codes is None else int(col)
+        out[key][(1970 + month // 12, month % 12 + 1)] = int(round(sums[row, col]))
     return out
 
 

@@ -27,7 +27,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             clock_from(settings.clock_file),
             peers,
             settings.reports_api_key,
+            (settings.mongo_url, runtime.mongo.db.name),
         )
+
+        async def close_builder() -> None:
+            service.close()
+
+        runtime.on_stop(close_builder)
         app.state.reports = service
         runtime.background("consumer", lambda stop: service.consume(settings, stop))
         runtime.background(

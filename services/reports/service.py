@@ -6,25 +6,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any
 
 import structlog
 from prometheus_client import Gauge, Histogram
+from pymongo.database import Database
 
 from services.common import kafka
 from services.common.clock import Clock
 from services.common.errors import Kind
 from services.common.metrics import LATENCY_BUCKETS
+from services.common.mongo import blocking_client
 from services.common.peers import Peers, Unavailable
 from services.common.settings import Settings
 
 from . import domain
 from .domain import Period, ReportsError, Snapshot
 from .events import CONSUMED, GROUP
-from .store import ReportsStore
+from .store import ReportsStore, read_model
 
 log = structlog.get_logger(__name__)
 BUILD_SECONDS = Histogram(
@@ -33,9 +38,36 @@ BUILD_SECONDS = Histogram(
 SNAPSHOT_AGE = Gauge("crm_reports_snapshot_built_timestamp_seconds", "When the reports' snapshot was built.")
 
 
+_builder_db: Database | None = None
+
+
+def build_snapshot(mongo_url: str, db_name: str, now: int) -> Snapshot:
+    """In the builder process: read the read model and aggregate it."""
+    global _builder_db
+    if _builder_db is None:
+        _builder_db = blocking_client(mongo_url, serverSelectionTimeoutMS=10_000)[db_name]
+    return domain.build(**read_model(_builder_db), now=now)
+
+
+def _builder_pool() -> ProcessPoolExecutor:
+    # spawn, not fork: the service process runs threads (Kafka clients) a fork would copy
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
 class ReportsService:
-    def __init__(self, store: ReportsStore, clock: Clock, peers: Peers | None, api_key: str | None) -> None:
+    def __init__(
+        self,
+        store: ReportsStore,
+        clock: Clock,
+        peers: Peers | None,
+        api_key: str | None,
+        builder: tuple[str, str],
+    ) -> None:
+        """builder: the database URL and name the builder process reads."""
         self.store = store
+        self.builder = builder
+        self._pool = _builder_pool()
+        self._erased_during_build: set[str] = set()
         self.clock = clock
         self.peers = peers
         self.authorization = f"Bearer {api_key}" if api_key else None
@@ -50,14 +82,15 @@ class ReportsService:
 
     async def forget(self, customer_id: str) -> None:
         await self.store.forget(customer_id)
+        self._erased_during_build.add(customer_id)  # a build already reading keeps them out too
         if self.snapshot is not None:
             domain.erase(self.snapshot, customer_id)  # no report lists the person from now on
 
     async def pull(self) -> bool:
         """Every profile's scores and the churn worklist, from the profiles API; False (and
         the last pull kept) when it does not answer."""
-        if self.peers is None:
-            return False
+        if self.peers is None or self.authorization is None:
+            return False  # no key to read the profiles API with: the stored scores stand
         try:
             rows = await self.peers.every_page("profiles", "/customers", self.authorization, sort="spend")
             warnings = await self.peers.every_page("profiles", "/churn-warnings", self.authorization)
@@ -74,9 +107,16 @@ class ReportsService:
             started = time.perf_counter()
             if pull:
                 await self.pull()
-            model = await self.store.read_model()
+            self._erased_during_build = set()
             now = int(self.clock.now().timestamp())
-            snapshot = await asyncio.to_thread(lambda: domain.build(**model, now=now))
+            loop = asyncio.get_running_loop()
+            try:
+                snapshot = await loop.run_in_executor(self._pool, build_snapshot, *self.builder, now)
+            except BrokenProcessPool:
+                self._pool = _builder_pool()  # the builder died (out of memory?): a new one next time
+                raise
+            for customer_id in self._erased_during_build:
+                domain.erase(snapshot, customer_id)
             self.snapshot = snapshot
             BUILD_SECONDS.observe(time.perf_counter() - started)
             SNAPSHOT_AGE.set(now)
@@ -87,6 +127,9 @@ class ReportsService:
                 seconds=round(time.perf_counter() - started, 2),
             )
             return snapshot
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def run_refresh(self, stop: asyncio.Event, every: float) -> None:
         while not stop.is_set():

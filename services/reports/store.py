@@ -12,6 +12,7 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ReplaceOne
+from pymongo.database import Database
 
 from services.common.mongo import index
 
@@ -180,43 +181,6 @@ class ReportsStore:
         for start in range(0, len(ops), CHUNK):
             await self.db[WARNINGS].bulk_write(ops[start : start + CHUNK], ordered=False)
 
-    # --- the whole read model, for the snapshot --------------------------------------------------
-
-    async def read_model(self) -> dict[str, Any]:
-        erased = {d["_id"] async for d in self.db[ERASED].find({})}
-        customers = [
-            {"customer_id": d["_id"], **{k: d.get(k) for k in (*ATTRIBUTES, "registered_at")}}
-            async for d in self.db[CUSTOMERS].find({})
-        ]
-        scores = {d["_id"]: d async for d in self.db[SCORES].find({})}
-        returns: dict[str, dict[str, Any]] = defaultdict(dict)
-        refunds: dict[str, dict[str, Any]] = defaultdict(dict)
-        async for d in self.db[ADJUSTMENTS].find({}):
-            target = returns if d["kind"] == "return" else refunds
-            target[d["order_id"]][d["_id"]] = d
-        orders: list[OrderRecord] = []
-        async for d in self.db[ORDERS].find({"paid_at": {"$exists": True}}):
-            record = order_record(d, returns.get(d["_id"], {}), refunds.get(d["_id"], {}))
-            if record is not None:
-                orders.append(record)
-        complaints = {d["_id"]: d["category"] async for d in self.db[COMPLAINTS].find({})}
-        surveys = [
-            {**d, "survey_id": d["_id"], "customer_id": d.get("customer_id") or ""}
-            async for d in self.db[SURVEYS].find({})
-        ]
-        moves = [{**d, "customer_id": d["customer_id"]} async for d in self.db[MOVES].find({})]
-        warnings = [d async for d in self.db[WARNINGS].find({})]
-        return {
-            "customers": customers,
-            "scores": scores,
-            "orders": orders,
-            "complaints": complaints,
-            "surveys": surveys,
-            "moves": moves,
-            "warnings": warnings,
-            "erased": erased,
-        }
-
     # --- the bench and the tests write generated history directly -------------------------------
 
     async def insert_generated(self, collection: str, docs: list[dict[str, Any]]) -> None:
@@ -225,6 +189,41 @@ class ReportsStore:
                 [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in docs[start : start + CHUNK]],
                 ordered=False,
             )
+
+
+def read_model(db: Database) -> dict[str, Any]:
+    """The whole read model, as domain.build takes it. Blocking (PyMongo): the snapshot is
+    built in a process of its own, so reading a million orders never holds the HTTP
+    process's interpreter."""
+    erased = {d["_id"] for d in db[ERASED].find({})}
+    customers = [
+        {"customer_id": d["_id"], **{k: d.get(k) for k in (*ATTRIBUTES, "registered_at")}}
+        for d in db[CUSTOMERS].find({})
+    ]
+    scores = {d["_id"]: d for d in db[SCORES].find({})}
+    returns: dict[str, dict[str, Any]] = defaultdict(dict)
+    refunds: dict[str, dict[str, Any]] = defaultdict(dict)
+    for d in db[ADJUSTMENTS].find({}):
+        target = returns if d["kind"] == "return" else refunds
+        target[d["order_id"]][d["_id"]] = d
+    orders: list[OrderRecord] = []
+    for d in db[ORDERS].find({"paid_at": {"$exists": True}}):
+        record = order_record(d, returns.get(d["_id"], {}), refunds.get(d["_id"], {}))
+        if record is not None:
+            orders.append(record)
+    return {
+        "customers": customers,
+        "scores": scores,
+        "orders": orders,
+        "complaints": {d["_id"]: d["category"] for d in db[COMPLAINTS].find({})},
+        "surveys": [
+            {**d, "survey_id": d["_id"], "customer_id": d.get("customer_id") or ""}
+            for d in db[SURVEYS].find({})
+        ],
+        "moves": list(db[MOVES].find({})),
+        "warnings": list(db[WARNINGS].find({})),
+        "erased": erased,
+    }
 
 
 def _warning_doc(w: dict[str, Any]) -> dict[str, Any]:

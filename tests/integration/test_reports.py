@@ -151,6 +151,9 @@ def report(reports: Service, name: str, **params) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def ready(reports, shop) -> None:
     """The reports have folded every seeded event and pulled every profile's scores."""
+    until(
+        lambda: reports.get("/reports/rfm", role="viewer").status_code, lambda code: code == 200, timeout=60
+    )
     until(lambda: report(reports, "contribution"), lambda r: r["revenue_cents"] == TOTAL, timeout=90)
     until(lambda: report(reports, "satisfaction"), lambda r: r["surveys"] == 3)
     until(

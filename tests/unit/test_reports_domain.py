@@ -259,3 +259,10 @@ def test_an_erased_person_is_listed_nowhere_but_the_shops_sales_stay():
     assert domain.products(s, ALL, None)["net_sales_cents"] == 36500
     assert "c2" not in str(domain.churn(s, ALL)) and domain.churn(s, ALL)["opened"] == 1
     assert np.all(s.order_customer != 1)
+
+
+def test_monthly_sales_per_code_over_months_with_gaps():
+    times = np.array([t("2025-01-10"), t("2025-03-05"), t("2025-03-20"), t("2025-03-21")])
+    got = domain.monthly_sales(times, np.array([100.0, 200.0, 300.0, 50.0]), np.array([0, 1, 1, 0]))
+    assert got == {0: {(2025, 1): 100, (2025, 3): 50}, 1: {(2025, 3): 500}}
+    assert domain.monthly_sales(times, np.array([100.0, 200.0, 300.0, 50.0]))[None][(2025, 3)] == 550
