@@ -76,3 +76,17 @@ class ChurnAction(StrEnum):
     COUPON = "coupon"
     EMAIL = "email"
     SERVICE_RECOVERY = "service_recovery"
+
+
+# Age bands, [from, to) in whole years: how reports break customers down and the profile
+# search filters them.
+AGE_BANDS = (
+    (0, 18, "under 18"),
+    (18, 25, "18-24"),
+    (25, 35, "25-34"),
+    (35, 45, "35-44"),
+    (45, 55, "45-54"),
+    (55, 65, "55-64"),
+    (65, 200, "65+"),
+)
+AGE_BAND_NAMES = tuple(label for _, _, label in AGE_BANDS)

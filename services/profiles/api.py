@@ -13,9 +13,9 @@ from pydantic import AwareDatetime
 from services.common.auth import BULK_EXPORT_ROLE, Principal, require
 from services.common.clock import PERIOD_RULE
 from services.common.endpoints import IdempotencyHeader, answer, idempotency, optional_body
-from services.common.fields import CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
+from services.common.fields import Channel, CustomerId, EntityId, Limit, ShortText, Since, Until, only_params
 from services.common.problems import Problem
-from services.common.vocabulary import ChurnLevel, LifecycleStage, LoyaltyTier, Segment
+from services.common.vocabulary import AGE_BAND_NAMES, ChurnLevel, LifecycleStage, LoyaltyTier, Segment
 from services.common.writes import IdempotencyKey
 
 from .domain import SEARCH_ORDERS, ProfileFilters, WarningFilters, WarningStatus
@@ -28,6 +28,7 @@ from .models import (
     CustomerIn,
     CustomerPatch,
     EraseIn,
+    Gender,
     OutcomeIn,
     csv_cell,
     present_warning,
@@ -97,6 +98,16 @@ async def get_consent(
 
 
 FILTERS = ("segment", "lifecycle_stage", "abc_class", "tier", "churn_level", "min_risk", "city")
+FILTERS += (
+    "gender",
+    "age_band",
+    "city_tier",
+    "channel",
+    "marketing_consent",
+    "category",
+    "brand",
+    "min_affinity",
+)
 SEARCH_PARAMS = (*FILTERS, "registered_from", "registered_to", "sort", "order", "limit", "cursor", "format")
 
 
@@ -116,6 +127,16 @@ async def search_customers(
     city: ShortText | None = None,
     registered_from: AwareDatetime | None = None,
     registered_to: AwareDatetime | None = None,
+    gender: Gender | None = None,
+    age_band: Literal[AGE_BAND_NAMES] | None = None,  # type: ignore[valid-type]
+    city_tier: Annotated[int | None, Query(ge=1, le=5)] = None,
+    channel: Channel | None = None,
+    marketing_consent: bool | None = None,
+    category: Annotated[ShortText | None, Query(description="bought in the last 12 months")] = None,
+    brand: ShortText | None = None,
+    min_affinity: Annotated[
+        float | None, Query(gt=0, le=1, description="with category or brand: least share of 12 months' spend")
+    ] = None,
     sort: Literal[tuple(SEARCH_ORDERS)] = "clv",  # type: ignore[valid-type]
     order: Literal["asc", "desc"] | None = Query(None, description="Default: desc, recency asc"),
     limit: Limit = 50,
@@ -137,7 +158,17 @@ async def search_customers(
         city=city,
         registered_from=registered_from,
         registered_to=registered_to,
+        gender=gender,
+        age_band=age_band,
+        city_tier=city_tier,
+        channel=channel,
+        marketing_consent=marketing_consent,
+        category=category,
+        brand=brand,
+        min_affinity=min_affinity,
     )
+    if min_affinity is not None and category is None and brand is None:
+        raise Problem(400, "min_affinity goes with category or brand")
     if format == "csv":
         if cursor:
             raise Problem(400, "format=csv exports the whole result; leave out cursor")

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
 from services.common.errors import Kind, RuleBroken
-from services.common.vocabulary import ChurnAction
+from services.common.vocabulary import AGE_BANDS, ChurnAction
 
 Facts = list[tuple[str, dict[str, Any]]]  # (event type, data) to publish
 
@@ -369,6 +369,36 @@ class ProfileFilters:
     city: str | None = None
     registered_from: datetime | None = None
     registered_to: datetime | None = None
+    gender: str | None = None
+    age_band: str | None = None
+    city_tier: int | None = None
+    channel: str | None = None
+    marketing_consent: bool | None = None
+    category: str | None = None  # bought in the last 12 months, at least min_affinity of the spend
+    brand: str | None = None
+    min_affinity: float | None = None
+    born: tuple[str, str] | None = None  # (after, up to): the age band on the search's day
+
+
+def on_day(filters: ProfileFilters, today: date) -> ProfileFilters:
+    """The filters with the age band turned into birth dates as of `today`."""
+    if filters.age_band is None:
+        return filters
+    return replace(filters, born=born_within(filters.age_band, today))
+
+
+def _years_before(day: date, years: int) -> date:
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:  # 29 February in a year without one
+        return day.replace(year=day.year - years, day=28)
+
+
+def born_within(band: str, today: date) -> tuple[str, str]:
+    """The birth dates (ISO text, after, up to and including) of customers whose age today is
+    in the band."""
+    low, high = next((lo, hi) for lo, hi, label in AGE_BANDS if label == band)
+    return _years_before(today, high).isoformat(), _years_before(today, low).isoformat()
 
 
 def export_record(

@@ -54,6 +54,15 @@ CSV_COLUMNS = (
     "p_alive",
     "churn_risk",
     "churn_level",
+    "gender",
+    "birth_date",
+    "city_tier",
+    "channel",
+    "marketing_consent",
+    "top_category",
+    "top_category_share",
+    "top_brand",
+    "top_brand_share",
 )
 
 # What a spreadsheet reads as a formula when a cell starts with it (OWASP, CSV injection).

@@ -315,6 +315,7 @@ class ProfilesService:
     async def search(
         self, filters: ProfileFilters, sort: str, order: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
+        filters = domain.on_day(filters, self.clock.now().date())
         rows, next_cursor = await self.store.search(
             filters, sort, domain.ascending(sort, order), limit, cursor
         )
@@ -326,6 +327,7 @@ class ProfilesService:
         """Every search row, page after page (the CSV export)."""
         cursor = None
         ascending = domain.ascending(sort, order)
+        filters = domain.on_day(filters, self.clock.now().date())
         while True:
             rows, cursor = await self.store.search(filters, sort, ascending, 1000, cursor)
             for row in rows:

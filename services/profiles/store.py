@@ -40,6 +40,10 @@ INDEXES = {
 WARNING_SORT: Sort = [("open_rank", -1), ("value_at_risk_cents", -1), ("_id", -1)]
 # Where each search criterion and summary dimension sits in a live profile.
 PROFILE_FIELDS = {
+    "gender": "identity.gender",
+    "city_tier": "identity.city_tier",
+    "channel": "identity.channel",
+    "marketing_consent": "consent.marketing",
     "segment": "rfm.segment",
     "lifecycle_stage": "lifecycle.stage",
     "abc_class": "value.abc_class",
@@ -66,6 +70,14 @@ def search_query(filters: ProfileFilters) -> dict[str, Any]:
         query["rank.risk"] = {"$gte": filters.min_risk}  # churn.risk, indexed (-1 when not scored)
     if (registered := between(filters.registered_from, filters.registered_to)) is not None:
         query["identity.registered_at"] = registered
+    if filters.born is not None:
+        query["identity.birth_date"] = {"$gt": filters.born[0], "$lte": filters.born[1]}
+    for name, kind in (("category", "categories"), ("brand", "brands")):
+        if (wanted := getattr(filters, name)) is not None:
+            # $elemMatch unindexed: nx-27017 answers a multikey index on it wrongly (empty)
+            query[f"affinity.{kind}"] = {
+                "$elemMatch": {"name": wanted, "share": {"$gte": filters.min_affinity or 0}}
+            }
     return query
 
 
@@ -80,6 +92,8 @@ def search_row(doc: dict[str, Any]) -> dict[str, Any]:
     """One search hit: who, and the scores an operations list sorts and filters by."""
     identity, rfm, value = doc.get("identity", {}), doc.get("rfm", {}), doc.get("value", {})
     churn, purchases = doc.get("churn", {}), doc.get("purchases", {})
+    affinity = doc.get("affinity") or {}
+    categories, brands = affinity.get("categories") or [{}], affinity.get("brands") or [{}]
     return {
         "customer_id": doc["_id"],
         "name": identity.get("name"),
@@ -98,6 +112,15 @@ def search_row(doc: dict[str, Any]) -> dict[str, Any]:
         "p_alive": value.get("p_alive"),
         "churn_risk": churn.get("risk"),
         "churn_level": churn.get("level"),
+        "gender": identity.get("gender"),
+        "birth_date": identity.get("birth_date"),
+        "city_tier": identity.get("city_tier"),
+        "channel": identity.get("channel"),
+        "marketing_consent": (doc.get("consent") or {}).get("marketing"),
+        "top_category": categories[0].get("name"),
+        "top_category_share": categories[0].get("share"),
+        "top_brand": brands[0].get("name"),
+        "top_brand_share": brands[0].get("share"),
     }
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import RuleBroken
+from services.common.vocabulary import AGE_BANDS
 from services.complaints.domain import nps
 from services.profiles.domain import seasonal_index
 from services.scoring.population import abc_thresholds
@@ -36,8 +37,6 @@ DIMENSIONS = (
     "lifecycle_stage",
     "abc_class",
 )
-AGE_BANDS = ((0, 18, "under 18"), (18, 25, "18-24"), (25, 35, "25-34"), (35, 45, "35-44"))
-AGE_BANDS += ((45, 55, "45-54"), (55, 65, "55-64"), (65, 200, "65+"))
 DIMENSION_SCORES = ("website", "product", "payment", "service", "logistics", "overall")
 TOP_DEFAULT = 20
 FAR_PAST, FAR_FUTURE = -(1 << 62), 1 << 62

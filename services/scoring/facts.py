@@ -104,6 +104,10 @@ def _order(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:
         order = facts["orders"][data["order_id"]] = {"returns": {}, "refunds": {}}
     if kind == "crm.order.placed":
         order["placed_at"] = at
+        # what was bought, for the profile's category and brand affinity
+        order["lines"] = [
+            [i["category"], i["brand"], i["qty"] * i["unit_price_cents"]] for i in data["items"]
+        ]
     elif kind == "crm.order.paid":
         order["paid_at"], order["amount_cents"], order["currency"] = (
             at,
@@ -193,6 +197,17 @@ def values(facts: Facts, section: str, names: tuple[str, ...]) -> dict[str, Any]
     return {name: (records.get(name) or {}).get("value") for name in names}
 
 
+def order_net(order: dict[str, Any]) -> int:
+    """A paid order's value after returns and non-return refunds (a refund for a return repays
+    what the return already took off)."""
+    net = order["amount_cents"]
+    if order["returns"]:
+        net -= sum(order["returns"].values())
+    if order["refunds"]:
+        net -= sum(cents for cents, reason in order["refunds"].values() if reason != "return")
+    return net
+
+
 def purchases(facts: Facts, until: datetime | None = None) -> list[tuple[datetime, int]]:
     """(paid time, net cents) of every order paid by `until`, in time order: returns and
     non-return refunds come off; a refund for a return repays what the return already took off."""
@@ -201,11 +216,7 @@ def purchases(facts: Facts, until: datetime | None = None) -> list[tuple[datetim
         paid_at = order.get("paid_at")
         if paid_at is None or (until is not None and paid_at > until):
             continue
-        net = order["amount_cents"]
-        if order["returns"]:
-            net -= sum(order["returns"].values())
-        if order["refunds"]:
-            net -= sum(cents for cents, reason in order["refunds"].values() if reason != "return")
+        net = order_net(order)
         out.append((paid_at, net))
     out.sort()
     return out

@@ -66,6 +66,33 @@ def _responsiveness(facts: F.Facts) -> dict[str, Any]:
     }
 
 
+AFFINITY_TOP = 5  # categories and brands kept per profile, largest share first
+
+
+def _affinity(facts: F.Facts, now: datetime) -> dict[str, Any]:
+    """Each category's and brand's share of the customer's net spend over the last 12 months
+    (an order's net spread over its lines by their value), largest first."""
+    since = F.horizon(now).year
+    spend: dict[str, dict[str, float]] = {"categories": {}, "brands": {}}
+    for order in facts["orders"].values():
+        lines = order.get("lines")
+        paid_at = order.get("paid_at")
+        if not lines or paid_at is None or paid_at < since:
+            continue
+        gross = sum(cents for _, _, cents in lines)
+        net = F.order_net(order)
+        for category, brand, cents in lines:
+            part = net * cents / gross if gross else 0.0
+            spend["categories"][category] = spend["categories"].get(category, 0.0) + part
+            spend["brands"][brand] = spend["brands"].get(brand, 0.0) + part
+    out: dict[str, Any] = {}
+    for kind, amounts in spend.items():
+        total = sum(v for v in amounts.values() if v > 0)
+        ranked = sorted(((v, k) for k, v in amounts.items() if v > 0), reverse=True)[:AFFINITY_TOP]
+        out[kind] = [{"name": k, "share": round(v / total, 4)} for v, k in ranked]
+    return out
+
+
 def _engagement(facts: F.Facts, now: datetime) -> dict[str, Any]:
     earlier = facts.get("last_seen_before_window")  # interactions pruned out of the window
     if not facts["interactions"]:
@@ -195,6 +222,7 @@ def build(
     }
     profile["service"] = _service(facts, now)
     profile["engagement"] = _engagement(facts, now)
+    profile["affinity"] = _affinity(facts, now)
     profile["loyalty"] = {
         "tier": F.value(facts, "loyalty", "tier") or LoyaltyTier.MEMBER,
         "points": F.value(facts, "loyalty", "balance") or 0,

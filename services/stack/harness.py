@@ -24,6 +24,7 @@ __all__ = [
     "TopicReader",
     "start_console",
     "start_platform",
+    "start_reports",
     "start_service",
     "start_stack",
     "unique_id",

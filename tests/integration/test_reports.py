@@ -352,6 +352,32 @@ def test_bad_input_is_a_4xx_naming_what_and_an_empty_period_is_empty(reports, re
     assert reports.get("/reports/rfm", role=None).status_code == 401
 
 
+def test_customer_search_filters_by_attributes_and_affinity_and_exports_them(platform, shop, ready):
+    profiles, ids, person = platform["profiles"], shop["ids"], shop["person"]
+
+    def found(**params) -> set[str]:
+        answer = profiles.get("/customers", role="viewer", params={"limit": 500, **params})
+        assert answer.status_code == 200, answer.text
+        return {person[row["customer_id"]] for row in answer.json()["items"] if row["customer_id"] in person}
+
+    assert found(gender="female") == {"A", "C"}
+    assert found(gender="female", age_band="25-34") == {"C"}
+    assert found(city_tier=1, channel="web") == {"A", "D"}
+    assert found(marketing_consent="true") == {"A"}
+    # A's year: shoes 10000 + 1600, bags 6400 (the second order's net spread by value); C: bags only
+    assert until(lambda: found(category="bags"), lambda got: got == {"A", "C"})
+    assert found(category="bags", min_affinity=0.5) == {"C"}
+    assert found(brand="Page") == {"B"}
+    assert profiles.get("/customers", role="viewer", params={"min_affinity": 0.5}).status_code == 400
+    assert profiles.get("/customers", role="viewer", params={"age_band": "ancient"}).status_code == 422
+    exported = profiles.get("/customers", role="viewer", params={"format": "csv", "category": "bags"})
+    rows = {row["customer_id"]: row for row in csv.DictReader(io.StringIO(exported.text))}
+    assert set(rows) == {ids["A"], ids["C"]}
+    assert rows[ids["C"]]["gender"] == "female" and rows[ids["C"]]["city_tier"] == "3"
+    assert rows[ids["C"]]["top_category"] == "bags" and float(rows[ids["C"]]["top_category_share"]) == 1.0
+    assert rows[ids["A"]]["top_category"] == "shoes" and rows[ids["A"]]["marketing_consent"] == "True"
+
+
 def test_after_an_erasure_no_report_lists_the_person(reports, platform, shop, ready):
     erased = shop["ids"]["C"]
     assert platform["profiles"].request("DELETE", f"/customers/{erased}").status_code == 202

@@ -377,7 +377,12 @@ def test_stored_facts_come_back_exactly_with_their_times():
 
     events = [
         paid("o-1", 100),
-        raw("order.placed", NOW - timedelta(days=101), order_id="o-1"),
+        raw(
+            "order.placed",
+            NOW - timedelta(days=101),
+            order_id="o-1",
+            items=[{"sku": "s-1", "category": "books", "brand": "acme", "qty": 2, "unit_price_cents": 50}],
+        ),
         raw("order.cancelled", NOW - timedelta(days=3), order_id="o-2"),
         opened_complaint("k-1", 5, "product"),
         raw(
@@ -525,3 +530,46 @@ def test_a_non_finite_model_value_is_stored_as_null_and_counted():
     assert profile["value"] == {"p_alive": 0.5, "expected_purchases_90d": None, "clv_12m_cents": 0}
     assert profile["churn"]["risk"] is None
     assert counted._value.get() == before + 1
+
+
+def test_affinity_is_each_category_and_brands_share_of_the_last_years_net_spend():
+    from services.scoring.profile import build
+
+    def placed(order, days_ago, *lines):
+        at = NOW - timedelta(days=days_ago)
+        items = [
+            {"sku": f"s-{n}", "category": c, "brand": b, "qty": 1, "unit_price_cents": cents}
+            for n, (c, b, cents) in enumerate(lines)
+        ]
+        return ev(
+            "order.placed", at, order_id=order, items=items, amount_cents=sum(i["unit_price_cents"] for i in items),
+            discount_cents=0, currency="CNY", channel="web", promised_delivery_date=None, placed_at=to_rfc3339(at),
+        )  # fmt: skip
+
+    events = [
+        placed("o-1", 30, ("shoes", "Acme", 6000), ("bags", "Bolt", 4000)),
+        paid("o-1", 30, 9000),  # a 10 % discount spreads over both lines
+        placed("o-2", 10, ("books", "Page", 3000)),
+        paid("o-2", 10, 3000),
+        placed("o-3", 400, ("toys", "Fun", 50000)),  # more than a year ago: no longer counts
+        paid("o-3", 400, 50000),
+    ]
+    profile, _ = build(fold(events), NOW, S.Population(), None)
+    # net spend in the year: 5400 shoes, 3600 bags, 3000 books, of 12000
+    assert profile["affinity"]["categories"] == [
+        {"name": "shoes", "share": 0.45},
+        {"name": "bags", "share": 0.3},
+        {"name": "books", "share": 0.25},
+    ]
+    assert [b["name"] for b in profile["affinity"]["brands"]] == ["Acme", "Bolt", "Page"]
+    assert build(fold([paid("o-9", 5)]), NOW, S.Population(), None)[0]["affinity"] == {
+        "categories": [],
+        "brands": [],
+    }
+
+
+def test_age_bands_become_birth_dates_on_the_day_of_the_search():
+    from datetime import date
+
+    assert profiles_domain.born_within("25-34", date(2026, 11, 22)) == ("1991-11-22", "2001-11-22")
+    assert profiles_domain.born_within("65+", date(2024, 2, 29))[1] == "1959-02-28"
