@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse, Response
@@ -59,66 +60,6 @@ async def contribution(
 
 
 @router.get(
-    "/retention",
-    summary="Monthly acquisition cohorts: share buying and net sales per customer by months since the first purchase",
-    dependencies=[Depends(only_params(*PERIOD))],
-)
-async def retention(
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-    _: Principal = Depends(require("viewer")),
-    service: ReportsService = Depends(reports),
-) -> Response:
-    return rendered("retention", service.retention(domain.period(since, until)), format)
-
-
-@router.get(
-    "/rfm",
-    summary="Customers and net sales in the 5 x 5 recency x frequency grid",
-    dependencies=[Depends(only_params(*PERIOD))],
-)
-async def rfm(
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-    _: Principal = Depends(require("viewer")),
-    service: ReportsService = Depends(reports),
-) -> Response:
-    return rendered("rfm", service.rfm(domain.period(since, until)), format)
-
-
-@router.get(
-    "/segment-moves",
-    summary="Customers by their segment on `from` and on `to`: who moved where",
-    dependencies=[Depends(only_params(*PERIOD))],
-)
-async def segment_moves(
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-    _: Principal = Depends(require("viewer")),
-    service: ReportsService = Depends(reports),
-) -> Response:
-    return rendered("movement", service.movement(domain.period(since, until)), format)
-
-
-@router.get(
-    "/churn",
-    summary="Warnings opened and closed by reason and segment, value at risk and lost, outcomes by action",
-    dependencies=[Depends(only_params(*PERIOD))],
-)
-async def churn(
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-    _: Principal = Depends(require("viewer")),
-    service: ReportsService = Depends(reports),
-) -> Response:
-    return rendered("churn", service.churn(domain.period(since, until)), format)
-
-
-@router.get(
     "/products",
     summary="Net sales by category and by brand, optionally split by a customer dimension",
     dependencies=[Depends(only_params(*PERIOD, "by"))],
@@ -154,21 +95,6 @@ async def next_categories(
 
 
 @router.get(
-    "/satisfaction",
-    summary="The five dimensions, CSAT and NPS by month and by complaint category",
-    dependencies=[Depends(only_params(*PERIOD))],
-)
-async def satisfaction(
-    since: Since = None,
-    until: Until = None,
-    format: Format = "json",
-    _: Principal = Depends(require("viewer")),
-    service: ReportsService = Depends(reports),
-) -> Response:
-    return rendered("satisfaction", service.satisfaction(domain.period(since, until)), format)
-
-
-@router.get(
     "/seasonality",
     summary="Seasonal index shop-wide and per category; forecast from trend and index, with its holdout error",
     dependencies=[Depends(only_params(*PERIOD, "horizon"))],
@@ -182,6 +108,43 @@ async def seasonality(
     service: ReportsService = Depends(reports),
 ) -> Response:
     return rendered("seasonality", service.seasonality(domain.period(since, until), horizon), format)
+
+
+# Reports asked for by period alone: (path, table, use case, summary).
+PERIOD_ONLY = (
+    ("/retention", "retention", ReportsService.retention,
+     "Monthly acquisition cohorts: share buying and net sales per customer by months since the first purchase"),
+    ("/rfm", "rfm", ReportsService.rfm, "Customers and net sales in the 5 x 5 recency x frequency grid"),
+    ("/segment-moves", "movement", ReportsService.movement,
+     "Customers by their segment on `from` and on `to`: who moved where"),
+    ("/churn", "churn", ReportsService.churn,
+     "Warnings opened and closed by reason and segment, value at risk and lost, outcomes by action"),
+    ("/satisfaction", "satisfaction", ReportsService.satisfaction,
+     "The five dimensions, CSAT and NPS by month and by complaint category"),
+)  # fmt: skip
+
+
+def _period_only(table: str, use_case: Callable[[ReportsService, domain.Period], dict[str, Any]]):
+    async def endpoint(
+        since: Since = None,
+        until: Until = None,
+        format: Format = "json",
+        _: Principal = Depends(require("viewer")),
+        service: ReportsService = Depends(reports),
+    ) -> Response:
+        return rendered(table, use_case(service, domain.period(since, until)), format)
+
+    return endpoint
+
+
+for _path, _table, _use_case, _summary in PERIOD_ONLY:
+    router.add_api_route(
+        _path,
+        _period_only(_table, _use_case),
+        methods=["GET"],
+        summary=_summary,
+        dependencies=[Depends(only_params(*PERIOD))],
+    )
 
 
 @router.post(
