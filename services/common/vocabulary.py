@@ -90,3 +90,17 @@ AGE_BANDS = (
     (65, 200, "65+"),
 )
 AGE_BAND_NAMES = tuple(label for _, _, label in AGE_BANDS)
+
+# What the reports break customers down by (one, or two crossed); the console offers the same.
+REPORT_DIMENSIONS = (
+    "gender",
+    "age_band",
+    "city_tier",
+    "city",
+    "channel",
+    "acquisition_month",
+    "tier",
+    "segment",
+    "lifecycle_stage",
+    "abc_class",
+)

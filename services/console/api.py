@@ -7,16 +7,17 @@ import hmac
 import re
 import secrets
 import time
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 
 from services.common.peers import Answer
-from services.common.vocabulary import SEGMENT_RULES
+from services.common.vocabulary import REPORT_DIMENSIONS, SEGMENT_RULES
 
 from . import domain, messages
 from .domain import Session
@@ -525,3 +526,26 @@ async def dashboard(
             "segment_rules": SEGMENT_RULES,
         },
     )
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+@router.get("/reports")
+async def reports_page(
+    request: Request,
+    by: str = "segment",
+    since: Annotated[date | None, Query(alias="from")] = None,
+    until: Annotated[date | None, Query(alias="to")] = None,
+    session: Session = Depends(signed_in),
+    service: ConsoleService = Depends(console),
+) -> HTMLResponse:
+    by = by if by in REPORT_DIMENSIONS else "segment"
+    parts = await service.reports(
+        session,
+        by,
+        f"{since.isoformat()}T00:00:00Z" if since else None,
+        f"{until.isoformat()}T00:00:00Z" if until else None,
+    )
+    context = {"parts": parts, "by": by, "since": since, "until": until, "dimensions": REPORT_DIMENSIONS}
+    return render(request, "reports.html", context)

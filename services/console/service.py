@@ -212,6 +212,20 @@ class ConsoleService:
         )
         return Board(dict(zip(names, answers, strict=True)), self.clock.now())
 
+    async def reports(
+        self, session: Session, by: str, since: str | None, until: str | None
+    ) -> dict[str, Answer]:
+        """The reports page: composition by `by`, contribution, retention and products over a period."""
+        period = {"from": since, "to": until}
+        names = ("composition", "contribution", "retention", "products")
+        answers = await asyncio.gather(
+            self.peers.get("reports", "/reports/composition", session.authorization, by=by, **period),
+            self.peers.get("reports", "/reports/contribution", session.authorization, top=10, **period),
+            self.peers.get("reports", "/reports/retention", session.authorization, **period),
+            self.peers.get("reports", "/reports/products", session.authorization, **period),
+        )
+        return dict(zip(names, answers, strict=True))
+
     # --- actions -------------------------------------------------------------------------------
 
     async def _send(self, session: Session, form_token: str, service: str, path: str, body: Any) -> Answer:

@@ -19,24 +19,13 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import RuleBroken
-from services.common.vocabulary import AGE_BANDS
+from services.common.vocabulary import AGE_BANDS, REPORT_DIMENSIONS
 from services.complaints.domain import nps
 from services.profiles.domain import seasonal_index
 from services.scoring.population import abc_thresholds
 
 UNKNOWN = "unknown"
-DIMENSIONS = (
-    "gender",
-    "age_band",
-    "city_tier",
-    "city",
-    "channel",
-    "acquisition_month",
-    "tier",
-    "segment",
-    "lifecycle_stage",
-    "abc_class",
-)
+DIMENSIONS = REPORT_DIMENSIONS
 DIMENSION_SCORES = ("website", "product", "payment", "service", "logistics", "overall")
 TOP_DEFAULT = 20
 FAR_PAST, FAR_FUTURE = -(1 << 62), 1 << 62

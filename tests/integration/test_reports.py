@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from services.common.clock import to_rfc3339
-from services.stack.harness import Service, start_platform, start_reports, unique_id, until
+from services.stack.harness import Service, start_console, start_platform, start_reports, unique_id, until
 from tests.conftest import NOW
 
 
@@ -376,6 +378,30 @@ def test_customer_search_filters_by_attributes_and_affinity_and_exports_them(pla
     assert rows[ids["C"]]["gender"] == "female" and rows[ids["C"]]["city_tier"] == "3"
     assert rows[ids["C"]]["top_category"] == "bags" and float(rows[ids["C"]]["top_category_share"]) == 1.0
     assert rows[ids["A"]]["top_category"] == "shoes" and rows[ids["A"]]["marketing_consent"] == "True"
+
+
+def test_the_consoles_reports_page_shows_the_tables(stack, platform, shop, ready):
+    console = start_console(stack, platform)
+    try:
+        client = httpx.Client(base_url=console.url, timeout=30, follow_redirects=False)
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/signin").text).group(1)
+        signed = client.post(
+            "/signin", data={"csrf": token, "api_key": stack.keys["viewer"], "next": "/reports"}
+        )
+        assert signed.status_code == 303, signed.text
+        page = client.get("/reports", params={"by": "city", "from": "2026-08-01", "to": "2026-12-01"})
+        assert page.status_code == 200
+        for city in ("Shanghai", "Hangzhou", "Chengdu"):
+            assert f'<th scope="row">{city}</th>' in page.text
+        top = [shop["ids"][p] for p in sorted(per_person_spend(), key=lambda p: -per_person_spend()[p])]
+        assert [m for m in re.findall(r'href="/customers/([^"]+)"', page.text) if m in top] == top
+        assert "2026-08" in page.text and "bags" in page.text  # a cohort row and a category row
+        # a dimension the reports do not know falls back to the segment
+        fallback = client.get("/reports", params={"by": "colour"})
+        assert fallback.status_code == 200 and '<option value="segment" selected>' in fallback.text
+        client.close()
+    finally:
+        console.stop()
 
 
 def test_after_an_erasure_no_report_lists_the_person(reports, platform, shop, ready):
