@@ -736,7 +736,7 @@ def products(s: Snapshot, p: Period, by: str | None) -> dict[str, Any]:
         ("brands", s.line_brand[w], s.brands),
     ):
         sales = np.bincount(codes, weights=net, minlength=len(labels))
-        buyers = _distinct_per(codes, customer, len(labels))
+        buyers = _distinct_per(codes, customer, len(labels), s.size)
         rows = [
             {
                 name[:-1] if name == "brands" else "category": labels[k],
@@ -763,11 +763,16 @@ def products(s: Snapshot, p: Period, by: str | None) -> dict[str, Any]:
     return out
 
 
-def _distinct_per(codes: np.ndarray, customer: np.ndarray, width: int) -> np.ndarray:
-    """How many different customers each code has."""
+def _distinct_per(codes: np.ndarray, customer: np.ndarray, width: int, customers: int) -> np.ndarray:
+    """How many different customers each code has: marks in a code x customer grid when it is
+    small enough (one pass, no sort), else a unique over combined keys."""
     keep = customer >= 0
-    pairs = np.unique(codes[keep] * (int(customer.max(initial=0)) + 1) + customer[keep])
-    return np.bincount(pairs // (int(customer.max(initial=0)) + 1), minlength=width)
+    if width * customers <= 50_000_000:
+        seen = np.zeros((width, customers), bool)
+        seen[codes[keep], customer[keep]] = True
+        return seen.sum(axis=1)
+    pairs = np.unique(codes[keep] * customers + customer[keep])
+    return np.bincount(pairs // customers, minlength=width)
 
 
 def next_categories(s: Snapshot, p: Period, category: str) -> dict[str, Any]:
