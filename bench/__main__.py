@@ -5,7 +5,16 @@ from __future__ import annotations
 import importlib
 import sys
 
-ALL = ["contracts", "producer", "orders_http", "profiles_http", "reports_http", "console_http", "engagement", "scoring"]
+ALL = [
+    "contracts",
+    "producer",
+    "orders_http",
+    "profiles_http",
+    "reports_http",
+    "console_http",
+    "engagement",
+    "scoring",
+]
 
 
 def main() -> None:

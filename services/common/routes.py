@@ -107,6 +107,20 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "GET /unsubscribe": None,
         "POST /unsubscribe": None,
     },
+    "reports": {
+        **SHELL,
+        "GET /reports/composition": "viewer",
+        "GET /reports/contribution": "viewer",
+        "GET /reports/retention": "viewer",
+        "GET /reports/rfm": "viewer",
+        "GET /reports/segment-moves": "viewer",
+        "GET /reports/churn": "viewer",
+        "GET /reports/products": "viewer",
+        "GET /reports/products/next": "viewer",
+        "GET /reports/satisfaction": "viewer",
+        "GET /reports/seasonality": "viewer",
+        "POST /reports/refresh": "admin",
+    },
     # faust's web server: the scorer's views (services/scoring/api.py, which reads its roles
     # here) and the one built-in page left on, faust's status index.
     "scoring": {
