@@ -75,7 +75,8 @@ KNOWN = {
         "through the ledger)",
     ),
     "signals": pytest.mark.xfail(
-        strict=True,
+        strict=False,  # the broker now recovers consumers after a restart; whether a warning was
+        # published just before the kill depends on timing, so it can pass
         reason=f"issue 18: {MEMORY}: warnings published before the broker's SIGKILL are gone from "
         "crm.signals.v1",
     ),
