@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from services.stack.embedded import free_port
-from services.stack.harness import ROOT, start_console, start_platform
+from services.stack.harness import ROOT, start_console, start_platform, start_reports
 
 DEPLOY = ROOT / "deploy"
 TOOLS = ROOT / ".tools" / "prometheus" / "usr" / "bin"
@@ -67,6 +67,8 @@ def test_promtool_rule_tests_prove_the_important_alerts_fire(promtool):
 def platform(stack, prefix, tmp_path_factory):
     started = start_platform(stack, tmp_path_factory.mktemp("faust"), CRM_TOPIC_PREFIX=prefix)
     started["console"] = start_console(stack, started)
+    # Every scrape job has its process: a job left pointing elsewhere would count as up.
+    started["reports"] = start_reports(stack, started, CRM_REPORTS_REFRESH_SECONDS="60")
     yield started
     for service in started.values():
         service.stop()
