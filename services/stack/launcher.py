@@ -166,7 +166,8 @@ class Platform:
                 f"Mail sent by engagement: [bold]http://127.0.0.1:{self.settings.port_of('engagement')}/mailbox[/]"
                 f" (any key), kept in {self.maildir}"
             )
-        self.console.print(f"logs: {self.log_dir}    Ctrl-C stops everything.")
+        self.console.print(f"logs: {self.log_dir}")
+        self.console.print("Ctrl-C stops everything.")  # a line of its own: a long path never wraps it
 
     def supervise(self, stop: threading.Event) -> None:
         """Restart a child that died, with backoff, after showing the tail of its log."""

@@ -203,6 +203,7 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
             "profiles",
             "scoring",
             "engagement",
+            "reports",
             "console",
         )
     }
