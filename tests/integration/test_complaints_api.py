@@ -222,8 +222,12 @@ def test_resolve_reopen_within_the_window_and_not_after(complaints, clock, reade
     assert complaints.post(f"/complaints/{cid}/close").json()["status"] == "closed"
     history = [h["action"] for h in complaints.get(f"/complaints/{cid}").json()["history"]]
     assert history == ["open", "resolve", "reopen", "resolve", "close"]
+    # Delivery is at least once (docs/architecture.md, "Delivery guarantees"): consumers drop
+    # a repeated event id. One CI run under load saw this relay publish `reopened` twice with
+    # one id; why it repeated is open (issue 18). Each change must still be published once.
     events = reader.collect(lambda e: e["subject"] == customer, 5)
-    assert [e["type"].rsplit(".", 1)[1] for e in events] == [
+    story = list({e["id"]: e for e in events}.values())
+    assert [e["type"].rsplit(".", 1)[1] for e in story] == [
         "opened",
         "resolved",
         "reopened",
