@@ -655,10 +655,23 @@ class EventConsumer:
         metrics.EVENTS_DEADLETTERED.labels(delivered.topic, reason_label).inc()
 
     def _commit(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """Commit past a stored batch. A commit the group refuses (a rebalance under way, the
+        coordinator away after a broker restart) is not an error of the batch: its effects are
+        stored and idempotent, so whoever owns the partition next reads it again and changes
+        nothing, and the next commit of this member covers it."""
         offsets = {
             tp: OffsetAndMetadata(batch[-1].offset + 1, "", -1) for tp, batch in polled.items() if batch
         }
-        self._consumer.commit(offsets)
+        try:
+            self._consumer.commit(offsets)
+        except KafkaError as exc:
+            log.warning(
+                "offset commit refused; the batch may be delivered again",
+                group=self.group_id,
+                error=repr(exc),
+            )
+            metrics.CONSUMER_COMMIT_FAILURES.labels(self.group_id).inc()
+            return
         metrics.CONSUMER_COMMITS.labels(self.group_id).inc()
         metrics.CONSUMER_LAST_COMMIT.labels(self.group_id).set_to_current_time()
 

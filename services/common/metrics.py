@@ -39,6 +39,11 @@ OUTBOX_PARKED = Counter(
 CONSUMER_COMMITS = Counter(
     "crm_consumer_commits_total", "Offset commits after effects were stored.", ["group"]
 )
+CONSUMER_COMMIT_FAILURES = Counter(
+    "crm_consumer_commit_failures_total",
+    "Offset commits the group refused (a rebalance, the coordinator away); the batch may come again.",
+    ["group"],
+)
 CONSUMER_LAST_COMMIT = Gauge(
     "crm_consumer_last_commit_timestamp_seconds", "Unix time of the last offset commit.", ["group"]
 )
