@@ -17,7 +17,7 @@ from fastapi.responses import ORJSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics, problems
-from .auth import ApiKeys
+from .auth import api_keys
 from .settings import Settings
 
 ReadyCheck = Callable[[], Awaitable[bool]]
@@ -224,7 +224,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.service = service
-    app.state.api_keys = ApiKeys(settings.api_keys_file)
+    app.state.api_keys = api_keys(settings)
     problems.install(app)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")

@@ -121,6 +121,23 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "GET /reports/seasonality": "viewer",
         "POST /reports/refresh": "admin",
     },
+    "staff": {
+        **SHELL,
+        "POST /users": "admin",
+        "GET /users": "viewer",
+        "GET /users/{user_id}": "viewer",
+        "PATCH /users/{user_id}": "admin",
+        "POST /teams": "admin",
+        "GET /teams": "viewer",
+        "GET /teams/{team_id}": "viewer",
+        "PATCH /teams/{team_id}": "admin",
+        "POST /users/{user_id}/keys": "admin",
+        "GET /users/{user_id}/keys": "admin",
+        "DELETE /keys/{key_id}": "admin",
+        # Every service asks here about a key it does not know; only a key's holder knows its
+        # hash (services/common/auth.py).
+        "GET /auth/keys/{key_hash}": None,
+    },
     # faust's web server: the scorer's views (services/scoring/api.py, which reads its roles
     # here) and the one built-in page left on, faust's status index.
     "scoring": {

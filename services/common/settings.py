@@ -8,7 +8,17 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICE_NAMES = ("orders", "complaints", "loyalty", "profiles", "scoring", "console", "engagement", "reports")
+SERVICE_NAMES = (
+    "orders",
+    "complaints",
+    "loyalty",
+    "profiles",
+    "scoring",
+    "console",
+    "engagement",
+    "reports",
+    "staff",
+)
 
 
 class Settings(BaseSettings):
@@ -32,6 +42,7 @@ class Settings(BaseSettings):
     console_port: int = 8000
     engagement_port: int = 8006
     reports_port: int = 8007
+    staff_port: int = 8008
 
     # Where the other services answer, when not on this host's ports (compose, Kubernetes).
     orders_url: str | None = None
@@ -42,9 +53,16 @@ class Settings(BaseSettings):
     console_url: str | None = None
     engagement_url: str | None = None
     reports_url: str | None = None
+    staff_url: str | None = None
     peer_timeout_seconds: float = Field(2.0, gt=0)  # calls to other services' APIs (services/common/peers.py)
 
     api_keys_file: Path = Path(".crm/api-keys.hashed")
+    # Keys issued to staff users are checked with the staff service (services/common/auth.py):
+    # its answers are kept this long (a revoked key stops working everywhere within it), ...
+    auth_cache_seconds: float = Field(5.0, ge=0)
+    # ... and while it does not answer, a key it answered for keeps working this long.
+    auth_stale_seconds: float = Field(600.0, ge=0)
+    auth_timeout_seconds: float = Field(1.0, gt=0)
     max_body_bytes: int = Field(1_048_576, ge=1024)
     max_import_bytes: int = Field(64 * 1_048_576, ge=1024)
     # Seconds a write's transaction may take (waiting for its turn included) before the
@@ -93,6 +111,9 @@ class Settings(BaseSettings):
     reports_refresh_seconds: float = Field(60.0, gt=0)  # how often the reports' snapshot is rebuilt
     # a viewer key the reports service reads the profiles API with (scores, churn worklist)
     reports_api_key: str | None = None
+
+    # staff: a key's last_used_at is written at most this often (each check is a read)
+    staff_last_used_seconds: float = Field(60.0, ge=0)
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

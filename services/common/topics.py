@@ -11,6 +11,7 @@ LOYALTY = "crm.loyalty.v1"
 CUSTOMERS = "crm.customers.v1"
 SIGNALS = "crm.signals.v1"
 ENGAGEMENT = "crm.engagement.v1"
+STAFF = "crm.staff.v1"
 DEADLETTER = "crm.deadletter.v1"
 # Which dead letters `crm deadletters replay` sent back (services/stack/deadletters.py).
 DEADLETTER_REPLAYS = "crm.deadletter.replays.v1"
@@ -23,6 +24,7 @@ ALL = (
     CUSTOMERS,
     SIGNALS,
     ENGAGEMENT,
+    STAFF,
     DEADLETTER,
     DEADLETTER_REPLAYS,
 )
@@ -39,6 +41,7 @@ _FAMILY_TOPIC = {
     "profile": SIGNALS,
     "message": ENGAGEMENT,
     "coupon": ENGAGEMENT,
+    "staff": STAFF,
 }
 
 

@@ -93,7 +93,7 @@ class ConsoleService:
     async def sign_in(self, api_key: str, language: str) -> Session | None:
         """A session for a known key; None for an unknown one (the page says so, nothing more)."""
         try:
-            principal = self.keys.authenticate(f"Bearer {api_key}")
+            principal = await self.keys.authenticate(f"Bearer {api_key}")
         except Problem:
             return None
         return await self.sessions.create(
@@ -106,10 +106,13 @@ class ConsoleService:
         found = await self.sessions.get(session_id, self.clock.now())
         if found is None:
             return None
-        # A key removed from the keys file ends its sessions too.
+        # A key removed from the keys file, or revoked, ends its sessions too (not a staff
+        # directory that cannot tell now: each page's calls say so).
         try:
-            self.keys.authenticate(found.authorization)
-        except Problem:
+            await self.keys.authenticate(found.authorization)
+        except Problem as refused:
+            if refused.status != 401:
+                return found
             await self.sessions.delete(found.session_id)
             return None
         return found

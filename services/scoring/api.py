@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from services.common.auth import ApiKeys, authorize
+from services.common.auth import api_keys, authorize
 from services.common.kafka import broker_reachable
 from services.common.problems import PROBLEM_JSON, Problem, problem_body
 from services.common.routes import ROUTE_ROLES
@@ -21,12 +21,12 @@ if TYPE_CHECKING:
 
 
 def register(app: faust.App, worker: Worker) -> None:
-    keys = ApiKeys(worker.settings.api_keys_file)
+    keys = api_keys(worker.settings)
 
-    def refusal(view: faust.web.View, request, role: str):
+    async def refusal(view: faust.web.View, request, role: str):
         """None when the request's API key holds `role`, else the 401 or 403 to answer with."""
         try:
-            authorize(keys, request.headers.get("Authorization"), role)
+            await authorize(keys, request.headers.get("Authorization"), role)
         except Problem as problem:
             return view.json(
                 {**problem_body(problem.status, problem.detail), "instance": request.path},
@@ -65,7 +65,7 @@ def register(app: faust.App, worker: Worker) -> None:
 
         async def post(self, request):
             if (
-                refused := refusal(self, request, ROUTE_ROLES["scoring"]["POST /population/refresh"])
+                refused := await refusal(self, request, ROUTE_ROLES["scoring"]["POST /population/refresh"])
             ) is not None:
                 return refused
             if not worker.ready.is_set():
@@ -82,7 +82,7 @@ def register(app: faust.App, worker: Worker) -> None:
 
     @app.page("/population")
     async def population(web, request):
-        if (refused := refusal(web, request, ROUTE_ROLES["scoring"]["GET /population"])) is not None:
+        if (refused := await refusal(web, request, ROUTE_ROLES["scoring"]["GET /population"])) is not None:
             return refused
         if not worker.ready.is_set():
             return web.json({"status": "starting"}, status=503)

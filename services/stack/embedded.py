@@ -182,5 +182,15 @@ def service_child(service: str, env: dict[str, str], port: int, log_dir: Path) -
 def existing_services() -> list[str]:
     """Services that exist in this checkout, in start order."""
     root = Path(__file__).resolve().parents[1]
-    order = ["orders", "complaints", "loyalty", "scoring", "profiles", "engagement", "reports", "console"]
+    order = [
+        "staff",
+        "orders",
+        "complaints",
+        "loyalty",
+        "scoring",
+        "profiles",
+        "engagement",
+        "reports",
+        "console",
+    ]
     return [s for s in order if (root / s / "__main__.py").exists()]

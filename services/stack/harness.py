@@ -110,7 +110,8 @@ def once() -> dict[str, str]:
     return {"Idempotency-Key": uuid.uuid4().hex}
 
 
-PLATFORM = ("orders", "complaints", "loyalty", "scoring", "profiles", "engagement")
+# The staff directory first: every service checks a staff user's key with it.
+PLATFORM = ("staff", "orders", "complaints", "loyalty", "scoring", "profiles", "engagement")
 
 
 def start_console(stack: Stack, platform: dict[str, Service], **env: str) -> Service:
@@ -164,6 +165,8 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
             )
         if name == "complaints":
             extra["CRM_SLA_WATCH_SECONDS"] = "0.5"
+        if name == "staff":
+            extra["CRM_STAFF_LAST_USED_SECONDS"] = "1"
         if name == "engagement":
             extra.update(stack.mail_env(), CRM_ENGAGEMENT_SEND_SECONDS="0.2")
         started[name] = start_service(stack, name, db_prefix=db_prefix, port=ports[name], **{**extra, **env})

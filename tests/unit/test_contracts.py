@@ -31,6 +31,8 @@ crm.loyalty.points_redeemed crm.loyalty.points_expired crm.loyalty.points_revers
 crm.profile.segment_changed crm.profile.lifecycle_changed crm.profile.churn_warning crm.profile.churn_recovered
 crm.profile.care_due crm.message.sent crm.message.delivered crm.message.failed crm.message.opened
 crm.message.clicked crm.coupon.issued crm.coupon.redeemed crm.coupon.released
+crm.staff.user_created crm.staff.user_changed crm.staff.user_deactivated crm.staff.team_created
+crm.staff.team_changed crm.staff.key_issued crm.staff.key_revoked
 """.split()
 
 SCHEMA_FILES = sorted(p for p in SCHEMAS_DIR.glob("*/v*.json") if not p.name.endswith(".examples.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -47,11 +48,11 @@ def test_keys_file_holds_hashes_and_roles_rank(tmp_path):
     write_keys_file(path, keys)
     assert keys["admin"] not in path.read_text()
     table = ApiKeys(path)
-    assert table.authenticate(f"Bearer {keys['admin']}").can("agent")
-    assert not table.authenticate(f"Bearer {keys['viewer']}").can("agent")
+    assert asyncio.run(table.authenticate(f"Bearer {keys['admin']}")).can("agent")
+    assert not asyncio.run(table.authenticate(f"Bearer {keys['viewer']}")).can("agent")
     for header in (None, "Basic abc", f"Bearer {keys['admin']}x"):
         with pytest.raises(Problem) as caught:
-            table.authenticate(header)
+            asyncio.run(table.authenticate(header))
         assert caught.value.status == 401
 
 
