@@ -29,10 +29,16 @@ from typing import Any
 import httpx
 import structlog
 from fastapi import Request
+from prometheus_client import Counter
 
 from .problems import Problem
 
 log = structlog.get_logger(__name__)
+DIRECTORY_ANSWERS = Counter(
+    "crm_auth_directory_answers_total",
+    "User keys checked with the staff directory, by outcome (known, unknown, cached, stale, unavailable).",
+    ["outcome"],
+)
 
 # Least to most: a person's highest role counts. Viewers read; analysts read reports; agents
 # act on customers and cases; supervisors also approve and take escalations; admins run it.
@@ -68,6 +74,19 @@ def highest_role(roles: Iterable[str]) -> str:
     """The role that counts for a person holding `roles` (viewer when none is known)."""
     known = [role for role in roles if role in _RANK]
     return max(known, key=_RANK.__getitem__) if known else "viewer"
+
+
+def assignee_problem(user_id: str, user: dict[str, Any] | None) -> str | None:
+    """Why work (a case, a task) cannot be assigned to this staff user, as the directory shows
+    them (`GET /users/{id}`, `Peers.staff_user`); None when it can: active and holding the
+    agent role or above."""
+    if user is None:
+        return f"no staff user {user_id}"
+    if not user.get("active"):
+        return f"{user_id} is deactivated"
+    if _RANK[highest_role(user.get("roles", ()))] < _RANK["agent"]:
+        return f"{user_id} holds no agent role (roles: {', '.join(user.get('roles', ())) or 'none'})"
+    return None
 
 
 def user_principal(answer: dict[str, Any]) -> Principal:
@@ -210,12 +229,15 @@ class ApiKeys:
         now = self._clock()
         cached = self._answers.get(digest)
         if cached is not None and now - cached[1] < self.cache_seconds:
+            DIRECTORY_ANSWERS.labels("cached").inc()
             return cached[0]
         try:
             answer = await self.lookup(digest)
         except DirectoryUnavailable as exc:
             if cached is not None and now - cached[1] < self.stale_seconds:
+                DIRECTORY_ANSWERS.labels("stale").inc()
                 return cached[0]  # what it said last, while it cannot say otherwise
+            DIRECTORY_ANSWERS.labels("unavailable").inc()
             log.warning("staff directory unavailable", error=str(exc))
             raise Problem(
                 503,
@@ -223,6 +245,7 @@ class ApiKeys:
                 headers={"Retry-After": "5"},
             ) from None
         principal = user_principal(answer) if answer is not None else None
+        DIRECTORY_ANSWERS.labels("known" if principal else "unknown").inc()
         self._answers[digest] = (principal, now)
         self._answers.move_to_end(digest)
         while len(self._answers) > self.MAX_CACHED:

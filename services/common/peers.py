@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -118,6 +119,12 @@ class Peers:
         if answer.status == "unavailable":
             log.warning("peer unavailable", service=answer.service, path=path, error=answer.error)
         return answer
+
+    async def staff_user(self, user_id: str, authorization: str | None) -> Answer:
+        """A person in the staff directory (GET /users/{id} on the staff service): whether work
+        may be assigned to them is `auth.assignee_problem`; their team's supervisors by level
+        are `GET /teams/{team}`."""
+        return await self.get("staff", f"/users/{quote(user_id, safe='')}", authorization)
 
     async def every_page(
         self, service: str, path: str, authorization: str | None, limit: int = 500, **params: Any

@@ -10,6 +10,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from services.common.auth import ROLES
 from services.common.kafka import broker_reachable, ensure_topics
 from services.common.mongo import blocking_client
 from services.common.settings import SERVICE_NAMES, Settings
@@ -101,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         "keys", help="create API keys (one per role given) and write their hashes to a key file"
     )
     keys.add_argument("file", help="the hashed key file to write (CRM_API_KEYS_FILE)")
-    keys.add_argument("--role", action="append", choices=["viewer", "agent", "admin"], default=None)
+    # People get their own keys from the staff service (POST /users/{id}/keys); these are the
+    # first admin's and the role keys services and scripts present.
+    keys.add_argument("--role", action="append", choices=list(ROLES), default=None)
     keys.set_defaults(func=cmd_keys)
 
     status = sub.add_parser("status", help="health of every part")

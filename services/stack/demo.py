@@ -74,6 +74,29 @@ CITIES = [
     ("洛阳", 4),
 ]
 CHANNELS = ["web", "app", "app", "marketplace", "store"]
+# The service desk's people (the staff directory): two teams, each with two supervisors (levels 1
+# and 2 of escalation) and three agents, an analyst and an admin. (team id, team name) -> people
+# as (login, name, roles); the team's supervisors are the first two, in level order.
+DEMO_TEAMS = {
+    ("east", "华东客服组"): [
+        ("wang.fang", "王芳", ["agent", "supervisor"]),
+        ("zhao.lei", "赵磊", ["supervisor"]),
+        ("li.na", "李娜", ["agent"]),
+        ("chen.jie", "陈杰", ["agent"]),
+        ("liu.yang", "刘洋", ["agent"]),
+    ],
+    ("north", "华北客服组"): [
+        ("zhang.min", "张敏", ["agent", "supervisor"]),
+        ("sun.tao", "孙涛", ["supervisor"]),
+        ("zhou.jing", "周静", ["agent"]),
+        ("wu.yong", "吴勇", ["agent"]),
+        ("ma.chao", "马超", ["agent"]),
+    ],
+}
+DEMO_STAFF_WITHOUT_TEAM = [
+    ("huang.xd", "黄晓东", ["analyst"]),
+    ("admin", "Shop Admin", ["admin"]),
+]
 
 
 @dataclass
@@ -369,7 +392,34 @@ class Demo:
         for body in DEMO_CAMPAIGNS:
             self.http.post(f"{self.settings.url_of('engagement')}/campaigns", json=body, headers=self.agent)
 
+    def directory(self) -> None:
+        """The demo's teams and people in the staff directory (once: a second run's 409s say
+        they exist). Their keys are issued by an admin when wanted: the demo acts with the
+        keys file's role keys."""
+        if not self.up("staff"):
+            return
+        url = self.settings.url_of("staff")
+
+        def person(login: str, name: str, roles: list[str], team: str | None) -> None:
+            body = {"id": login, "name": name, "email": f"{login}@shop.example", "roles": roles, "team": team}
+            self.http.post(
+                f"{url}/users",
+                json={**body, "locale": "en" if login == "admin" else "zh-CN"},
+                headers=self.admin,
+            )
+
+        for (team_id, team_name), people in DEMO_TEAMS.items():
+            self.http.post(f"{url}/teams", json={"id": team_id, "name": team_name}, headers=self.admin)
+            for login, name, roles in people:
+                person(login, name, roles, team_id)
+            supervisors = [login for login, _, roles in people if "supervisor" in roles][:2]
+            self.http.patch(f"{url}/teams/{team_id}", json={"supervisors": supervisors}, headers=self.admin)
+        for login, name, roles in DEMO_STAFF_WITHOUT_TEAM:
+            person(login, name, roles, None)
+        print(f"demo: staff directory: {len(DEMO_TEAMS)} teams at {url}/teams", flush=True)
+
     def run(self) -> None:
+        self.directory()
         self.campaigns()
         self.backfill()
         interval = 1.0 / self.rate

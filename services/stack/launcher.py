@@ -155,11 +155,16 @@ class Platform:
         for child in self.extras:
             table.add_row(child.name, f"log: {child.log_path}", str(child.pid))
         self.console.print(table)
-        self.console.print(f"API keys (one per role: viewer, agent, admin): [bold]{keys_file}[/]")
+        self.console.print(f"API keys (one per role: {', '.join(ROLES)}): [bold]{keys_file}[/]")
         if any(child.name == "console" for child in self.services):
             self.console.print(
                 f"Console: [bold]http://127.0.0.1:{self.settings.port_of('console')}[/]  sign in with a key "
                 f"from {keys_file} (agent= to act on customers, viewer= to read, admin= also exports)"
+            )
+        if any(child.name == "staff" for child in self.services):
+            self.console.print(
+                f"Staff directory: [bold]http://127.0.0.1:{self.settings.port_of('staff')}/docs[/]  an admin issues "
+                "each person their own key (POST /users/{id}/keys)"
             )
         if self.smtp and any(child.name == "engagement" for child in self.services):
             self.console.print(

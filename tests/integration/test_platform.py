@@ -22,7 +22,7 @@ from services.common.handlers import Handlers
 from services.common.kafka import EventConsumer, EventProducer, ensure_topics
 from services.common.metrics import EVENTS_DEADLETTERED
 from services.stack.embedded import free_port, port_open
-from services.stack.harness import ROOT, TopicReader, once, start_service, start_stack, unique_id
+from services.stack.harness import ROOT, TopicReader, once, start_service, start_stack, unique_id, until
 
 
 def paid_event(customer: str) -> dict:
@@ -204,6 +204,7 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
             "scoring",
             "engagement",
             "reports",
+            "staff",
             "console",
         )
     }
@@ -242,7 +243,7 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
             output += line
         assert "Ctrl-C stops everything" in output, output
         keys = dict(line.split("=", 1) for line in (data_dir / "api-keys.txt").read_text().split())
-        assert set(keys) == {"viewer", "agent", "admin"}
+        assert set(keys) == {"viewer", "analyst", "agent", "supervisor", "admin"}
         assert str(data_dir / "api-keys.txt") in output.replace("\n", "")
         from services.stack.embedded import existing_services
 
@@ -261,6 +262,17 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
             timeout=5,
         )
         assert mailbox.status_code == 200 and "items" in mailbox.json()
+        # The demo's service desk: teams with their supervisors in the staff directory.
+        teams = until(
+            lambda: httpx.get(
+                f"http://127.0.0.1:{ports['staff']}/teams",
+                headers={"Authorization": f"Bearer {keys['viewer']}"},
+                timeout=5,
+            ).json()["items"],
+            lambda items: any(len(team["supervisors"]) == 2 for team in items),
+            timeout=60,
+        )
+        assert {team["id"] for team in teams} == {"east", "north"}
         assert len(processes_with(marker)) >= 4  # launcher, broker, database, services, demo
 
         # A child that dies is restarted by the launcher.

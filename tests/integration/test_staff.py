@@ -157,7 +157,6 @@ def test_a_deactivated_users_keys_are_refused_and_no_key_is_issued_to_them(desk,
         )
     refused = staff.post(f"/users/{agent}/keys", json={"label": "again"})
     assert refused.status_code == 409 and "deactivated" in refused.json()["detail"]
-    assert staff.get("/users", params={"active": "false"}).json()["items"][-1]["id"] >= ""  # listable
     assert agent in {
         u["id"] for u in staff.get("/users", params={"active": "false", "limit": 500}).json()["items"]
     }
@@ -257,6 +256,21 @@ def test_teams_name_supervisors_by_level_and_bad_input_is_refused(staff):
     assert staff.request("PATCH", f"/users/{agent}", json={"name": None}).status_code == 422
     assert staff.get("/auth/keys/" + "0" * 64).status_code == 404
     assert staff.get("/auth/keys/not-a-hash").status_code == 404
+
+
+def test_the_demo_fills_the_directory_with_two_teams_of_agents_and_two_supervisors_each(stack, staff):
+    from services.stack.demo import DEMO_TEAMS, Demo
+
+    demo = Demo(Settings(staff_url=staff.url), stack.keys, rate=1.0, customers=0, seed=1)
+    demo.directory()
+    demo.directory()  # a second run changes nothing
+    teams = staff.get("/teams").json()["items"]
+    assert {t["id"] for t in teams} >= {team_id for team_id, _ in DEMO_TEAMS}
+    east = staff.get("/teams/east").json()
+    assert east["supervisors"] == ["wang.fang", "zhao.lei"]
+    assert {m["id"] for m in east["members"]} == {login for login, _, _ in DEMO_TEAMS[("east", "华东客服组")]}
+    roles = {u["id"]: u["roles"] for u in staff.get("/users", params={"limit": 500}).json()["items"]}
+    assert roles["huang.xd"] == ["analyst"] and roles["admin"] == ["admin"] and roles["li.na"] == ["agent"]
 
 
 def test_with_the_directory_away_cached_keys_keep_working_and_unknown_ones_get_503(desk, staff):

@@ -11,6 +11,7 @@ from services.common.auth import (
     ROLES,
     ApiKeys,
     DirectoryUnavailable,
+    assignee_problem,
     hash_key,
     highest_role,
     new_key,
@@ -67,6 +68,17 @@ def test_a_user_breaking_a_rule_is_refused_with_the_field(field, value, message)
     assert (
         message in refused.value.detail.replace("id must", "user id must") or message in refused.value.detail
     )
+
+
+def test_work_is_assigned_only_to_an_active_agent_or_above():
+    def person(roles, active=True):
+        return {"id": "li.na", "roles": roles, "active": active}
+
+    assert assignee_problem("li.na", person(["agent"])) is None
+    assert assignee_problem("li.na", person(["supervisor"])) is None
+    assert assignee_problem("li.na", person(["analyst"])) == "li.na holds no agent role (roles: analyst)"
+    assert assignee_problem("li.na", person(["agent"], active=False)) == "li.na is deactivated"
+    assert assignee_problem("li.na", None) == "no staff user li.na"
 
 
 def test_roles_are_kept_in_one_order_whatever_was_sent():
