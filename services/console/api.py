@@ -26,6 +26,7 @@ from .models import (
     ComplaintForm,
     ComplaintMoveForm,
     InteractionForm,
+    KeyForm,
     OutcomeForm,
     RedeemForm,
     SearchForm,
@@ -41,6 +42,8 @@ LANGUAGE_COOKIE = "crm_console_language"
 PRE_CSRF_COOKIE = "crm_console_signin"  # the sign-in form's token, before there is a session
 FORM_TOKEN_BYTES = 18
 FORM_TOKEN = re.compile(r"[A-Za-z0-9_-]{24}")
+STAFF_ID = re.compile(r"[a-z0-9][a-z0-9._-]{1,39}")
+KEY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
 class SignInNeeded(Exception):
@@ -549,3 +552,94 @@ async def reports_page(
     )
     context = {"parts": parts, "by": by, "since": since, "until": until, "dimensions": REPORT_DIMENSIONS}
     return render(request, "reports.html", context)
+
+
+# --- staff directory -----------------------------------------------------------------------------
+
+
+@router.get("/staff")
+async def staff_page(
+    request: Request, session: Session = Depends(signed_in), service: ConsoleService = Depends(console)
+) -> HTMLResponse:
+    answers = await service.staff(session)
+    return render(request, "staff.html", {**answers, "notice": request.query_params.get("done")})
+
+
+async def staff_member_page(
+    request: Request,
+    session: Session,
+    service: ConsoleService,
+    user_id: str,
+    errors: dict[str, str] | None = None,
+    new_key: str | None = None,
+) -> HTMLResponse:
+    if not STAFF_ID.fullmatch(user_id):
+        return render(request, "error.html", {"status": 404}, status_code=404)
+    answers = await service.staff_member(session, user_id, domain.may(session.role, "manage_staff"))
+    if answers["user"].status == "not_found":
+        return render(request, "error.html", {"status": 404}, status_code=404)
+    context = {
+        "user_id": user_id,
+        **answers,
+        "errors": errors or {},
+        "new_key": new_key,
+        "notice": "key_issued" if new_key else request.query_params.get("done"),
+    }
+    return render(request, "staff_member.html", context, status_code=422 if errors else 200)
+
+
+@router.get("/staff/{user_id}")
+async def staff_member(
+    request: Request,
+    user_id: str,
+    session: Session = Depends(signed_in),
+    service: ConsoleService = Depends(console),
+) -> HTMLResponse:
+    return await staff_member_page(request, session, service, user_id)
+
+
+@router.post("/staff/{user_id}/keys")
+async def issue_key(
+    request: Request,
+    user_id: str,
+    session: Session = Depends(signed_in),
+    service: ConsoleService = Depends(console),
+) -> Response:
+    form = await form_of(request, session)
+    require(session, "manage_staff")
+    if not STAFF_ID.fullmatch(user_id):
+        raise Forbidden()
+    parsed, errors = parse(KeyForm, form)
+    if parsed is not None:
+        outcome, key = await service.issue_key(session, form_token_of(form), user_id, parsed)
+        if outcome.ok:
+            # Shown on this answer only (never in a URL to redirect to): the page is not cached.
+            return await staff_member_page(request, session, service, user_id, new_key=key)
+        errors = {outcome.field or "form": outcome.message}
+    return await staff_member_page(request, session, service, user_id, errors=errors)
+
+
+@router.post("/staff/keys/{key_id}/revoke")
+async def revoke_key(
+    request: Request,
+    key_id: str,
+    session: Session = Depends(signed_in),
+    service: ConsoleService = Depends(console),
+) -> Response:
+    form = await form_of(request, session)
+    require(session, "manage_staff")
+    if not KEY_ID.fullmatch(key_id):
+        raise Forbidden()
+    back = local_path(form.get("back"), "/staff")
+    outcome = await service.revoke_key(session, form_token_of(form), key_id)
+    if outcome.ok:
+        return back_to(back, "key_revoked")
+    if back.startswith("/staff/"):
+        return await staff_member_page(
+            _at(request, back),
+            session,
+            service,
+            back.split("/")[2].split("?")[0],
+            errors={"form": outcome.message},
+        )
+    return back_to(back, "key_not_revoked")

@@ -31,6 +31,8 @@ PERMISSIONS: dict[str, str] = {
     "assign_warning": "agent",
     "close_warning": "agent",
     "move_complaint": "agent",
+    # the staff directory: anyone signed in sees the teams; an admin sees and issues keys
+    "manage_staff": "admin",
 }
 
 

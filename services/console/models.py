@@ -74,6 +74,10 @@ class AssignForm(Form):
     assignee: Required
 
 
+class KeyForm(Form):
+    label: Required
+
+
 class OutcomeForm(Form):
     outcome: Literal["retained", "lost"]
 

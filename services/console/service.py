@@ -24,6 +24,7 @@ from .models import (
     ComplaintForm,
     ComplaintMoveForm,
     InteractionForm,
+    KeyForm,
     OutcomeForm,
     RedeemForm,
     SearchForm,
@@ -229,6 +230,22 @@ class ConsoleService:
         )
         return dict(zip(names, answers, strict=True))
 
+    async def staff(self, session: Session) -> dict[str, Answer]:
+        """The staff directory's teams and people."""
+        teams, users = await asyncio.gather(
+            self.peers.get("staff", "/teams", session.authorization),
+            self.peers.get("staff", "/users", session.authorization, limit=500),
+        )
+        return {"teams": teams, "users": users}
+
+    async def staff_member(self, session: Session, user_id: str, with_keys: bool) -> dict[str, Answer]:
+        """A person in the directory and, for an admin, their keys."""
+        asked = [self.peers.get("staff", f"/users/{user_id}", session.authorization)]
+        if with_keys:
+            asked.append(self.peers.get("staff", f"/users/{user_id}/keys", session.authorization))
+        answers = await asyncio.gather(*asked)
+        return dict(zip(("user", "keys"), answers, strict=False))
+
     # --- actions -------------------------------------------------------------------------------
 
     async def _send(self, session: Session, form_token: str, service: str, path: str, body: Any) -> Answer:
@@ -282,6 +299,23 @@ class ConsoleService:
             session, form_token, "profiles", f"/churn-warnings/{warning_id}/outcome", form.model_dump()
         )
         return done_of(answer, "outcome")
+
+    async def issue_key(
+        self, session: Session, form_token: str, user_id: str, form: KeyForm
+    ) -> tuple[Done, str | None]:
+        """The new key's text, shown on the page this once (the staff service keeps its hash)."""
+        answer = await self._send(session, form_token, "staff", f"/users/{user_id}/keys", form.model_dump())
+        return done_of(answer, "label"), (answer.body or {}).get("key") if answer.ok else None
+
+    async def revoke_key(self, session: Session, form_token: str, key_id: str) -> Done:
+        answer = await self.peers.send(
+            "staff",
+            f"/keys/{key_id}",
+            session.authorization,
+            idempotency_key=idempotency_key(session, form_token, "staff", f"/keys/{key_id}"),
+            method="DELETE",
+        )
+        return done_of(answer)
 
     async def move_complaint(
         self, session: Session, form_token: str, complaint_id: str, form: ComplaintMoveForm

@@ -4,6 +4,7 @@ directory is away. Three services as real processes: staff, orders and loyalty."
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from datetime import datetime
@@ -271,6 +272,97 @@ def test_the_demo_fills_the_directory_with_two_teams_of_agents_and_two_superviso
     assert {m["id"] for m in east["members"]} == {login for login, _, _ in DEMO_TEAMS[("east", "华东客服组")]}
     roles = {u["id"]: u["roles"] for u in staff.get("/users", params={"limit": 500}).json()["items"]}
     assert roles["huang.xd"] == ["analyst"] and roles["admin"] == ["admin"] and roles["li.na"] == ["agent"]
+
+
+def signed_in_console(console: Service, key: str, accept_language: str = "en") -> httpx.Client:
+    client = httpx.Client(
+        base_url=console.url, timeout=30, follow_redirects=False, headers={"Accept-Language": accept_language}
+    )
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/signin").text).group(1)
+    answer = client.post("/signin", data={"csrf": token, "api_key": key, "next": "/staff"})
+    assert answer.status_code == 303, answer.text
+    return client
+
+
+def form_fields(page: str, action: str) -> dict[str, str]:
+    """The hidden fields of the form posting to `action` (its CSRF and one-time tokens)."""
+    form = page.split(f'action="{action}"', 1)[1].split("</form>", 1)[0]
+    return dict(re.findall(r'type="hidden" name="([^"]+)" value="([^"]*)"', form))
+
+
+def test_the_console_lists_the_directory_and_an_admin_issues_and_revokes_a_key(stack, desk, staff):
+    console = start_service(
+        stack,
+        "console",
+        db_prefix=staff.env["CRM_DB_PREFIX"],
+        CRM_STAFF_URL=staff.url,
+        CRM_ORDERS_URL=desk["orders"].url,
+    )
+    try:
+        supervisor = add_user(staff, ["agent", "supervisor"])
+        team_id = f"t-{uuid.uuid4().hex[:8]}"
+        assert (
+            staff.post(
+                "/teams", json={"id": team_id, "name": "华东客服组", "supervisors": [supervisor]}
+            ).status_code
+            == 201
+        )
+        admin = signed_in_console(console, stack.keys["admin"])
+        listing = admin.get("/staff")
+        assert (
+            listing.status_code == 200
+            and "华东客服组" in listing.text
+            and f"/staff/{supervisor}" in listing.text
+        )
+
+        page = admin.get(f"/staff/{supervisor}").text
+        assert "No key yet." in page
+        issued = admin.post(
+            f"/staff/{supervisor}/keys",
+            data={**form_fields(page, f"/staff/{supervisor}/keys"), "label": "front desk"},
+        )
+        assert issued.status_code == 200 and "Key issued." in issued.text
+        assert issued.headers["cache-control"] == "no-store"
+        key = re.search(r'<code class="secret">([^<]+)</code>', issued.text).group(1)
+        assert key.startswith("crm_user_") and key not in admin.get(f"/staff/{supervisor}").text  # shown once
+
+        # The person signs in with it (in Chinese), named by their login with their highest role.
+        person = signed_in_console(console, key, "zh-CN")
+        own = person.get("/staff")
+        assert own.status_code == 200 and supervisor in own.text and "主管" in own.text and "员工" in own.text
+        assert "API 密钥" not in person.get(f"/staff/{supervisor}").text  # keys are for admins
+        assert statuses(desk, key) == (200, 200)
+
+        page = admin.get(f"/staff/{supervisor}").text
+        (key_id,) = re.findall(r'action="/staff/keys/([^/"]+)/revoke"', page)
+        revoked = admin.post(
+            f"/staff/keys/{key_id}/revoke", data=form_fields(page, f"/staff/keys/{key_id}/revoke")
+        )
+        assert (
+            revoked.status_code == 303
+            and revoked.headers["location"] == f"/staff/{supervisor}?done=key_revoked"
+        )
+        assert "Revoked" in admin.get(f"/staff/{supervisor}").text
+        until(lambda: statuses(desk, key), lambda answer: answer == (401, 401), timeout=CACHE_SECONDS + 5)
+        # and the person's console session ends with it
+        until(
+            lambda: person.get("/staff").status_code, lambda status: status == 303, timeout=CACHE_SECONDS + 5
+        )
+        # a viewer sees the directory but may not issue keys
+        viewer = signed_in_console(console, stack.keys["viewer"])
+        page = viewer.get(f"/staff/{supervisor}").text
+        assert "Issue a key" not in page
+        refused = viewer.post(
+            f"/staff/{supervisor}/keys",
+            data={
+                "csrf": re.search(r'name="csrf" value="([^"]+)"', page).group(1),
+                "form_token": "a" * 24,
+                "label": "x",
+            },
+        )
+        assert refused.status_code == 403
+    finally:
+        console.stop()
 
 
 def test_with_the_directory_away_cached_keys_keep_working_and_unknown_ones_get_503(desk, staff):
