@@ -95,7 +95,7 @@ DEMO_TEAMS = {
 }
 DEMO_STAFF_WITHOUT_TEAM = [
     ("huang.xd", "黄晓东", ["analyst"]),
-    ("admin", "Shop Admin", ["admin"]),
+    ("shop.admin", "Shop Admin", ["admin"]),
 ]
 
 
@@ -404,7 +404,7 @@ class Demo:
             body = {"id": login, "name": name, "email": f"{login}@shop.example", "roles": roles, "team": team}
             self.http.post(
                 f"{url}/users",
-                json={**body, "locale": "en" if login == "admin" else "zh-CN"},
+                json={**body, "locale": "en" if login == "shop.admin" else "zh-CN"},
                 headers=self.admin,
             )
 

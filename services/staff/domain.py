@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.common.auth import USER_ROLES, hash_key, highest_role, new_user_key
+from services.common.auth import ROLES, USER_ROLES, hash_key, highest_role, new_user_key
 from services.common.errors import Kind, RuleBroken
 
 LOCALES = ("zh-CN", "en")
@@ -91,6 +91,9 @@ def check_id(value: str, what: str) -> str:
             f"{what} must be 2 to 40 of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
             field=what,
         )
+    if value in ROLES:
+        # The keys file's keys are named by their role, and a name must say who acted.
+        raise StaffError(f"{what} {value!r} is a role's name, which names the keys file's keys", field=what)
     return value
 
 

@@ -420,7 +420,7 @@ def _fuzz(strategy, send) -> None:
     run()
 
 
-@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles"])
+@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles", "staff"])
 def test_no_input_makes_any_operation_answer_5xx(platform, service):
     """Every operation of the service's OpenAPI, with values generated from its schemas (valid
     ones, ones with nasty leaves, any JSON) and raw bodies no encoder writes: never a 5xx."""

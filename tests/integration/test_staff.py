@@ -271,7 +271,9 @@ def test_the_demo_fills_the_directory_with_two_teams_of_agents_and_two_superviso
     assert east["supervisors"] == ["wang.fang", "zhao.lei"]
     assert {m["id"] for m in east["members"]} == {login for login, _, _ in DEMO_TEAMS[("east", "华东客服组")]}
     roles = {u["id"]: u["roles"] for u in staff.get("/users", params={"limit": 500}).json()["items"]}
-    assert roles["huang.xd"] == ["analyst"] and roles["admin"] == ["admin"] and roles["li.na"] == ["agent"]
+    assert (
+        roles["huang.xd"] == ["analyst"] and roles["shop.admin"] == ["admin"] and roles["li.na"] == ["agent"]
+    )
 
 
 def signed_in_console(console: Service, key: str, accept_language: str = "en") -> httpx.Client:

@@ -47,6 +47,7 @@ def test_roles_rank_viewer_analyst_agent_supervisor_admin_and_the_highest_counts
         ("user_id", "Li", "2 to 40 of a-z"),
         ("user_id", "a", "2 to 40 of a-z"),
         ("user_id", "-lead", "starting with a letter or digit"),
+        ("user_id", "admin", "a role's name"),
         ("roles", [], "at least one role"),
         ("roles", ["viewer"], "unknown role"),
         ("roles", ["agent", "agent"], "named twice"),
