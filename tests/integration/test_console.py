@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -382,3 +383,49 @@ def test_a_service_that_is_down_makes_only_its_part_say_so(stack, platform, shop
         assert client.get(f"/customers/{shop['slipping']}").status_code == 200
     finally:
         dead.stop()
+
+
+def test_an_admin_reads_the_staff_directory_issues_a_key_and_revokes_it(console, stack, platform, browser):
+    staff = platform["staff"]
+    login = f"sup.{uuid.uuid4().hex[:8]}"
+    assert (
+        staff.post(
+            "/users",
+            json={
+                "id": login,
+                "name": "王芳",
+                "email": f"{login}@shop.example",
+                "roles": ["agent", "supervisor"],
+            },
+        ).status_code
+        == 201
+    )
+    team = f"t-{uuid.uuid4().hex[:8]}"
+    assert (
+        staff.post("/teams", json={"id": team, "name": "华东客服组", "supervisors": [login]}).status_code
+        == 201
+    )
+
+    visit = Visit(browser, console.url)
+    sign_in(visit, stack.keys["admin"], "/staff")
+    assert "华东客服组" in visit.page.locator("main").inner_text()
+    visit.check("staff-en")
+    visit.open(f"/staff/{login}")
+    visit.page.fill("#k-label", "front desk")
+    with visit.page.expect_navigation():
+        visit.page.get_by_role("button", name="Issue").click()
+    key = visit.page.locator("code.secret").inner_text()
+    assert key.startswith("crm_user_")
+    visit.check("staff-member-en")
+    with visit.page.expect_navigation():
+        visit.page.get_by_role("button", name="Revoke front desk").click()
+    assert "Key revoked." in visit.page.locator(".notice").inner_text()
+    assert visit.page.locator("code.secret").count() == 0  # shown once only
+    with visit.page.expect_navigation():
+        visit.page.get_by_role("button", name="中文").click()
+    assert "已吊销" in visit.page.locator("main").inner_text()
+    visit.check("staff-member-zh")
+    visit.open("/staff")
+    assert "主管" in visit.page.locator("main").inner_text()
+    visit.check("staff-zh")
+    visit.close()
