@@ -195,7 +195,8 @@ class ApiKeys:
                 continue
             if len(parts) < 2 or parts[0] not in _RANK or len(parts[1]) != 64:
                 raise ValueError(f"{self.path}:{number}: expected '<role> <sha256 hex> [label]'")
-            table[parts[1]] = Principal(parts[0], parts[2] if len(parts) > 2 else parts[0])
+            label = parts[2] if len(parts) > 2 else parts[0]
+            table[parts[1]] = Principal(parts[0], label, roles=(parts[0],))
         self._by_hash, self._mtime = table, mtime
 
     async def authenticate(self, authorization: str | None) -> Principal:
