@@ -1,6 +1,6 @@
 """The staff directory against the real stack: users in teams, keys issued to them and used on
 other services, revoked and refused everywhere within seconds, and what happens while the
-directory is away. Three services as real processes: staff, orders and loyalty."""
+directory is away. Four services as real processes: staff, orders, loyalty and profiles."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ CACHE_SECONDS = Settings().auth_cache_seconds
 @pytest.fixture(scope="module")
 def desk(stack, prefix) -> dict[str, Service]:
     db_prefix = f"t{uuid.uuid4().hex[:8]}_"
-    ports = {name: free_port() for name in ("staff", "orders", "loyalty")}
+    ports = {name: free_port() for name in ("staff", "orders", "loyalty", "profiles")}
     urls = {f"CRM_{name.upper()}_URL": f"http://127.0.0.1:{port}" for name, port in ports.items()}
     started = {
         name: start_service(
@@ -108,6 +108,15 @@ def test_a_key_issued_to_a_user_works_on_every_service_names_them_and_stops_with
     )
     assert placed.status_code == 201, placed.text
     assert placed.json()["history"][0]["by"] == agent
+    city = f"city-{uuid.uuid4().hex[:6]}"
+    exported = desk["profiles"].get(
+        "/customers", role=None, params={"city": city, "format": "csv"}, headers=bearer(issued["key"])
+    )
+    assert exported.status_code == 200, exported.text
+    (record,) = blocking_client(stack.mongo_url)[staff.env["CRM_DB_PREFIX"] + "profiles"]["exports"].find(
+        {"filters.city": city}
+    )
+    assert record["by"] == agent and record["role"] == "agent"
     # An agent is not an admin anywhere.
     assert (
         desk["loyalty"]
