@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     # complaints
     sla_policy_file: Path | None = None  # TOML; see services/complaints/sla-policy.example.toml
     sla_watch_seconds: float = Field(30.0, gt=0)
+    # The case desk's own key (admin: loyalty adjustments need it) for carrying out compensation
+    # and sending escalation notices: one caller, so each payment's Idempotency-Key is one scope
+    # whoever retries it.
+    complaints_api_key: str | None = None
 
     # scoring
     scoring_batch: int = Field(1000, ge=1)  # events folded per database round trip

@@ -35,6 +35,7 @@ _FAMILY_TOPIC = {
     "customer": CUSTOMERS,
     "order": ORDERS,
     "complaint": COMPLAINTS,
+    "case": COMPLAINTS,  # cases of every kind (issue 21): the complaints service is the case desk
     "survey": COMPLAINTS,
     "interaction": INTERACTIONS,
     "loyalty": LOYALTY,
