@@ -11,9 +11,10 @@ from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, ORJSONResponse, RedirectResponse, Response
 
 from services.common.auth import Principal, require
+from services.common.endpoints import RequiredIdempotencyHeader, answer, idempotency
 from services.common.fields import CustomerId, EntityId, Limit
 
-from .models import AudienceIn, CampaignIn, ChurnActionIn, PreviewIn, ReleaseIn, ReservationIn
+from .models import AudienceIn, CampaignIn, ChurnActionIn, NotificationIn, PreviewIn, ReleaseIn, ReservationIn
 from .service import EngagementService
 
 router = APIRouter()
@@ -233,6 +234,25 @@ async def unsubscribe(
     return HTMLResponse(
         UNSUBSCRIBE_PAGE.format(body=f"<p>You will get no more marketing by {ch}. / 已退订。</p>")
     )
+
+
+# --- notices to staff (the case desk's escalations) ------------------------------------------------
+
+
+@router.post(
+    "/notifications",
+    status_code=201,
+    tags=["notifications"],
+    summary="A service email to a member of staff, once per Idempotency-Key",
+)
+async def notify(
+    body: NotificationIn,
+    key: RequiredIdempotencyHeader,
+    principal: Principal = Depends(require("agent")),
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    idem = idempotency(key, principal, "POST /notifications", body)
+    return answer(await service.notify(body, idem))
 
 
 # --- the embedded stack's local mailbox -------------------------------------------------------------

@@ -120,6 +120,15 @@ class ReleaseIn(Strict):
     order_id: EntityId
 
 
+class NotificationIn(Strict):
+    """A service message to a member of staff (an escalation notice): no customer, no
+    campaign, no consent needed; sent by email like any service message."""
+
+    to: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)]
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+
+
 def _ts(value: Any) -> Any:
     return to_rfc3339(value) if value is not None and not isinstance(value, str) else value
 

@@ -9,6 +9,7 @@ import asyncio
 import collections
 import contextlib
 import hashlib
+import html
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,14 +27,21 @@ from services.common.fields import new_id
 from services.common.peers import Peers, Unavailable
 from services.common.problems import Problem
 from services.common.settings import Settings
-from services.common.writes import Outcome, Writes
+from services.common.writes import IdempotencyKey, Outcome, Writes
 from services.stack.smtp import read_mailbox
 
 from . import domain, templates
 from .channels import Accepted, EmailTransport, Outgoing, Refused, Retry, WebhookTransport
 from .domain import Arm, Contact, Offer, Purpose, State
 from .events import CONSUMED, GROUP, event, message_event
-from .models import AudienceIn, CampaignIn, present_campaign, present_coupon, present_message
+from .models import (
+    AudienceIn,
+    CampaignIn,
+    NotificationIn,
+    present_campaign,
+    present_coupon,
+    present_message,
+)
 from .stock import CHURN_ACTION_CAMPAIGNS
 from .store import EngagementStore, coupon_id_of
 from .store import contact_from as store_contact
@@ -506,12 +514,14 @@ class EngagementService:
             events, accepted, final = [], [], []
             for message, result in zip(messages, results, strict=True):
                 attempts = message.get("attempts", 0) + 1
+                about_customer = message.get("customer_id") is not None  # not a notice to staff
                 if isinstance(result, Accepted):
                     (final if result.final else accepted).append(message["_id"])
-                    events.append(
-                        message_event("sent", message, now, purpose=message["purpose"], sent_at=now)
-                    )
-                    if result.final:
+                    if about_customer:
+                        events.append(
+                            message_event("sent", message, now, purpose=message["purpose"], sent_at=now)
+                        )
+                    if result.final and about_customer:
                         events.append(message_event("delivered", message, now, delivered_at=now))
                 elif isinstance(result, Retry) and attempts < domain.MAX_ATTEMPTS:
                     fields = {
@@ -527,9 +537,12 @@ class EngagementService:
                     await self.store.finish(
                         [message["_id"]], {"state": State.FAILED.value, "reason": reason}, session
                     )
-                    events.append(
-                        message_event("failed", message, now, reason=reason, attempts=attempts, failed_at=now)
-                    )
+                    if about_customer:
+                        events.append(
+                            message_event(
+                                "failed", message, now, reason=reason, attempts=attempts, failed_at=now
+                            )
+                        )
             sent = {"state": State.SENT.value, "sent_at": now, "reason": None}
             if accepted:
                 await self.store.finish(accepted, sent, session)
@@ -777,6 +790,46 @@ class EngagementService:
             raise Problem(404, f"no contact {customer_id}")
         contact = store_contact(found)
         return {**contact.__dict__, "consent": {c: contact.consent.get(c, False) for c in domain.CHANNELS}}
+
+    # --- notices to staff -------------------------------------------------------------------------
+
+    async def notify(self, body: NotificationIn, key: IdempotencyKey) -> Outcome:
+        """Queue a notice to a member of staff (the case desk's escalations): one message per
+        Idempotency-Key, sent by the sender like any service message. It is about no customer,
+        so it publishes no message events (those are a customer's history)."""
+        now = self.clock.now()
+        message_id = f"nt-{key.id[:40]}"
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            text = html.escape(body.text).replace("\n", "<br>")
+            message = {
+                "_id": message_id,
+                "campaign_id": None,
+                "customer_id": None,
+                "occasion": "",
+                "channel": "email",
+                "purpose": Purpose.SERVICE.value,
+                "assigned_at": now,
+                "due_at": now,
+                "attempts": 0,
+                "retry_ts": 0.0,
+                "opened": False,
+                "clicked": False,
+                "unsubscribed": False,
+                "group": None,
+                "reason": None,
+                "state": State.PENDING.value,
+                "to": body.to,
+                "subject": body.subject,
+                "text": body.text,
+                "html": f'<div style="font-family:sans-serif">{text}</div>',
+            }
+            await self.store.add_messages([message], session)
+            return Outcome(201, {"message_id": message_id, "state": State.PENDING.value})
+
+        outcome = await self.writes.run(work, key)
+        self._wake.set()
+        return outcome
 
     # --- the embedded stack's mailbox ------------------------------------------------------------
 
