@@ -1,4 +1,5 @@
-"""Complaints and surveys in MongoDB (`crm_complaints`)."""
+"""Cases (complaints and the other kinds, one collection) and surveys in MongoDB
+(`crm_complaints`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from services.common.errors import ConcurrentChange
 from services.common.mongo import add_epoch_seconds, between, epoch_seconds, index
 from services.common.pagination import page
 
-from .domain import ACTIVE, Complaint, ComplaintFilters, Status, Targets
+from .domain import ACTIVE, COMPLAINT, Complaint, ComplaintFilters, Status, Targets
 
 COMPLAINTS = "complaints"
 SURVEYS = "surveys"
@@ -24,11 +25,20 @@ INDEXES = {
         index("next_check"),
         index("assignee", ("opened_at", -1)),
         index("opened_ts"),
+        # the queues: by time left, within a kind, state, team, assignee or level
+        index("due_ts"),
+        index("kind", "due_ts"),
+        index("status", "due_ts"),
+        index("team", "due_ts"),
+        index("assignee", "due_ts"),
+        index("level", "due_ts"),
     ],
     # One CSAT survey per complaint is enforced on the complaint (its survey_id, versioned).
     SURVEYS: [index("customer_id", ("submitted_at", -1)), index(("submitted_at", -1)), index("submitted_ts")],
 }
 LIST_SORT = [("opened_at", -1), ("_id", -1)]
+QUEUE_SORT = [("due_ts", 1), ("_id", 1)]  # least time left first; no deadline (paused, done) last
+NO_DEADLINE = 1e12  # epoch seconds past any deadline, so the sort key is never null
 SURVEY_SORT = [("submitted_at", -1), ("_id", -1)]
 
 
@@ -40,7 +50,8 @@ def _utc(value: datetime | None) -> datetime | None:
     return as_utc(value) if value is not None else None
 
 
-def to_document(c: Complaint, next_check: datetime | None) -> dict[str, Any]:
+def to_document(c: Complaint, next_check: datetime | None, due: datetime | None = None) -> dict[str, Any]:
+    """`due`: the case's next deadline (domain.due_at), what its queue sorts by."""
     doc = {
         "_id": c.complaint_id,
         "customer_id": c.customer_id,
@@ -73,6 +84,15 @@ def to_document(c: Complaint, next_check: datetime | None) -> dict[str, Any]:
         "survey_id": c.survey_id,
         "history": list(c.history),
         "version": c.version,
+        "kind": c.kind,
+        "team": c.team,
+        "warnings": list(c.warnings),
+        "supervision_due": c.supervision_due,
+        "decision": c.decision,
+        "remedy": c.remedy,
+        "confirmation": c.confirmation,
+        "due_at": due,
+        "due_ts": epoch_seconds(due) if due is not None else NO_DEADLINE,
     }
     if next_check is not None:  # absent, not null: the watcher's range query skips it
         doc["next_check"] = next_check
@@ -107,7 +127,18 @@ def from_document(d: dict[str, Any]) -> Complaint:
         survey_id=d.get("survey_id"),
         history=tuple({**h, "at": as_utc(h["at"])} for h in d.get("history", [])),
         version=d.get("version", 0),
+        kind=d.get("kind", COMPLAINT),
+        team=d.get("team"),
+        warnings=tuple(d.get("warnings", [])),
+        supervision_due=d.get("supervision_due"),
+        decision=_with_utc(d.get("decision"), "at"),
+        remedy=_with_utc(d.get("remedy"), "at", "approved_at"),
+        confirmation=_with_utc(d.get("confirmation"), "at"),
     )
+
+
+def _with_utc(part: dict[str, Any] | None, *fields: str) -> dict[str, Any] | None:
+    return None if part is None else {**part, **{f: _utc(part.get(f)) for f in fields}}
 
 
 class ComplaintStore:
@@ -122,18 +153,28 @@ class ComplaintStore:
         return from_document(doc) if doc else None
 
     async def insert(
-        self, c: Complaint, next_check: datetime | None, session: AsyncIOMotorClientSession
+        self,
+        c: Complaint,
+        next_check: datetime | None,
+        session: AsyncIOMotorClientSession,
+        due: datetime | None = None,
     ) -> None:
-        await self.complaints.insert_one(to_document(c, next_check), session=session)
+        await self.complaints.insert_one(to_document(c, next_check, due), session=session)
 
     async def replace(
-        self, c: Complaint, next_check: datetime | None, session: AsyncIOMotorClientSession
+        self,
+        c: Complaint,
+        next_check: datetime | None,
+        session: AsyncIOMotorClientSession,
+        due: datetime | None = None,
     ) -> Complaint:
         """Optimistic concurrency: lands only on the version that was read, which is what makes
         a breach escalate once even with two watchers."""
         saved = type(c)(**{**c.__dict__, "version": c.version + 1})
         result = await self.complaints.replace_one(
-            {"_id": c.complaint_id, "version": c.version}, to_document(saved, next_check), session=session
+            {"_id": c.complaint_id, "version": c.version},
+            to_document(saved, next_check, due),
+            session=session,
         )
         if result.matched_count != 1:
             raise ConcurrentChange(c.complaint_id)
@@ -151,6 +192,9 @@ class ComplaintStore:
                     "description": after.description,
                     "resolution": after.resolution,
                     "history": list(after.history),
+                    "decision": after.decision,
+                    "remedy": after.remedy,
+                    "confirmation": after.confirmation,
                 },
                 "$inc": {"version": 1},
             },
@@ -168,8 +212,9 @@ class ComplaintStore:
         return await self.complaints.count_documents({"status": {"$in": [s.value for s in ACTIVE]}})
 
     async def list(
-        self, filters: ComplaintFilters, limit: int, cursor: str | None
+        self, filters: ComplaintFilters, limit: int, cursor: str | None, by_time_left: bool = False
     ) -> tuple[list[Complaint], str | None]:
+        """Newest first, or (the queue) least time left first."""
         query: dict[str, Any] = {
             k: v
             for k, v in (
@@ -180,10 +225,14 @@ class ComplaintStore:
                 ("customer_id", filters.customer_id),
                 ("breached", filters.breached),
                 ("opened_at", between(filters.opened_from, filters.opened_to)),
+                ("kind", filters.kind),
+                ("level", filters.level),
+                ("team", filters.team),
             )
             if v is not None
         }
-        docs, next_cursor = await page(self.complaints, query, LIST_SORT, limit, cursor)
+        sort = QUEUE_SORT if by_time_left else LIST_SORT
+        docs, next_cursor = await page(self.complaints, query, sort, limit, cursor)
         return [from_document(d) for d in docs], next_cursor
 
     async def opened_between(
@@ -205,6 +254,10 @@ class ComplaintStore:
         if (submitted := between(_seconds(start), _seconds(end))) is not None:
             query["submitted_ts"] = submitted
         return await self.surveys.find(query).to_list(None)
+
+    async def add_kinds(self) -> None:
+        """Complaints stored before cases had kinds are cases of kind complaint."""
+        await self.complaints.update_many({"kind": {"$exists": False}}, {"$set": {"kind": COMPLAINT}})
 
     async def add_epoch_seconds(self) -> None:
         """Complaints and surveys stored before their epoch seconds were kept get them."""

@@ -33,6 +33,9 @@ crm.profile.care_due crm.message.sent crm.message.delivered crm.message.failed c
 crm.message.clicked crm.coupon.issued crm.coupon.redeemed crm.coupon.released
 crm.staff.user_created crm.staff.user_changed crm.staff.user_deactivated crm.staff.team_created
 crm.staff.team_changed crm.staff.key_issued crm.staff.key_revoked
+crm.case.opened crm.case.assigned crm.case.responded crm.case.awaiting_customer crm.case.escalated
+crm.case.sla_warning crm.case.resolved crm.case.reopened crm.case.closed crm.case.decided
+crm.case.remedy_proposed crm.case.remedy_approved crm.case.compensated crm.case.confirmed
 """.split()
 
 SCHEMA_FILES = sorted(p for p in SCHEMAS_DIR.glob("*/v*.json") if not p.name.endswith(".examples.json"))
