@@ -733,7 +733,11 @@ def _procedure_step(c: Complaint, what: str) -> None:
 
 
 def _compensation_started(c: Complaint) -> bool:
-    return any(item["status"] != "due" for item in ((c.remedy or {}).get("compensations") or []))
+    """Whether the current remedy is under way: something of it paid and nothing refused (a
+    refusal, say a refund on an order not yet delivered, calls for a new remedy, which takes
+    over what the old one did not pay)."""
+    statuses = [item["status"] for item in ((c.remedy or {}).get("compensations") or [])]
+    return "paid" in statuses and "refused" not in statuses
 
 
 def decide(
@@ -952,9 +956,15 @@ def _check_procedure_done(c: Complaint) -> None:
         raise ComplaintError(
             "a valid complaint is resolved after its remedy (POST .../remedy)", Kind.CONFLICT
         )
-    if any(item["status"] == "due" for item in c.remedy["compensations"]):
+    statuses = {item["status"] for item in c.remedy["compensations"]}
+    if "due" in statuses:
         raise ComplaintError(
             "the remedy's compensation is not carried out yet (POST .../compensate)", Kind.CONFLICT
+        )
+    if "refused" in statuses:
+        raise ComplaintError(
+            "part of the remedy's compensation was refused; propose a new remedy (POST .../remedy)",
+            Kind.CONFLICT,
         )
 
 

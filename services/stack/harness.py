@@ -164,7 +164,7 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
                 CRM_DATA_DIR=str(data_dir),
             )
         if name == "complaints":
-            extra["CRM_SLA_WATCH_SECONDS"] = "0.5"
+            extra.update(CRM_SLA_WATCH_SECONDS="0.5", CRM_COMPLAINTS_API_KEY=stack.keys["admin"])
         if name == "staff":
             extra["CRM_STAFF_LAST_USED_SECONDS"] = "1"
         if name == "engagement":

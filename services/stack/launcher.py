@@ -104,6 +104,8 @@ class Platform:
             env = {**self.child_env, **(self._engagement_env(keys_file) if name == "engagement" else {})}
             if name == "reports":  # reads the profiles API off the request path, with a viewer's key
                 env = {**env, "CRM_REPORTS_API_KEY": keys["viewer"]}
+            if name == "complaints":  # pays compensation (loyalty adjustments: admin) and notifies
+                env = {**env, "CRM_COMPLAINTS_API_KEY": keys["admin"]}
             child = service_child(name, env, port, self.log_dir)
             self.services.append(child)
             child.start()

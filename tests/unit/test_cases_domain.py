@@ -262,6 +262,28 @@ def test_erasure_scrubs_the_procedures_free_text():
     assert scrubbed.decision["root_cause"] == "logistics.late"  # what the reports count stays
 
 
+def test_a_refused_compensation_calls_for_a_new_remedy():
+    c = domain.propose_remedy(
+        decided(), T0 + h(3), "ann", description="refund", compensations=[POINTS, REFUND], procedure=PROCEDURE
+    ).complaint
+    c = domain.approve_remedy(c, T0 + h(3), "wang.wei", None).complaint
+    c = domain.compensated(c, T0 + h(4), 1, 0, paid=True, reference="le-1", detail=None).complaint
+    refused = domain.compensated(c, T0 + h(4), 1, 1, paid=False, reference=None, detail="not delivered yet")
+    assert refused.facts == [] and refused.complaint.remedy["compensations"][1]["status"] == "refused"
+    with pytest.raises(ComplaintError, match="propose a new remedy"):
+        domain.resolve(refused.complaint, T0 + h(5), "done", "ann", POLICY)
+    again = domain.propose_remedy(
+        refused.complaint,
+        T0 + h(5),
+        "ann",
+        description="a coupon instead",
+        compensations=[],
+        procedure=PROCEDURE,
+    ).complaint
+    assert again.remedy["number"] == 2
+    assert domain.resolve(again, T0 + h(6), "coupon sent", "ann", POLICY).complaint.status is Status.RESOLVED
+
+
 def test_the_procedure_configuration_is_checked():
     assert Procedure.from_config({}).approval_above_cents == 20_000
     with pytest.raises(ValueError, match="point_value_cents"):
