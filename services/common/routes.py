@@ -64,7 +64,7 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "POST /cases/{case_id}/compensate": "agent",
         "POST /cases/{case_id}/confirm": "agent",
         "GET /cases/catalogue": "viewer",
-        "GET /cases/{case_id}": "viewer",
+        "GET /cases/{complaint_id}": "viewer",
         "GET /cases": "viewer",
         "POST /surveys": "agent",
         "GET /surveys/stats": "viewer",

@@ -168,15 +168,6 @@ async def case_catalogue(
     return service.catalogue()
 
 
-@router.get("/cases/{case_id}", tags=["cases"], summary="One case with its history and procedure")
-async def get_case(
-    case_id: EntityId,
-    _: Principal = Depends(require("viewer")),
-    service: ComplaintService = Depends(complaints),
-) -> dict[str, Any]:
-    return await service.complaint(case_id)
-
-
 @router.get(
     "/cases",
     tags=["cases"],
@@ -238,6 +229,7 @@ async def complaint_stats(
     return await service.complaint_stats(since, until, category, severity)
 
 
+@router.get("/cases/{complaint_id}", tags=["cases"], summary="One case with its history and procedure")
 @router.get("/complaints/{complaint_id}", tags=["complaints"], summary="One complaint with its history")
 async def get_complaint(
     complaint_id: EntityId,

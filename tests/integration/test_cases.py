@@ -77,6 +77,26 @@ def set_clock(clock_file, hours: float) -> None:
     clock_file.write_text(to_rfc3339(NOW + timedelta(hours=hours)))
 
 
+def staff_user(desk, roles: list[str], locale: str = "en", name: str = "ann") -> str:
+    """A person in the staff directory (when it is part of the platform; before that an
+    assignee is taken on its name)."""
+    user_id = f"{name}.{uuid.uuid4().hex[:6]}"
+    if HAS_STAFF:
+        made = desk["staff"].post(
+            "/users",
+            json={
+                "id": user_id,
+                "name": user_id,
+                "email": f"{user_id}@staff.example.com",
+                "locale": locale,
+                "roles": roles,
+                "team": None,
+            },
+        )
+        assert made.status_code == 201, made.text
+    return user_id
+
+
 def open_case(cases: Service, kind: str, customer: str | None = None, **extra) -> dict:
     answer = cases.post(
         "/cases",
@@ -95,8 +115,9 @@ def open_case(cases: Service, kind: str, customer: str | None = None, **extra) -
     return answer.json()
 
 
-def test_an_inquiry_is_answered_within_its_sla_and_every_change_is_an_event(cases, clock_file, reader):
+def test_an_inquiry_is_answered_within_its_sla_and_every_change_is_an_event(desk, cases, clock_file, reader):
     set_clock(clock_file, 0)
+    agent = staff_user(desk, ["agent"])
     customer = unique_id()
     inquiry = open_case(cases, "inquiry", customer)
     assert inquiry["kind"] == "inquiry" and inquiry["severity"] is None
@@ -108,7 +129,7 @@ def test_an_inquiry_is_answered_within_its_sla_and_every_change_is_an_event(case
     assert queue[0]["sla"]["time_left_hours"] == 2.0  # the first response is due first
     case_id = inquiry["case_id"]
     set_clock(clock_file, 0.5)
-    assert cases.post(f"/cases/{case_id}/assign", role="agent", json={"assignee": "ann"}).status_code == 200
+    assert cases.post(f"/cases/{case_id}/assign", role="agent", json={"assignee": agent}).status_code == 200
     set_clock(clock_file, 3)
     answered = cases.post(
         f"/cases/{case_id}/resolve", role="agent", json={"resolution": "tracking number given"}
@@ -130,7 +151,7 @@ def test_an_inquiry_is_answered_within_its_sla_and_every_change_is_an_event(case
     for event in events:
         data = event["data"]
         assert (data["case_id"], data["kind"], data["category"]) == (case_id, "inquiry", "logistics")
-    assert events[3]["data"]["within_sla"] is True and events[3]["data"]["assignee"] == "ann"
+    assert events[3]["data"]["within_sla"] is True and events[3]["data"]["assignee"] == agent
 
 
 def test_the_queue_sorts_by_time_left_and_filters(cases, clock_file):
@@ -210,7 +231,8 @@ def test_a_complaint_through_the_whole_procedure_pays_once_with_approval(desk, c
     customer, order_id = registered_buyer(desk)
     complaint = open_case(cases, "complaint", customer, order_id=order_id)
     case_id = complaint["case_id"]
-    assert cases.post(f"/cases/{case_id}/assign", role="agent", json={"assignee": "ann"}).status_code == 200
+    agent = staff_user(desk, ["agent"])
+    assert cases.post(f"/cases/{case_id}/assign", role="agent", json={"assignee": agent}).status_code == 200
     bad = cases.post(
         f"/cases/{case_id}/decision",
         role="agent",
@@ -311,21 +333,8 @@ def test_a_complaint_through_the_whole_procedure_pays_once_with_approval(desk, c
 @pytest.mark.skipif(not HAS_STAFF, reason="the staff directory (services/staff) is not in this tree yet")
 def test_an_escalation_reaches_the_supervisors_inbox(desk, cases, clock_file):
     staff = desk["staff"]
-    suffix = uuid.uuid4().hex[:6]
-    agent, boss, team = f"ann.{suffix}", f"wang.{suffix}", f"east-{suffix}"
-    for user_id, roles, locale in ((agent, ["agent"], "en"), (boss, ["supervisor"], "zh-CN")):
-        made = staff.post(
-            "/users",
-            json={
-                "id": user_id,
-                "name": user_id,
-                "email": f"{user_id}@staff.example.com",
-                "locale": locale,
-                "roles": roles,
-                "team": None,
-            },
-        )
-        assert made.status_code == 201, made.text
+    agent, boss = staff_user(desk, ["agent"]), staff_user(desk, ["supervisor"], "zh-CN", "wang")
+    team = f"east-{uuid.uuid4().hex[:6]}"
     assert staff.post("/teams", json={"id": team, "name": "East", "supervisors": [boss]}).status_code == 201
     set_clock(clock_file, 12)
     case = open_case(cases, "complaint", team=team)
