@@ -11,6 +11,7 @@ ALL = [
     "orders_http",
     "profiles_http",
     "reports_http",
+    "cases_http",
     "console_http",
     "engagement",
     "scoring",

@@ -869,6 +869,8 @@ def approve_remedy(c: Complaint, at: datetime, by: str, note: str | None) -> Cha
         )
     if remedy["approved_by"]:
         raise ComplaintError(f"the remedy was approved by {remedy['approved_by']}", Kind.CONFLICT)
+    if by == remedy["by"]:
+        raise ComplaintError("a remedy is approved by someone other than who proposed it", Kind.CONFLICT)
     moved = _noted(c, "approve-remedy", at, by, note, remedy={**remedy, "approved_by": by, "approved_at": at})
     return Change(
         moved,

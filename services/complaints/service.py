@@ -339,6 +339,8 @@ class ComplaintService:
         paying service's first answer, so nothing is paid twice. The outcome of each is
         recorded on the case (paid with the reference, or refused with the reason); one whose
         service does not answer stays due and the answer is a 503 to retry."""
+        if self.own_authorization is None:
+            raise Problem(503, "the case desk has no key of its own to pay with (CRM_COMPLAINTS_API_KEY)")
         case = await self.store.get(complaint_id)
         if case is None:
             raise domain.no_complaint(complaint_id)
@@ -348,7 +350,9 @@ class ComplaintService:
         for index, item in due:
             payment_key = domain.compensation_key(case, number, index)
             answer = await self._pay(case, item, payment_key)
-            if answer.status == "unavailable":
+            # A key the paying service does not accept is the desk's configuration, not the
+            # payment's refusal: it stays due.
+            if answer.status == "unavailable" or answer.code in (401, 403):
                 COMPENSATIONS.labels(item["type"], "unavailable").inc()
                 waiting.append(f"{item['type']}: {answer.service} did not answer ({answer.error})")
                 continue

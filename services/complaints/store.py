@@ -26,19 +26,29 @@ INDEXES = {
         index("assignee", ("opened_at", -1)),
         index("opened_ts"),
         # the queues: by time left, within a kind, state, team, assignee or level
-        index("due_ts"),
-        index("kind", "due_ts"),
-        index("status", "due_ts"),
-        index("team", "due_ts"),
-        index("assignee", "due_ts"),
-        index("level", "due_ts"),
+        index("queue_key"),
+        index("kind", "queue_key"),
+        index("status", "queue_key"),
+        index("team", "queue_key"),
+        index("assignee", "queue_key"),
+        index("level", "queue_key"),
     ],
     # One CSAT survey per complaint is enforced on the complaint (its survey_id, versioned).
     SURVEYS: [index("customer_id", ("submitted_at", -1)), index(("submitted_at", -1)), index("submitted_ts")],
 }
 LIST_SORT = [("opened_at", -1), ("_id", -1)]
-QUEUE_SORT = [("due_ts", 1), ("_id", 1)]  # least time left first; no deadline (paused, done) last
+# Least time left first; no deadline (paused, done) last. One unique key, the deadline's epoch
+# seconds (fixed width) and then the id, so a page's cursor is one range on one index: a
+# (due_ts, _id) sort pages through a run among ties by an `_id` range, which the embedded
+# server scans (DatabaseCapabilities.indexed_id_ranges: 0.7 s at 5,000 cases, 0.02 s this way).
+QUEUE_SORT = [("queue_key", 1)]
 NO_DEADLINE = 1e12  # epoch seconds past any deadline, so the sort key is never null
+
+
+def queue_key(due_ts: float, case_id: str) -> str:
+    return f"{due_ts:017.3f}|{case_id}"
+
+
 SURVEY_SORT = [("submitted_at", -1), ("_id", -1)]
 
 
@@ -94,6 +104,7 @@ def to_document(c: Complaint, next_check: datetime | None, due: datetime | None 
         "due_at": due,
         "due_ts": epoch_seconds(due) if due is not None else NO_DEADLINE,
     }
+    doc["queue_key"] = queue_key(doc["due_ts"], c.complaint_id)
     if next_check is not None:  # absent, not null: the watcher's range query skips it
         doc["next_check"] = next_check
     return doc
@@ -238,7 +249,9 @@ class ComplaintStore:
     async def opened_between(
         self, start: datetime | None, end: datetime | None, category: str | None, severity: str | None
     ) -> list[Complaint]:
+        """Complaints only: the other kinds of case are the desk service's reports."""
         query: dict[str, Any] = {k: v for k, v in (("category", category), ("severity", severity)) if v}
+        query["kind"] = COMPLAINT
         if (opened := between(_seconds(start), _seconds(end))) is not None:
             query["opened_ts"] = opened
         return [from_document(d) async for d in self.complaints.find(query, {"history": 0})]

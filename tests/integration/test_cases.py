@@ -158,8 +158,10 @@ def test_the_queue_sorts_by_time_left_and_filters(cases, clock_file):
     set_clock(clock_file, 3)
     team = f"team-{uuid.uuid4().hex[:6]}"
     suggestion = open_case(cases, "suggestion", team=team)  # 24 h to a first response
+    set_clock(clock_file, 3.1)
     complaint = open_case(cases, "complaint", team=team)  # high: 4 h
-    inquiry = open_case(cases, "inquiry", team=team)  # 2 h
+    set_clock(clock_file, 3.2)
+    inquiry = open_case(cases, "inquiry", team=team)  # 2 h, and the newest
     queue = cases.get("/cases", params={"team": team}).json()["items"]
     assert [c["case_id"] for c in queue] == [inquiry["case_id"], complaint["case_id"], suggestion["case_id"]]
     newest = cases.get("/cases", params={"team": team, "sort": "newest"}).json()["items"]

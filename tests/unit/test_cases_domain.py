@@ -185,6 +185,8 @@ def test_compensation_above_the_amount_needs_approval_and_is_paid_once():
     assert refused.value.kind is Kind.CONFLICT
     with pytest.raises(ComplaintError, match="compensation is not carried out"):
         domain.resolve(proposed.complaint, T0 + h(3), "done", "ann", POLICY)
+    with pytest.raises(ComplaintError, match="someone other than who proposed it"):
+        domain.approve_remedy(proposed.complaint, T0 + h(4), "ann", "my own")
     approved = domain.approve_remedy(proposed.complaint, T0 + h(4), "wang.wei", "ok").complaint
     with pytest.raises(ComplaintError, match="approved by wang.wei"):
         domain.approve_remedy(approved, T0 + h(4), "wang.wei", None)
