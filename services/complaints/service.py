@@ -281,14 +281,10 @@ class ComplaintService:
                 await self.supervise(complaint.complaint_id)
         return outcome
 
-    async def procedure_step(
-        self, complaint_id: str, step: str, body: Any, by: str, key: IdempotencyKey | None
-    ) -> Outcome:
-        """decision, remedy, approve, confirm: the complaint procedure's recorded steps."""
-        at = self.clock.now()
+    def _procedure_rule(self, step: str, body: Any, at: datetime, by: str) -> Callable[[Complaint], Change]:
         if step == "decision":
             assert isinstance(body, DecisionIn)
-            apply = lambda c: domain.decide(  # noqa: E731
+            return lambda c: domain.decide(
                 c,
                 at,
                 by,
@@ -298,18 +294,24 @@ class ComplaintService:
                 root_cause=body.root_cause,
                 procedure=self.procedure,
             )
-        elif step == "remedy":
+        if step == "remedy":
             assert isinstance(body, RemedyIn)
             items = [item.model_dump() for item in body.compensations]
-            apply = lambda c: domain.propose_remedy(  # noqa: E731
+            return lambda c: domain.propose_remedy(
                 c, at, by, description=body.description, compensations=items, procedure=self.procedure
             )
-        elif step == "approve":
-            apply = lambda c: domain.approve_remedy(c, at, by, body.note if body else None)  # noqa: E731
-        else:
-            assert isinstance(body, ConfirmIn)
-            apply = lambda c: domain.confirm(c, at, by, body.satisfied, body.note, self.policy)  # noqa: E731
-        outcome, _ = await self._change(complaint_id, apply, key)
+        if step == "approve":
+            return lambda c: domain.approve_remedy(c, at, by, body.note if body else None)
+        assert isinstance(body, ConfirmIn)
+        return lambda c: domain.confirm(c, at, by, body.satisfied, body.note, self.policy)
+
+    async def procedure_step(
+        self, complaint_id: str, step: str, body: Any, by: str, key: IdempotencyKey | None
+    ) -> Outcome:
+        """decision, remedy, approve, confirm: the complaint procedure's recorded steps."""
+        outcome, _ = await self._change(
+            complaint_id, self._procedure_rule(step, body, self.clock.now(), by), key
+        )
         return outcome
 
     def catalogue(self) -> dict[str, Any]:
