@@ -16,6 +16,7 @@ import structlog
 from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter, Gauge, Histogram
 
+from services.common.auth import assignee_problem
 from services.common.clock import Clock, bounded_period
 from services.common.erasure import SCRUBBED
 from services.common.errors import ConcurrentChange, Kind
@@ -120,7 +121,7 @@ class StaffDirectory:
         self.authorization = authorization
 
     async def user(self, user_id: str) -> Answer:
-        return await self.peers.get("staff", f"/users/{user_id}", self.authorization)
+        return await self.peers.staff_user(user_id, self.authorization)
 
     async def supervisor(self, team: str | None, level: int) -> tuple[str | None, str | None]:
         """(supervisor, why not); raises Unavailable-like ComplaintError when the directory
@@ -237,13 +238,9 @@ class ComplaintService:
         if answer.status == "unavailable":
             log.warning("assignee not checked: the staff directory did not answer", assignee=assignee)
             return None
-        if not answer.ok:
-            raise ComplaintError(f"no staff user {assignee!r}", field="assignee")
-        user = answer.body
-        if not user.get("active", True):
-            raise ComplaintError(f"staff user {assignee!r} is not active", field="assignee")
-        if not set(user.get("roles") or []) & {"agent", "supervisor", "admin"}:
-            raise ComplaintError(f"staff user {assignee!r} does not hold the agent role", field="assignee")
+        user = answer.body if answer.ok else None
+        if (problem := assignee_problem(assignee, user)) is not None:
+            raise ComplaintError(f"cannot assign: {problem}", field="assignee")
         return user.get("team")
 
     def _rule(
