@@ -27,6 +27,7 @@ TRIGGERS = {
     "care_due": "crm.profile.care_due",
     "lifecycle_decline": "crm.profile.lifecycle_changed",
     "tier_changed": "crm.loyalty.tier_changed",
+    "points_expiring": "crm.loyalty.points_expiring",
 }
 DEFAULT_CONTROL_SHARE = 0.10
 DEFAULT_ATTRIBUTION_DAYS = 7
@@ -105,6 +106,31 @@ def may_send(contact: Contact, channel: str, purpose: Purpose) -> str | None:
     if purpose is Purpose.MARKETING and not contact.consent.get(channel, False):
         return f"no marketing consent for {channel}"
     return None
+
+
+# --- audiences -------------------------------------------------------------------------------------
+
+# Audience filters the profiles search does not offer: applied to each customer it returns.
+LOCAL_FILTERS = ("max_risk", "last_purchase_min_days", "last_purchase_max_days")
+
+
+def search_filters(filters: dict[str, Any]) -> dict[str, Any]:
+    """What the profiles search is asked."""
+    return {k: v for k, v in filters.items() if k not in LOCAL_FILTERS}
+
+
+def in_audience(row: dict[str, Any], filters: dict[str, Any]) -> bool:
+    """A search hit (churn_risk, recency_days as last scored) against the local filters; a
+    customer without the figure a filter asks about is not in the audience."""
+    if (ceiling := filters.get("max_risk")) is not None:
+        if row.get("churn_risk") is None or row["churn_risk"] > ceiling:
+            return False
+    low, high = filters.get("last_purchase_min_days"), filters.get("last_purchase_max_days")
+    if low is not None or high is not None:
+        days = row.get("recency_days")
+        if days is None or (low is not None and days < low) or (high is not None and days > high):
+            return False
+    return True
 
 
 # --- the control group -----------------------------------------------------------------------------

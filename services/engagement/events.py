@@ -1,6 +1,6 @@
 """What the engagement service publishes (crm.engagement.v1: crm.message.sent, delivered,
 failed, opened, clicked; crm.coupon.issued, redeemed, released) and consumes: the scorer's signals that
-trigger campaigns (crm.signals.v1), loyalty's tier changes, registrations and consent
+trigger campaigns (crm.signals.v1), loyalty's tier changes and points about to expire, registrations and consent
 (crm.customers.v1, the contacts it reaches), and paid and cancelled orders (crm.orders.v1:
 coupons redeemed or released, conversions measured). Erasure is followed by
 services/common/erasure.py."""
@@ -41,7 +41,8 @@ def message_event(event_type: str, message: dict[str, Any], at: datetime, **data
 # --- consumed --------------------------------------------------------------------------------------
 
 CONSUMED: Handlers[EngagementService] = Handlers()
-CONTACT_FIELDS = ("name", "email", "phone", "city", "gender", "birth_date")
+# locale and time_zone choose the template's language and keep quiet hours in the customer's zone.
+CONTACT_FIELDS = ("name", "email", "phone", "city", "gender", "birth_date", "locale", "time_zone")
 
 
 @CONSUMED.on("crm.customer.registered")
@@ -90,6 +91,13 @@ async def lifecycle_changed(engagement: EngagementService, e: dict[str, Any]) ->
 async def tier_changed(engagement: EngagementService, e: dict[str, Any]) -> None:
     d = e["data"]
     await engagement.signalled("tier_changed", e["subject"], d, d["changed_at"], parse_rfc3339(e["time"]))
+
+
+@CONSUMED.on("crm.loyalty.points_expiring")
+async def points_expiring(engagement: EngagementService, e: dict[str, Any]) -> None:
+    # Once per lot: loyalty announces each lot once, and the lot is the occasion.
+    d = e["data"]
+    await engagement.signalled("points_expiring", e["subject"], d, d["lot_id"], parse_rfc3339(e["time"]))
 
 
 @CONSUMED.on("crm.profile.churn_recovered")

@@ -1,6 +1,6 @@
 """The campaigns engagement ships with, in Chinese and English: the two the churn-warning
 workflow's actions send (`coupon`, `email`; created at start, enrolled only by an agent's
-action) and the birthday greeting and win-back the demo switches on. Plain data."""
+action) and the birthday greeting, win-back and points reminder the demo switches on. Plain data."""
 
 from __future__ import annotations
 
@@ -106,6 +106,32 @@ CHECK_IN = {
     },
 }
 
+POINTS_EXPIRING = {
+    "en": {
+        "subject": "{{ signal.points }} of your points expire on {{ signal.expires_at[:10] }}",
+        "text": "Dear {{ customer.name or 'friend' }},\n\n{{ signal.points }} of your {{ signal.balance }} "
+        "points expire on {{ signal.expires_at[:10] }}. Spend them on your next order before then.\n"
+        "{% if unsubscribe_url %}\nUnsubscribe: {{ unsubscribe_url }}{% endif %}\n",
+        "html": _html(
+            "<h1>Your points expire soon</h1><p>Dear {{ customer.name or 'friend' }}, "
+            "<b>{{ signal.points }}</b> of your {{ signal.balance }} points expire on "
+            "<b>{{ signal.expires_at[:10] }}</b>. Spend them on your next order before then.</p>",
+            *_FOOT_EN,
+        ),
+    },
+    "zh-CN": {
+        "subject": "您有{{ signal.points }}积分将于{{ signal.expires_at[:10] }}到期",
+        "text": "{{ customer.name or '亲爱的顾客' }}：\n\n您的{{ signal.balance }}积分中有{{ signal.points }}"
+        "积分将于{{ signal.expires_at[:10] }}到期，请在到期前下单使用。\n"
+        "{% if unsubscribe_url %}\n退订：{{ unsubscribe_url }}{% endif %}\n",
+        "html": _html(
+            "<h1>您的积分即将到期</h1><p>{{ customer.name or '亲爱的顾客' }}，您的{{ signal.balance }}积分中有"
+            "<b>{{ signal.points }}</b>积分将于<b>{{ signal.expires_at[:10] }}</b>到期，请在到期前下单使用。</p>",
+            *_FOOT_ZH,
+        ),
+    },
+}
+
 WIN_BACK_OFFER = {"kind": "amount", "value": 2000, "min_spend_cents": 10000, "valid_days": 14}
 # What the churn-warning workflow's actions send (profiles asks engagement; see service.churn_action).
 CHURN_ACTION_CAMPAIGNS: dict[str, dict[str, Any]] = {
@@ -128,7 +154,8 @@ CHURN_ACTION_CAMPAIGNS: dict[str, dict[str, Any]] = {
         "control_share": 0.0,
     },
 }
-# What the demo switches on: every birthday greeted, every churn warning won back (10 % held out).
+# What the demo switches on: every birthday greeted, every churn warning won back (10 % held
+# out), every lot of points announced before it expires.
 DEMO_CAMPAIGNS = (
     {
         "campaign_id": "cmp-birthday",
@@ -142,6 +169,13 @@ DEMO_CAMPAIGNS = (
         "trigger": "churn_warning",
         "templates": WIN_BACK,
         "offer": WIN_BACK_OFFER,
+        "control_share": 0.1,
+    },
+    {
+        "campaign_id": "cmp-points-expiring",
+        "name": "Points about to expire",
+        "trigger": "points_expiring",
+        "templates": POINTS_EXPIRING,
         "control_share": 0.1,
     },
 )

@@ -1,4 +1,4 @@
-"""Loyalty rules: earning in lots that expire, FIFO redemption, reversal on returns, tiers by
+"""Loyalty rules: earning in lots that expire (each announced ahead of its expiry), FIFO redemption, reversal on returns, tiers by
 trailing spend, referral bonuses. Pure; no I/O.
 
 Every change yields ledger entries (append-only, each with a unique source so a replayed
@@ -50,6 +50,8 @@ class Programme:
     lot_lifetime: timedelta = timedelta(days=365)
     spend_window: timedelta = timedelta(days=365)
     referral_bonus: int = 500
+    # Points expiring this close are shown as "expiring soon", and each lot is announced
+    # (crm.loyalty.points_expiring) once when it comes this close.
     expiring_soon: timedelta = timedelta(days=30)
 
     def tier(self, name: str) -> Tier:
@@ -74,6 +76,7 @@ class Lot:
     earned_at: datetime
     expires_at: datetime
     order_id: str | None
+    announced: bool = False  # its coming expiry was announced (crm.loyalty.points_expiring)
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,51 @@ def tier_review_at(account: Account, programme: Programme) -> datetime | None:
 
 def next_expiry(account: Account) -> datetime | None:
     return min((lot.expires_at for lot in account.lots if lot.remaining), default=None)
+
+
+def next_announcement(account: Account, programme: Programme) -> datetime | None:
+    """When the next lot not yet announced comes within the notice period."""
+    return min(
+        (
+            lot.expires_at - programme.expiring_soon
+            for lot in account.lots
+            if lot.remaining and not lot.announced
+        ),
+        default=None,
+    )
+
+
+def announce_expiring(account: Account, at: datetime, programme: Programme) -> Change:
+    """Each lot with points left that expires within the notice period is announced once
+    (crm.loyalty.points_expiring), so a reminder can go out while the points can still be
+    spent. Nothing moves in the ledger: the lot only remembers it was announced."""
+    soon = at + programme.expiring_soon
+    due = {
+        lot.lot_id
+        for lot in account.lots
+        if lot.remaining and not lot.announced and at < lot.expires_at <= soon
+    }
+    if not due:
+        return Change(account, [], [])
+    announced = replace(
+        account,
+        lots=tuple(replace(lot, announced=True) if lot.lot_id in due else lot for lot in account.lots),
+    )
+    facts = [
+        (
+            "crm.loyalty.points_expiring",
+            {
+                "lot_id": lot.lot_id,
+                "points": lot.remaining,
+                "expires_at": lot.expires_at,
+                "balance": announced.balance,
+                "announced_at": at,
+            },
+        )
+        for lot in announced.lots
+        if lot.lot_id in due
+    ]
+    return Change(announced, [], facts)
 
 
 def combine(*changes: Change) -> Change:

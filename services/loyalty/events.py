@@ -24,6 +24,7 @@ WHEN = {
     "crm.loyalty.points_earned": "earned_at",
     "crm.loyalty.points_redeemed": "redeemed_at",
     "crm.loyalty.points_expired": "expired_at",
+    "crm.loyalty.points_expiring": "announced_at",
     "crm.loyalty.points_reversed": "reversed_at",
     "crm.loyalty.tier_changed": "changed_at",
 }

@@ -64,6 +64,7 @@ def load_programme(path: Path | None) -> Programme:
         points_per_unit_by_currency=dict(config.get("points_per_unit_by_currency", {})),
         spend_weight_by_currency=dict(config.get("spend_weight_by_currency", {})),
         lot_lifetime=timedelta(days=float(config.get("points_expire_after_days", 365))),
+        expiring_soon=timedelta(days=float(config.get("expiry_notice_days", 30))),
         referral_bonus=int(config.get("referral_bonus", base.referral_bonus)),
     )
 
@@ -71,7 +72,7 @@ def load_programme(path: Path | None) -> Programme:
 def count_points(events: list[dict[str, Any]]) -> None:
     """After the commit, so a retried transaction is counted once."""
     for event in events:
-        if event["type"] != "crm.loyalty.tier_changed":
+        if event["type"] not in ("crm.loyalty.tier_changed", "crm.loyalty.points_expiring"):
             POINTS.labels(event["type"].rsplit(".", 1)[1]).inc(event["data"]["points"])
 
 
@@ -196,8 +197,8 @@ class LoyaltyService:
     # --- expiry and tier reviews -----------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Expire lots past their date and move tiers whose spend left the window. Returns the
-        accounts changed."""
+        """Expire lots past their date, move tiers whose spend left the window, and announce
+        lots coming within the expiry notice. Returns the accounts changed."""
         now = self.clock.now()
         changed = 0
         for customer_id in await self.store.due(now):
@@ -208,7 +209,9 @@ class LoyaltyService:
                 expired = domain.expire(
                     account, now, f"expire:{customer_id}:{stamp}", f"le-x-{customer_id}-{stamp}"
                 )
-                change = domain.combine(expired, domain.retier(expired.account, now, self.programme))
+                retiered = domain.retier(expired.account, now, self.programme)
+                announced = domain.announce_expiring(retiered.account, now, self.programme)
+                change = domain.combine(expired, retiered, announced)
                 return Outcome(200, None, (await self._commit(change, session))[1])
 
             try:

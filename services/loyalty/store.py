@@ -20,7 +20,7 @@ ACCOUNTS = "accounts"
 LEDGER = "ledger"
 PROCESSED = "processed_events"
 INDEXES = {
-    ACCOUNTS: [index("next_expiry"), index("tier_review_at"), index("tier")],
+    ACCOUNTS: [index("next_expiry"), index("tier_review_at"), index("next_announcement"), index("tier")],
     LEDGER: [index("source", unique=True), index("customer_id", ("at", -1))],
     PROCESSED: [],
 }
@@ -50,6 +50,7 @@ def to_document(a: Account, programme: Programme) -> dict[str, Any]:
     for name, when in (
         ("next_expiry", domain.next_expiry(a)),
         ("tier_review_at", domain.tier_review_at(a, programme)),
+        ("next_announcement", domain.next_announcement(a, programme)),
     ):
         if when is not None:
             doc[name] = when
@@ -143,7 +144,13 @@ class LoyaltyStore:
         return entries, next_cursor
 
     async def due(self, now: datetime, limit: int = 500) -> list[str]:
-        query = {"$or": [{"next_expiry": {"$lte": now}}, {"tier_review_at": {"$lte": now}}]}
+        query = {
+            "$or": [
+                {"next_expiry": {"$lte": now}},
+                {"tier_review_at": {"$lte": now}},
+                {"next_announcement": {"$lte": now}},
+            ]
+        }
         return [d["_id"] for d in await self.accounts.find(query, {"_id": 1}).limit(limit).to_list(None)]
 
     async def tier_counts(self) -> dict[str, int]:

@@ -27,7 +27,7 @@ crm.customer.registered crm.customer.updated crm.customer.consent_changed crm.cu
 crm.order.placed crm.order.paid crm.order.shipped crm.order.delivered crm.order.cancelled crm.order.returned
 crm.order.refunded crm.complaint.opened crm.complaint.escalated crm.complaint.resolved crm.complaint.reopened
 crm.complaint.closed crm.survey.submitted crm.interaction.recorded crm.loyalty.points_earned
-crm.loyalty.points_redeemed crm.loyalty.points_expired crm.loyalty.points_reversed crm.loyalty.tier_changed
+crm.loyalty.points_redeemed crm.loyalty.points_expired crm.loyalty.points_expiring crm.loyalty.points_reversed crm.loyalty.tier_changed
 crm.profile.segment_changed crm.profile.lifecycle_changed crm.profile.churn_warning crm.profile.churn_recovered
 crm.profile.care_due crm.message.sent crm.message.delivered crm.message.failed crm.message.opened
 crm.message.clicked crm.coupon.issued crm.coupon.redeemed crm.coupon.released

@@ -55,6 +55,34 @@ def test_lots_expire_after_their_lifetime_and_expired_points_cannot_be_spent():
     assert domain.expire(expired.account, later, "y", "le-y").facts == []
 
 
+def test_each_lot_is_announced_once_within_the_notice_period_and_not_after_it_expired():
+    acc = paid(Account("c-1"), "o-1", 10_000).account  # expires T0 + 365 days
+    acc = paid(acc, "o-2", 5_000, at=T0 + timedelta(days=20)).account
+    first_notice = T0 + timedelta(days=365) - P.expiring_soon
+    assert domain.next_announcement(acc, P) == first_notice
+    assert domain.announce_expiring(acc, first_notice - timedelta(seconds=1), P).facts == []
+
+    change = domain.announce_expiring(acc, first_notice, P)
+    assert change.facts == [
+        (
+            "crm.loyalty.points_expiring",
+            {
+                "lot_id": acc.lots[0].lot_id,
+                "points": 100,
+                "expires_at": T0 + timedelta(days=365),
+                "balance": 150,
+                "announced_at": first_notice,
+            },
+        )
+    ]
+    assert change.entries == [] and change.account.balance == 150  # nothing moves in the ledger
+    assert domain.announce_expiring(change.account, first_notice + timedelta(days=1), P).facts == []
+    assert domain.next_announcement(change.account, P) == first_notice + timedelta(days=20)
+
+    late = domain.expire(change.account, T0 + timedelta(days=390), "x", "le-x").account
+    assert domain.announce_expiring(late, T0 + timedelta(days=390), P).facts == []  # both lots gone
+
+
 def test_partial_returns_reverse_exactly_what_the_order_earned():
     acc = paid(Account("c-1"), "o-1", 9_999).account  # 99 points
     total = 0
