@@ -96,6 +96,9 @@ class Order:
     times: dict[str, datetime] = field(default_factory=dict)
     history: tuple[dict[str, Any], ...] = ()
     version: int = 0
+    # The loyalty tier benefits applied when it was placed (tier, discount_percent,
+    # discount_cents, free_shipping); None when none were asked for.
+    benefits: dict[str, Any] | None = None
 
     @property
     def gross_cents(self) -> int:
@@ -151,6 +154,7 @@ def new_order(
     promised_delivery_date: date | None,
     amount_cents: int | None = None,
     by: str = "system",
+    benefits: dict[str, Any] | None = None,
 ) -> Order:
     """Totals are computed here; a client-stated amount must agree with them."""
     if not items:
@@ -188,11 +192,26 @@ def new_order(
         placed_at,
         promised_delivery_date,
         history=({"action": "place", "at": placed_at, "to": "placed", "by": by},),
+        benefits=benefits,
     )
 
 
 def gross_cents(items: list[dict[str, Any]]) -> int:
     return sum(i["qty"] * i["unit_price_cents"] for i in items)
+
+
+def tier_benefits(
+    tier: str, discount_percent: float, free_shipping: bool, subtotal_cents: int
+) -> dict[str, Any]:
+    """A loyalty tier's benefits on an order: its percent off what is left to pay after the
+    other discounts (rounded down, in the customer's favour never beyond the total), and
+    whether shipping is free."""
+    return {
+        "tier": tier,
+        "discount_percent": discount_percent,
+        "discount_cents": min(int(subtotal_cents * discount_percent // 100), subtotal_cents),
+        "free_shipping": free_shipping,
+    }
 
 
 def allocate(total: int, weights: list[int]) -> list[int]:

@@ -36,6 +36,12 @@ class OrderIn(Strict):
         description="A coupon from engagement: its discount is added to discount_cents; it is "
         "redeemed when the order is paid and released when it is cancelled",
     )
+    tier_benefits: bool = Field(
+        False,
+        description="Apply the customer's loyalty tier benefits, as loyalty states them now: the "
+        "tier's discount percent of the total after the other discounts is added to "
+        "discount_cents, and free shipping is marked on the order (`benefits`)",
+    )
 
 
 class At(Strict):
@@ -116,6 +122,7 @@ def present(order: Order) -> dict[str, Any]:
         "channel": order.channel,
         "gross_cents": order.gross_cents,
         "discount_cents": order.discount_cents,
+        "benefits": order.benefits,
         "amount_cents": order.amount_cents,
         "paid_cents": order.paid_cents,
         "returned_cents": order.returned_cents,

@@ -57,12 +57,23 @@ class OrderService:
         # that order) is not refused as taken by the first try.
         order_id = body.order_id or (f"o-{key.id[:20]}" if key is not None else new_id("o"))
         items = [i.model_dump() for i in body.items]
+        subtotal = max(domain.gross_cents(items) - body.discount_cents, 0)
+        tier = await self._tier_of(body.customer_id, authorization) if body.tier_benefits else None
         coupon = None
         if body.coupon_code:
-            subtotal = max(domain.gross_cents(items) - body.discount_cents, 0)
             coupon = await self._hold_coupon(
                 body.coupon_code, body.customer_id, order_id, subtotal, authorization
             )
+        benefits = (
+            domain.tier_benefits(
+                tier["tier"],
+                tier["benefits"]["discount_percent"],
+                tier["benefits"]["free_shipping"],
+                subtotal - (coupon["discount_cents"] if coupon else 0),
+            )
+            if tier is not None
+            else None
+        )
         try:
             order = domain.new_order(
                 order_id=order_id,
@@ -70,11 +81,14 @@ class OrderService:
                 items=items,
                 currency=body.currency,
                 channel=body.channel,
-                discount_cents=body.discount_cents + (coupon["discount_cents"] if coupon else 0),
+                discount_cents=body.discount_cents
+                + (coupon["discount_cents"] if coupon else 0)
+                + (benefits["discount_cents"] if benefits else 0),
                 placed_at=body.placed_at or self.clock.now(),
                 promised_delivery_date=body.promised_delivery_date,
                 amount_cents=body.amount_cents,
                 by=by,
+                benefits=benefits,
             )
 
             async def work(session: AsyncIOMotorClientSession) -> Outcome:
@@ -95,6 +109,20 @@ class OrderService:
         if not outcome.replayed:
             count(outcome.events)
         return outcome
+
+    async def _tier_of(self, customer_id: str, authorization: str | None) -> dict[str, Any] | None:
+        """The customer's loyalty account as loyalty shows it (tier and benefits), asked with
+        the caller's key; None for a customer without an account (no benefits to apply)."""
+        if self.peers is None:
+            raise OrderError("tier benefits are not applied here", Kind.UNAVAILABLE)
+        answer = await self.peers.get("loyalty", f"/accounts/{quote(customer_id, safe='')}", authorization)
+        if answer.status == "not_found":
+            return None
+        if not answer.ok:
+            raise OrderError(
+                "tier benefits cannot be checked now (loyalty is unavailable); retry", Kind.UNAVAILABLE
+            )
+        return None if answer.body.get("closed") else answer.body
 
     async def _hold_coupon(
         self, code: str, customer_id: str, order_id: str, subtotal: int, authorization: str | None

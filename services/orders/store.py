@@ -64,6 +64,7 @@ def to_document(order: Order) -> dict[str, Any]:
         "late": order.late,
         "history": list(order.history),
         "version": order.version,
+        "benefits": order.benefits,
     }
 
 
@@ -88,6 +89,7 @@ def from_document(doc: dict[str, Any]) -> Order:
         times={k: as_utc(v) for k, v in doc.get("times", {}).items()},
         history=tuple({**h, "at": as_utc(h["at"])} for h in doc.get("history", [])),
         version=doc.get("version", 0),
+        benefits=doc.get("benefits"),
     )
 
 
