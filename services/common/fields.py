@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import Query, Request
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
@@ -35,6 +36,20 @@ EntityId = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 CustomerId = EntityId
 Currency = Annotated[str, AfterValidator(_currency)]
 Channel = Literal[CHANNELS]  # type: ignore[valid-type]
+Gender = Literal["female", "male", "other", "unspecified"]
+CityTier = Annotated[int, Field(ge=1, le=5)]
+Locale = Literal["zh-CN", "en"]  # the languages messages are written in
+
+
+def _zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai)") from None
+    return value
+
+
+TimeZone = Annotated[str, StringConstraints(max_length=64), AfterValidator(_zone)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 LongText = Annotated[str, StringConstraints(max_length=2000)]
 Cents = Annotated[int, Field(ge=0, le=MAX_CENTS)]

@@ -7,8 +7,18 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, Field, StringConstraints, model_validator
 
 from services.common.clock import to_rfc3339
-from services.common.fields import Cents, CustomerId, EntityId, ShortText, Strict
-from services.common.vocabulary import ChurnLevel, LifecycleStage, LoyaltyTier, Segment
+from services.common.fields import (
+    Cents,
+    Channel,
+    CityTier,
+    CustomerId,
+    EntityId,
+    Gender,
+    Locale,
+    ShortText,
+    Strict,
+)
+from services.common.vocabulary import AGE_BAND_NAMES, ChurnLevel, LifecycleStage, LoyaltyTier, Segment
 
 from .domain import (
     DEFAULT_ATTRIBUTION_DAYS,
@@ -17,7 +27,6 @@ from .domain import (
     Coupon,
 )
 
-Locale = Literal["zh-CN", "en"]
 MessageChannel = Literal["email", "sms", "push"]
 Code = Annotated[str, StringConstraints(min_length=4, max_length=40)]
 
@@ -85,18 +94,53 @@ class ChurnActionIn(Strict):
     episode_id: EntityId
 
 
+Risk = Annotated[float, Field(ge=0, le=1)]
+Days = Annotated[int, Field(ge=0, le=36_500)]
+
+
 class AudienceFilters(Strict):
-    """Profile fields, as the profiles search filters them (GET /customers there)."""
+    """Profile fields, as the profiles search filters them (GET /customers there); the churn
+    risk ceiling and the last-purchase range are applied here to what the search returns
+    (domain.LOCAL_FILTERS)."""
 
     segment: Segment | None = None
     lifecycle_stage: LifecycleStage | None = None
     abc_class: Literal["A", "B", "C"] | None = None
     tier: LoyaltyTier | None = None
     churn_level: ChurnLevel | None = None
-    min_risk: Annotated[float, Field(ge=0, le=1)] | None = None
+    min_risk: Risk | None = None
+    max_risk: Risk | None = Field(
+        None, description="Churn risk at most this (unscored customers are left out)"
+    )
     city: ShortText | None = None
+    city_tier: CityTier | None = None
+    gender: Gender | None = None
+    age_band: Literal[AGE_BAND_NAMES] | None = None  # type: ignore[valid-type]
+    channel: Channel | None = Field(None, description="The channel the customer registered through")
     registered_from: AwareDatetime | None = None
     registered_to: AwareDatetime | None = None
+    last_purchase_min_days: Days | None = Field(
+        None, description="Last purchase at least this many days ago (as last scored)"
+    )
+    last_purchase_max_days: Days | None = Field(
+        None, description="Last purchase at most this many days ago; customers who never bought are left out"
+    )
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AudienceFilters:
+        if None not in (self.min_risk, self.max_risk) and self.min_risk > self.max_risk:
+            raise ValueError("min_risk is above max_risk")
+        if (
+            None not in (self.last_purchase_min_days, self.last_purchase_max_days)
+            and self.last_purchase_min_days > self.last_purchase_max_days
+        ):
+            raise ValueError("last_purchase_min_days is above last_purchase_max_days")
+        if (
+            None not in (self.registered_from, self.registered_to)
+            and self.registered_from > self.registered_to
+        ):
+            raise ValueError("registered_from is after registered_to")
+        return self
 
 
 class AudienceIn(Strict):

@@ -55,6 +55,20 @@ SEND_BATCH = 500
 SEND_LEASE = timedelta(minutes=2)
 ENROL_CHUNK = 500
 OVERLAP = timedelta(hours=1)  # two campaigns reaching one customer this close: one message
+# What an audience's preview shows of each sample customer (the profiles search's row).
+SAMPLE_FIELDS = (
+    "customer_id",
+    "name",
+    "segment",
+    "tier",
+    "city",
+    "city_tier",
+    "gender",
+    "birth_date",
+    "channel",
+    "churn_risk",
+    "recency_days",
+)
 
 
 def message_id_of(campaign_id: str, customer_id: str, occasion: str = "") -> str:
@@ -165,7 +179,7 @@ class EngagementService:
         if found is None:
             raise Problem(404, f"no audience {audience_id}")
         rows = await self._search(found["filters"], authorization)
-        sample = [{k: r.get(k) for k in ("customer_id", "name", "segment", "tier", "city")} for r in rows[:5]]
+        sample = [{k: r.get(k) for k in SAMPLE_FIELDS} for r in rows[:5]]
         return {
             "audience_id": found["_id"],
             "name": found["name"],
@@ -182,9 +196,12 @@ class EngagementService:
 
     async def _search(self, filters: dict[str, Any], authorization: str | None) -> list[dict[str, Any]]:
         try:
-            return await self.peers.every_page("profiles", "/customers", authorization, **filters)
+            rows = await self.peers.every_page(
+                "profiles", "/customers", authorization, **domain.search_filters(filters)
+            )
         except Unavailable as exc:
             raise Problem(503, f"the profiles search is unavailable: {exc.answer.error}") from None
+        return [row for row in rows if domain.in_audience(row, filters)]
 
     async def create_campaign(self, body: CampaignIn, authorization: str | None = None) -> dict[str, Any]:
         templates.check({k: v.model_dump() for k, v in body.templates.items()})

@@ -19,8 +19,9 @@ Facts = list[tuple[str, dict[str, Any]]]  # (event type, data) to publish
 # What erasure removes everywhere (docs/architecture.md, "Topics and events":
 # crm.customer.registered).
 PERSONAL = ("name", "email", "phone", "gender", "birth_date", "city")
-# What PATCH /customers/{id} may change: the personal attributes and the city tier.
-CHANGEABLE = (*PERSONAL, "city_tier")
+# What PATCH /customers/{id} may change: the personal attributes, the city tier, and the
+# language and time zone messages to the customer keep to.
+CHANGEABLE = (*PERSONAL, "city_tier", "locale", "time_zone")
 
 
 class ProfilesError(RuleBroken):
@@ -47,6 +48,8 @@ class Customer:
     birth_date: str | None = None  # ISO date
     city: str | None = None
     city_tier: int | None = None
+    locale: str | None = None
+    time_zone: str | None = None
     referred_by: str | None = None
     marketing_consent: bool = False  # for some channel (each one in `consent_channels`)
     consent_changed_at: datetime | None = None

@@ -10,14 +10,18 @@ from pydantic import Field, StringConstraints, model_validator
 from services.common.clock import parse_rfc3339, to_rfc3339
 from services.common.fields import (
     Channel,
+    CityTier,
     CustomerId,
     EntityId,
     FiniteFloat,
+    Gender,
     JsonInt,
+    Locale,
     LongText,
     PastTime,
     ShortText,
     Strict,
+    TimeZone,
 )
 from services.common.vocabulary import ChurnAction, LoyaltyTier
 
@@ -32,8 +36,6 @@ Email = Annotated[
     ),
 ]
 Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{5,20}$")]
-Gender = Literal["female", "male", "other", "unspecified"]
-CityTier = Annotated[int, Field(ge=1, le=5)]
 MAX_INTERACTIONS = 1000
 # The columns of a search exported as CSV (the search rows' members, in this order).
 CSV_COLUMNS = (
@@ -91,6 +93,8 @@ class CustomerIn(Strict):
     birth_date: date | None = None
     city: ShortText | None = None
     city_tier: CityTier | None = None
+    locale: Locale | None = Field(None, description="The language messages are written in")
+    time_zone: TimeZone | None = Field(None, description="IANA zone; quiet hours are kept in it")
     channel: Channel = "web"
     referred_by: CustomerId | None = None
     marketing_consent: bool = False
@@ -107,6 +111,8 @@ class CustomerPatch(Strict):
     birth_date: date | None = None
     city: ShortText | None = None
     city_tier: CityTier | None = None
+    locale: Locale | None = None
+    time_zone: TimeZone | None = None
 
 
 class ChannelConsentIn(Strict):

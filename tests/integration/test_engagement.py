@@ -59,7 +59,7 @@ def engagement(stack, prefix, clock_file) -> Service:
     service.stop()
 
 
-def registered(customer: str, *, name: str, email: str | None, consent: bool) -> dict:
+def registered(customer: str, *, name: str, email: str | None, consent: bool, **more) -> dict:
     return build_event(
         "crm.customer.registered",
         {
@@ -75,6 +75,7 @@ def registered(customer: str, *, name: str, email: str | None, consent: bool) ->
             "referred_by": None,
             "marketing_consent": consent,
             "registered_at": to_rfc3339(NOW - timedelta(days=300)),
+            **more,
         },
         source="/services/profiles",
     )
@@ -158,3 +159,55 @@ def test_a_template_error_is_a_422_naming_the_line(engagement):
     )
     assert response.status_code == 422
     assert response.json()["line"] == 2 and response.json()["part"] == "text"
+
+
+def test_the_customers_locale_picks_the_template_and_their_time_zone_keeps_quiet_hours(engagement, publish):
+    for other in engagement.get("/campaigns").json()["items"]:  # this test's campaign alone
+        if other["trigger"] == "care_due" and other["status"] == "active":
+            engagement.post(f"/campaigns/{other['campaign_id']}/pause")
+    greeting = campaign(
+        engagement,
+        name="Birthday by locale and zone",
+        trigger="care_due",
+        templates=BIRTHDAY,
+        default_locale="en",
+        control_share=0,
+    )
+    # The test clock's noon UTC is 20:00 in Shanghai (before quiet hours) and 04:00 in Los Angeles.
+    shanghai, los_angeles, unknown = unique_id(), unique_id(), unique_id()
+    publish(
+        registered(
+            shanghai,
+            name="李伟",
+            email=f"{shanghai}@example.com",
+            consent=True,
+            locale="zh-CN",
+            time_zone="Asia/Shanghai",
+        ),
+        registered(
+            los_angeles,
+            name="Ann",
+            email=f"{los_angeles}@example.com",
+            consent=True,
+            locale="en",
+            time_zone="America/Los_Angeles",
+        ),
+        registered(unknown, name="Bo", email=f"{unknown}@example.com", consent=True),
+    )
+    for customer in (shanghai, los_angeles, unknown):
+        until(lambda c=customer: engagement.get(f"/contacts/{c}").status_code, lambda s: s == 200)
+    assert engagement.get(f"/contacts/{shanghai}").json()["time_zone"] == "Asia/Shanghai"
+    publish(care_due(shanghai), care_due(los_angeles), care_due(unknown))
+
+    got = until(lambda: mailbox(engagement, f"{shanghai}@example.com"), lambda items: len(items) == 1)[0]
+    assert got["subject"] == "李伟，生日快乐！"  # zh-CN, though the campaign's default is en
+    assert mailbox(engagement, f"{unknown}@example.com")[0]["subject"] == "Happy birthday, Bo!"
+
+    def messages() -> dict:
+        items = engagement.get(f"/campaigns/{greeting['campaign_id']}/messages").json()["items"]
+        return {m["customer_id"]: m for m in items}
+
+    waiting = until(messages, lambda m: los_angeles in m)[los_angeles]
+    # Held until 09:00 in Los Angeles (17:00 UTC), not sent in the night there.
+    assert waiting["state"] == "pending" and waiting["due_at"].startswith("2026-11-22T17:00:00")
+    assert mailbox(engagement, f"{los_angeles}@example.com") == []

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from services.engagement import domain, templates
 from services.engagement.domain import Arm, Contact, Coupon, CouponState, EngagementError, Offer, Purpose
+from services.engagement.models import AudienceFilters
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -151,3 +153,32 @@ def domain_root():
     from pathlib import Path
 
     return Path(domain.__file__).parent
+
+
+def test_audience_filters_the_search_lacks_are_applied_to_its_rows():
+    filters = {
+        "city": "Hangzhou",
+        "max_risk": 0.5,
+        "last_purchase_min_days": 30,
+        "last_purchase_max_days": 90,
+    }
+    assert domain.search_filters(filters) == {"city": "Hangzhou"}
+    assert domain.in_audience({"churn_risk": 0.2, "recency_days": 45}, filters)
+    assert not domain.in_audience({"churn_risk": 0.7, "recency_days": 45}, filters)  # above the ceiling
+    assert not domain.in_audience({"churn_risk": None, "recency_days": 45}, filters)  # never scored
+    assert not domain.in_audience({"churn_risk": 0.2, "recency_days": 10}, filters)  # bought too lately
+    assert not domain.in_audience({"churn_risk": 0.2, "recency_days": 120}, filters)  # too long ago
+    assert not domain.in_audience({"churn_risk": 0.2, "recency_days": None}, filters)  # never bought
+    assert domain.in_audience({"churn_risk": None, "recency_days": None}, {"city": "Hangzhou"})
+
+
+def test_audience_ranges_must_be_in_order():
+    assert AudienceFilters(gender="female", age_band="25-34", city_tier=2, channel="app", max_risk=0.4)
+    for bad in (
+        {"min_risk": 0.6, "max_risk": 0.4},
+        {"last_purchase_min_days": 90, "last_purchase_max_days": 30},
+        {"city_tier": 9},
+        {"age_band": "30-40"},
+    ):
+        with pytest.raises(ValidationError):
+            AudienceFilters(**bad)
