@@ -531,6 +531,17 @@ async def dashboard(
     )
 
 
+# --- engagement ----------------------------------------------------------------------------------
+
+
+@router.get("/engagement")
+async def engagement_page(
+    request: Request, session: Session = Depends(signed_in), service: ConsoleService = Depends(console)
+) -> HTMLResponse:
+    campaigns, measured = await service.engagement(session)
+    return render(request, "engagement.html", {"campaigns": campaigns, "measured": measured})
+
+
 # --- reports -------------------------------------------------------------------------------------
 
 

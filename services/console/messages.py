@@ -267,6 +267,33 @@ ZH_CN: dict[str, str] = {
     "Open": "处理中",
     "Escalated": "已升级",
     "Total": "合计",
+    # engagement
+    "Engagement": "营销触达",
+    "Campaigns and what they achieved": "营销活动及其效果",
+    "No campaigns yet.": "暂无营销活动。",
+    "Campaign": "活动",
+    "Audience": "受众",
+    "Sent": "已发送",
+    "Delivered": "已送达",
+    "messages_opened": "已打开",
+    "Clicked": "已点击",
+    "Converted": "已转化",
+    "Uplift": "提升",
+    "95 % interval": "95% 区间",
+    "treated": "干预组",
+    "control": "对照组",
+    "Conversion: a paid order within the campaign's attribution window, in the treated group and in the held-out control group alike. Uplift is treated minus control conversion.": (
+        "转化：活动归因窗口内有已付款订单，干预组与预留对照组同样计算。提升 = 干预组转化率减去对照组转化率。"
+    ),
+    "not measured yet": "尚无数据",
+    "kind_triggered": "信号触发",
+    "kind_one_off": "单次",
+    "kind_holiday": "节日",
+    "kind_manual": "人工",
+    "status_active": "进行中",
+    "status_paused": "已暂停",
+    "status_enrolling": "圈选中",
+    "{converted} of {customers}": "{customers} 人中 {converted} 人",
     # reports
     "Reports": "报表",
     "Break down by": "细分维度",
@@ -439,6 +466,14 @@ EN: dict[str, str] = {
     "push_clicked": "push clicked",
     "review_posted": "review posted",
     "csat": "CSAT",
+    "messages_opened": "Opened",
+    "kind_triggered": "Triggered",
+    "kind_one_off": "One-off",
+    "kind_holiday": "Holiday",
+    "kind_manual": "Manual",
+    "status_active": "active",
+    "status_paused": "paused",
+    "status_enrolling": "enrolling",
 }
 
 

@@ -36,6 +36,7 @@ PAGE_SIZE = 25
 QUEUE_STATUSES = ("open", "assigned", "awaiting_customer")
 # How long the dashboard's figures are shown again before its peers are asked anew.
 DASHBOARD_FRESH_FOR = timedelta(seconds=30)
+ENGAGEMENT_CAMPAIGNS = 50  # the newest campaigns the engagement page measures
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,24 @@ class ConsoleService:
             asked.append(self.peers.get("staff", f"/users/{user_id}/keys", session.authorization))
         answers = await asyncio.gather(*asked)
         return dict(zip(("user", "keys"), answers, strict=False))
+
+    async def engagement(self, session: Session) -> tuple[Answer, list[dict[str, Any]]]:
+        """The engagement page: the campaigns, newest first, each with its measurement (its
+        report from engagement, asked at once; a report that did not come is left out)."""
+        campaigns = await self.peers.get("engagement", "/campaigns", session.authorization)
+        if not campaigns.ok:
+            return campaigns, []
+        shown = sorted(campaigns.body["items"], key=lambda c: c.get("created_at") or "", reverse=True)
+        shown = shown[:ENGAGEMENT_CAMPAIGNS]
+        reports = await asyncio.gather(
+            *(
+                self.peers.get("engagement", f"/campaigns/{c['campaign_id']}/report", session.authorization)
+                for c in shown
+            )
+        )
+        return campaigns, [
+            {"campaign": c, "report": r.body if r.ok else None} for c, r in zip(shown, reports, strict=True)
+        ]
 
     # --- actions -------------------------------------------------------------------------------
 

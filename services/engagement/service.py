@@ -764,7 +764,9 @@ class EngagementService:
         kept = domain.uplift(
             Arm(treated["customers"], treated["retained"]), Arm(control["customers"], control["retained"])
         )
-        not_eligible = await self.store.messages.count_documents({"campaign_id": campaign_id, "group": None})
+        # Everyone enrolled who is in neither arm (a query on `group: None` matches nothing on
+        # the embedded server, so counted as the rest).
+        not_eligible = await self.store.messages_of_campaign(campaign_id) - len(rows)
         return {
             "campaign_id": campaign_id,
             "name": campaign["name"],

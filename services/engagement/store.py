@@ -269,6 +269,9 @@ class EngagementStore:
             {"$set": {"unsubscribed_at": at, "unsubscribed": True}},
         )
 
+    async def messages_of_campaign(self, campaign_id: str) -> int:
+        return await self.messages.count_documents({"campaign_id": campaign_id})
+
     async def arms(self, campaign_id: str) -> list[dict[str, Any]]:
         return await self.messages.find(
             {"campaign_id": campaign_id, "group": {"$in": ["treated", "control"]}},

@@ -269,6 +269,64 @@ def test_an_agent_signs_in_searches_opens_a_customer_acts_and_switches_language(
     visit.close()
 
 
+def test_the_engagement_page_shows_each_campaign_with_its_measurement_in_both_languages(
+    console, shop, stack, platform, browser
+):
+    engagement = platform["engagement"]
+    reached, refused = (
+        register(
+            platform["profiles"],
+            name="孙丽",
+            email=f"sun.{k}.{time.time_ns()}@example.com",
+            marketing_consent=k == 0,
+        )["customer_id"]
+        for k in range(2)
+    )
+    for customer in (reached, refused):
+        until(lambda c=customer: engagement.get(f"/contacts/{c}").status_code, lambda s: s == 200)
+    created = engagement.post(
+        "/campaigns",
+        json={
+            "name": "Winter sale 冬季促销",
+            "kind": "one_off",
+            "recipients": [reached, refused],  # the second gave no consent
+            "control_share": 0,
+            "templates": {"en": {"subject": "Winter sale", "text": "Come and see.\n", "html": "<p>Come</p>"}},
+            "default_locale": "en",
+        },
+    )
+    assert created.status_code == 201, created.text
+    campaign_id = created.json()["campaign_id"]
+    until(
+        lambda: engagement.get(f"/campaigns/{campaign_id}/report").json(),
+        lambda r: r["sent"] == 1 and r["delivered"] == 1,
+    )
+
+    visit = Visit(browser, console.url)
+    sign_in(visit, stack.keys["viewer"], "/engagement")
+    visit.check("engagement-en")
+    row = visit.page.locator(f"tr[data-campaign='{campaign_id}']")
+    cells = [c.inner_text() for c in row.locator("th, td").all()]
+    assert cells[:7] == ["Winter sale 冬季促销", "One-off", "active", "2", "1", "1", "0"], cells
+    assert cells[8] == "0 of 1 (0.0%)" and cells[9] == "0 of 0 (–)"  # nobody held out
+    assert visit.page.get_by_role("link", name="Engagement").get_attribute("aria-current") == "page"
+    headers = visit.page.locator("#campaigns thead").inner_text()
+    for heading in ("Sent", "Delivered", "Opened", "Clicked", "Converted", "Uplift", "95 % interval"):
+        assert heading in headers
+
+    with visit.page.expect_navigation():
+        visit.page.get_by_role("button", name="中文").click()
+    assert "/engagement" in visit.page.url
+    visit.check("engagement-zh")
+    assert "营销触达" in visit.page.locator("header h1").inner_text()
+    headers = visit.page.locator("#campaigns thead").inner_text()
+    for heading in ("已发送", "已送达", "已打开", "已点击", "已转化", "提升", "95% 区间"):
+        assert heading in headers
+    row = visit.page.locator(f"tr[data-campaign='{campaign_id}']")
+    assert "单次" in row.inner_text() and "1 人中 0 人" in row.inner_text()
+    visit.close()
+
+
 def session_of(console: Service, key: str) -> httpx.Client:
     client = httpx.Client(base_url=console.url, timeout=30, follow_redirects=False)
     page = client.get("/signin")
