@@ -143,6 +143,8 @@ class Settings(BaseSettings):
     # The key engagement presents to profiles when a customer unsubscribes (agent role).
     engagement_api_key: str | None = None
     engagement_send_seconds: float = Field(1.0, gt=0)  # how often the sender looks for due messages
+    # The first retry's wait after a relay or provider could not take a message; each next one doubles.
+    engagement_retry_seconds: float = Field(5.0, gt=0)
     engagement_timezone: str = "Asia/Shanghai"  # customers' time zone for quiet hours when unknown
     engagement_holidays_file: Path | None = None  # TOML; see services/engagement/holidays.example.toml
 

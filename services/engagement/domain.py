@@ -162,9 +162,9 @@ def after_quiet_hours(now: datetime, zone: str) -> datetime:
     return datetime.combine(day, QUIET_END, tzinfo=local.tzinfo).astimezone(now.tzinfo)
 
 
-def retry_at(now: datetime, attempts: int) -> datetime:
-    """Exponential backoff from 5 s, at most an hour apart."""
-    return now + timedelta(seconds=min(5 * 2 ** max(attempts - 1, 0), 3600))
+def retry_at(now: datetime, attempts: int, first: float = 5.0) -> datetime:
+    """Exponential backoff from `first` seconds, at most an hour apart."""
+    return now + timedelta(seconds=min(first * 2 ** max(attempts - 1, 0), 3600))
 
 
 # --- the holiday calendar ------------------------------------------------------------------------

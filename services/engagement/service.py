@@ -544,7 +544,9 @@ class EngagementService:
                     fields = {
                         "state": State.PENDING.value,
                         "reason": str(result)[:200],
-                        "retry_ts": domain.retry_at(wall, attempts).timestamp(),
+                        "retry_ts": domain.retry_at(
+                            wall, attempts, self.settings.engagement_retry_seconds
+                        ).timestamp(),
                     }
                     await self.store.finish([message["_id"]], fields, session)
                 else:
