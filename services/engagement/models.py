@@ -186,7 +186,7 @@ def present_campaign(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def present_message(m: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in m.items() if k not in ("_id", "lease_ts", "retry_ts", "claim")}
+    out = {k: v for k, v in m.items() if k not in ("_id", "lease_ts", "retry_ts", "due_ts", "claim")}
     out["message_id"] = m["_id"]
     return {k: _ts(v) if k.endswith("_at") else v for k, v in out.items()}
 

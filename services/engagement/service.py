@@ -481,6 +481,10 @@ class EngagementService:
     # --- sending ---------------------------------------------------------------------------------
 
     async def run_sender(self, stop: asyncio.Event) -> None:
+        try:
+            await self.store.backfill_due_ts()
+        except Exception:  # noqa: BLE001 - the database may be away: done at the next start
+            log.exception("could not give queued messages their due_ts")
         while not stop.is_set():
             try:
                 sent = await self.send_due()

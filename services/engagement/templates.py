@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 
 from services.common.errors import RuleBroken
@@ -60,6 +61,15 @@ def _failed_line(name: str) -> int | None:
     return line
 
 
+@lru_cache(maxsize=256)
+def _compiled(part: str, name: str, source: str) -> Template:
+    """Compiled once per campaign's text, not once per recipient (compiling costs far more than
+    rendering); a text that does not parse raises each time and is not kept."""
+    template = _environment(part).from_string(source)
+    template.filename = name
+    return template
+
+
 def render(templates: dict[str, dict[str, str]], locale: str, data: dict[str, Any]) -> Rendered:
     """The parts in `locale` (the first locale the campaign has, if not that one)."""
     chosen = locale if locale in templates else next(iter(templates))
@@ -67,9 +77,7 @@ def render(templates: dict[str, dict[str, str]], locale: str, data: dict[str, An
     for part in PARTS:
         name = f"{chosen}.{part}"
         try:
-            template = _environment(part).from_string(templates[chosen][part])
-            template.filename = name
-            out[part] = template.render(data)
+            out[part] = _compiled(part, name, templates[chosen][part]).render(data)
         except TemplateSyntaxError as exc:
             raise TemplateProblem(chosen, part, exc.lineno, exc.message or str(exc)) from None
         except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
