@@ -12,8 +12,12 @@ import smtplib
 import ssl
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, make_msgid
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from typing import Any
 
 import httpx
@@ -47,11 +51,20 @@ class Outgoing:
     customer_id: str
 
 
-def email_of(out: Outgoing, settings: Settings, when: Any) -> EmailMessage:
-    mail = EmailMessage()
-    mail["From"] = settings.mail_from
+# Headers longer than 78 characters (a signed unsubscribe link) stay on one line, as RFC 5322
+# allows up to 998: folded, the link would start with a space where a reader unfolds it.
+HEADERS_UNFOLDED = compat32.clone(max_line_length=998)
+
+
+def email_of(out: Outgoing, settings: Settings, when: Any) -> Message:
+    """The email, built with the classic MIME classes: their headers are kept as written, where
+    the modern `EmailMessage` parses every header it is given (10 ms a message, most of a
+    campaign's sending time). Text outside ASCII is encoded here (RFC 2047 and 2231 headers,
+    base64 bodies), so the message is plain ASCII on the wire."""
+    mail = MIMEMultipart("alternative", policy=HEADERS_UNFOLDED)
+    mail["From"] = formataddr(parseaddr(settings.mail_from), charset="utf-8")
     mail["To"] = formataddr(("", out.to))
-    mail["Subject"] = out.subject
+    mail["Subject"] = Header(out.subject, "utf-8").encode() if not out.subject.isascii() else out.subject
     mail["Date"] = format_datetime(when)
     # The message's own id: a relay that saw it before can tell a resend from a new message.
     mail["Message-ID"] = make_msgid(idstring=out.message_id, domain="crm.engagement")
@@ -59,8 +72,8 @@ def email_of(out: Outgoing, settings: Settings, when: Any) -> EmailMessage:
     if out.unsubscribe_url:
         mail["List-Unsubscribe"] = f"<{out.unsubscribe_url}>"
         mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    mail.set_content(out.text)
-    mail.add_alternative(out.html, subtype="html")
+    mail.attach(MIMEText(out.text, "plain", "utf-8"))
+    mail.attach(MIMEText(out.html, "html", "utf-8"))
     return mail
 
 
