@@ -373,6 +373,123 @@ def test_an_erased_customer_gets_nothing_more_and_their_messages_lose_personal_c
     assert len(mailbox(engagement, customer)) == 1
 
 
+def paid_order(orders: Service, customer: str, cents: int, **extra) -> dict:
+    placed = place(orders, customer, cents, **extra)
+    assert placed.status_code == 201, placed.text
+    order_id = placed.json()["order_id"]
+    assert orders.post(f"/orders/{order_id}/pay", json={}, headers=once()).status_code == 200
+    return placed.json()
+
+
+def test_points_about_to_expire_are_announced_once_per_lot_and_reminded_by_a_campaign(
+    campaign, platform, engagement
+):
+    loyalty = platform["loyalty"]
+    reminder = campaign(
+        engagement,
+        name="Points expiring",
+        trigger="points_expiring",
+        templates={
+            "en": {
+                "subject": "{{ signal.points }} points expire on {{ signal.expires_at[:10] }}",
+                "text": "Dear {{ customer.name }}, {{ signal.points }} of your {{ signal.balance }} points "
+                "expire on {{ signal.expires_at[:10] }}.\n",
+                "html": "<p>{{ signal.points }} points expire on {{ signal.expires_at[:10] }}</p>",
+            }
+        },
+        default_locale="en",
+        control_share=0,
+    )
+    customer = register(platform, name="Chen Jing")
+    known(engagement, [customer])
+    paid_order(platform["orders"], customer, 12_900)  # 129 points, expiring in 20 days
+
+    got = until(lambda: mailbox(engagement, customer), lambda items: len(items) == 1, timeout=90)[0]
+    expires = to_rfc3339(NOW + timedelta(days=20))[:10]
+    assert got["subject"] == f"129 points expire on {expires}"
+    assert "129 of your 129 points" in got["text"]
+    account = loyalty.get(f"/accounts/{customer}").json()
+    assert account["expiring_soon"] == [{"date": expires, "points": 129}]
+
+    # A second lot is announced on its own, the first not again; its reminder within the hour
+    # of the first is held back by pacing (one message when two reach a customer at once).
+    paid_order(platform["orders"], customer, 5_000)
+
+    def report() -> dict:
+        return engagement.get(f"/campaigns/{reminder['campaign_id']}/report").json()
+
+    assert until(report, lambda r: r["audience"] == 2, timeout=90)["sent"] == 1
+    time.sleep(2)  # several expiry sweeps later: still two announcements, one message
+    assert (report()["audience"], report()["suppressed"], len(mailbox(engagement, customer))) == (2, 1, 1)
+
+
+def test_loyalty_tier_benefits_are_applied_to_orders_that_ask_for_them(platform):
+    orders, loyalty = platform["orders"], platform["loyalty"]
+    gold = register(platform)
+    paid_order(orders, gold, 600_000)  # past gold's 5,000 yuan of trailing spend
+    until(
+        lambda: loyalty.get(f"/accounts/{gold}").json().get("tier"), lambda tier: tier == "gold", timeout=90
+    )
+
+    placed = place(orders, gold, 10_000, tier_benefits=True, discount_cents=1_000)
+    assert placed.status_code == 201, placed.text
+    order = placed.json()
+    # 5 % of what is left after the shop's own discount, and free shipping, shown on the order.
+    assert order["benefits"] == {
+        "tier": "gold",
+        "discount_percent": 5,
+        "discount_cents": 450,
+        "free_shipping": True,
+    }
+    assert order["discount_cents"] == 1_450 and order["amount_cents"] == 8_550
+    assert orders.get(f"/orders/{order['order_id']}").json()["benefits"] == order["benefits"]
+
+    # Not asked: nothing applied. No loyalty account yet: nothing to apply.
+    plain = place(orders, gold, 10_000).json()
+    assert plain["benefits"] is None and plain["amount_cents"] == 10_000
+    stranger = place(orders, unique_id(), 10_000, tier_benefits=True).json()
+    assert stranger["benefits"] is None and stranger["amount_cents"] == 10_000
+
+
+def test_audiences_by_gender_age_band_city_tier_channel_and_last_purchase_are_counted_live(
+    platform, engagement
+):
+    city = f"City-{unique_id('x')}"
+    young = register(
+        platform, city=city, gender="female", birth_date="1996-05-01", city_tier=1, channel="app"
+    )
+    older = register(platform, city=city, gender="male", birth_date="1970-05-01", city_tier=3, channel="web")
+    paid_order(platform["orders"], young, 12_900)
+
+    def count(**filters) -> dict:
+        saved = engagement.post("/audiences", json={"name": "x", "filters": {"city": city, **filters}})
+        assert saved.status_code == 201, saved.text
+        return engagement.get(f"/audiences/{saved.json()['audience_id']}").json()
+
+    until(lambda: count()["count"], lambda n: n == 2)
+    for filters, members in (
+        ({"gender": "female"}, [young]),
+        ({"age_band": "55-64"}, [older]),  # born 1970: 56 on the test clock's day
+        ({"city_tier": 3}, [older]),
+        ({"channel": "app"}, [young]),
+        ({"gender": "male", "channel": "app"}, []),
+    ):
+        audience = count(**filters)
+        assert audience["count"] == len(members), (filters, audience)
+        assert [s["customer_id"] for s in audience["sample"]] == members
+    # Bought within a month (once the scorer has the purchase); the other never bought.
+    recent = until(lambda: count(last_purchase_max_days=30), lambda a: a["count"] == 1)
+    assert recent["sample"][0]["customer_id"] == young and recent["sample"][0]["recency_days"] <= 30
+    assert count(last_purchase_min_days=31)["count"] == 0
+    # A churn risk ceiling: at or under the buyer's own risk it is in, under it it is out.
+    risk = recent["sample"][0]["churn_risk"]
+    assert young in [s["customer_id"] for s in count(max_risk=risk)["sample"]]
+    if risk > 0:
+        assert young not in [s["customer_id"] for s in count(max_risk=risk / 2)["sample"]]
+    bad = engagement.post("/audiences", json={"name": "x", "filters": {"max_risk": 0.2, "min_risk": 0.5}})
+    assert bad.status_code == 422
+
+
 def test_the_uplift_report_covers_the_true_effect_of_a_seeded_simulation(
     campaign, platform, engagement, publish, stack, prefix
 ):
@@ -462,118 +579,3 @@ def _all_messages(engagement: Service, campaign_id: str) -> list[dict]:
         cursor = page["next_cursor"]
         if not cursor:
             return items
-
-
-def paid_order(orders: Service, customer: str, cents: int, **extra) -> dict:
-    placed = place(orders, customer, cents, **extra)
-    assert placed.status_code == 201, placed.text
-    order_id = placed.json()["order_id"]
-    assert orders.post(f"/orders/{order_id}/pay", json={}, headers=once()).status_code == 200
-    return placed.json()
-
-
-def test_points_about_to_expire_are_announced_once_per_lot_and_reminded_by_a_campaign(
-    campaign, platform, engagement
-):
-    loyalty = platform["loyalty"]
-    reminder = campaign(
-        engagement,
-        name="Points expiring",
-        trigger="points_expiring",
-        templates={
-            "en": {
-                "subject": "{{ signal.points }} points expire on {{ signal.expires_at[:10] }}",
-                "text": "Dear {{ customer.name }}, {{ signal.points }} of your {{ signal.balance }} points "
-                "expire on {{ signal.expires_at[:10] }}.\n",
-                "html": "<p>{{ signal.points }} points expire on {{ signal.expires_at[:10] }}</p>",
-            }
-        },
-        default_locale="en",
-        control_share=0,
-    )
-    customer = register(platform, name="Chen Jing")
-    known(engagement, [customer])
-    paid_order(platform["orders"], customer, 12_900)  # 129 points, expiring in 20 days
-
-    got = until(lambda: mailbox(engagement, customer), lambda items: len(items) == 1)[0]
-    expires = to_rfc3339(NOW + timedelta(days=20))[:10]
-    assert got["subject"] == f"129 points expire on {expires}"
-    assert "129 of your 129 points" in got["text"]
-    account = loyalty.get(f"/accounts/{customer}").json()
-    assert account["expiring_soon"] == [{"date": expires, "points": 129}]
-
-    # A second lot is announced on its own, the first not again; its reminder within the hour
-    # of the first is held back by pacing (one message when two reach a customer at once).
-    paid_order(platform["orders"], customer, 5_000)
-
-    def report() -> dict:
-        return engagement.get(f"/campaigns/{reminder['campaign_id']}/report").json()
-
-    assert until(report, lambda r: r["audience"] == 2)["sent"] == 1
-    time.sleep(2)  # several expiry sweeps later: still two announcements, one message
-    assert (report()["audience"], report()["suppressed"], len(mailbox(engagement, customer))) == (2, 1, 1)
-
-
-def test_loyalty_tier_benefits_are_applied_to_orders_that_ask_for_them(platform):
-    orders, loyalty = platform["orders"], platform["loyalty"]
-    gold = register(platform)
-    paid_order(orders, gold, 600_000)  # past gold's 5,000 yuan of trailing spend
-    until(lambda: loyalty.get(f"/accounts/{gold}").json().get("tier"), lambda tier: tier == "gold")
-
-    placed = place(orders, gold, 10_000, tier_benefits=True, discount_cents=1_000)
-    assert placed.status_code == 201, placed.text
-    order = placed.json()
-    # 5 % of what is left after the shop's own discount, and free shipping, shown on the order.
-    assert order["benefits"] == {
-        "tier": "gold",
-        "discount_percent": 5,
-        "discount_cents": 450,
-        "free_shipping": True,
-    }
-    assert order["discount_cents"] == 1_450 and order["amount_cents"] == 8_550
-    assert orders.get(f"/orders/{order['order_id']}").json()["benefits"] == order["benefits"]
-
-    # Not asked: nothing applied. No loyalty account yet: nothing to apply.
-    plain = place(orders, gold, 10_000).json()
-    assert plain["benefits"] is None and plain["amount_cents"] == 10_000
-    stranger = place(orders, unique_id(), 10_000, tier_benefits=True).json()
-    assert stranger["benefits"] is None and stranger["amount_cents"] == 10_000
-
-
-def test_audiences_by_gender_age_band_city_tier_channel_and_last_purchase_are_counted_live(
-    platform, engagement
-):
-    city = f"City-{unique_id('x')}"
-    young = register(
-        platform, city=city, gender="female", birth_date="1996-05-01", city_tier=1, channel="app"
-    )
-    older = register(platform, city=city, gender="male", birth_date="1970-05-01", city_tier=3, channel="web")
-    paid_order(platform["orders"], young, 12_900)
-
-    def count(**filters) -> dict:
-        saved = engagement.post("/audiences", json={"name": "x", "filters": {"city": city, **filters}})
-        assert saved.status_code == 201, saved.text
-        return engagement.get(f"/audiences/{saved.json()['audience_id']}").json()
-
-    until(lambda: count()["count"], lambda n: n == 2)
-    for filters, members in (
-        ({"gender": "female"}, [young]),
-        ({"age_band": "55-64"}, [older]),  # born 1970: 56 on the test clock's day
-        ({"city_tier": 3}, [older]),
-        ({"channel": "app"}, [young]),
-        ({"gender": "male", "channel": "app"}, []),
-    ):
-        audience = count(**filters)
-        assert audience["count"] == len(members), (filters, audience)
-        assert [s["customer_id"] for s in audience["sample"]] == members
-    # Bought within a month (once the scorer has the purchase); the other never bought.
-    recent = until(lambda: count(last_purchase_max_days=30), lambda a: a["count"] == 1)
-    assert recent["sample"][0]["customer_id"] == young and recent["sample"][0]["recency_days"] <= 30
-    assert count(last_purchase_min_days=31)["count"] == 0
-    # A churn risk ceiling: at or under the buyer's own risk it is in, under it it is out.
-    risk = recent["sample"][0]["churn_risk"]
-    assert young in [s["customer_id"] for s in count(max_risk=risk)["sample"]]
-    if risk > 0:
-        assert young not in [s["customer_id"] for s in count(max_risk=risk / 2)["sample"]]
-    bad = engagement.post("/audiences", json={"name": "x", "filters": {"max_risk": 0.2, "min_risk": 0.5}})
-    assert bad.status_code == 422
