@@ -154,6 +154,18 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         # hash (services/common/auth.py).
         "GET /auth/keys/{key_hash}": None,
     },
+    "desk": {
+        **SHELL,
+        "POST /customers/{customer_id}/notes": "agent",
+        "GET /customers/{customer_id}/notes": "viewer",
+        "PATCH /notes/{note_id}": "agent",
+        "POST /tasks": "agent",
+        "GET /tasks": "viewer",
+        "GET /tasks/{task_id}": "viewer",
+        "POST /tasks/{task_id}/complete": "agent",
+        "GET /customers/{customer_id}/timeline": "viewer",
+        "GET /reports/service": "viewer",
+    },
     # faust's web server: the scorer's views (services/scoring/api.py, which reads its roles
     # here) and the one built-in page left on, faust's status index.
     "scoring": {

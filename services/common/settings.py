@@ -18,6 +18,7 @@ SERVICE_NAMES = (
     "engagement",
     "reports",
     "staff",
+    "desk",
 )
 
 
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     engagement_port: int = 8006
     reports_port: int = 8007
     staff_port: int = 8008
+    desk_port: int = 8009
 
     # Where the other services answer, when not on this host's ports (compose, Kubernetes).
     orders_url: str | None = None
@@ -54,6 +56,7 @@ class Settings(BaseSettings):
     engagement_url: str | None = None
     reports_url: str | None = None
     staff_url: str | None = None
+    desk_url: str | None = None
     peer_timeout_seconds: float = Field(2.0, gt=0)  # calls to other services' APIs (services/common/peers.py)
 
     api_keys_file: Path = Path(".crm/api-keys.hashed")
@@ -118,6 +121,13 @@ class Settings(BaseSettings):
 
     # staff: a key's last_used_at is written at most this often (each check is a read)
     staff_last_used_seconds: float = Field(60.0, ge=0)
+    # desk (notes, tasks, the customer timeline, service reports)
+    desk_watch_seconds: float = Field(30.0, gt=0)  # how often due and overdue tasks are looked for
+    desk_remind_minutes: int = Field(15, ge=0)  # a task's reminder goes this long before it is due
+    desk_churn_task_hours: int = Field(48, ge=1)  # a churn warning's task is due this long after it
+    # Assignees are checked against the staff directory (GET /users/{id}); off only for a shop
+    # that runs without one, where assignees are taken as given.
+    desk_check_assignees: bool = True
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

@@ -12,6 +12,7 @@ CUSTOMERS = "crm.customers.v1"
 SIGNALS = "crm.signals.v1"
 ENGAGEMENT = "crm.engagement.v1"
 STAFF = "crm.staff.v1"
+DESK = "crm.desk.v1"
 DEADLETTER = "crm.deadletter.v1"
 # Which dead letters `crm deadletters replay` sent back (services/stack/deadletters.py).
 DEADLETTER_REPLAYS = "crm.deadletter.replays.v1"
@@ -25,6 +26,7 @@ ALL = (
     SIGNALS,
     ENGAGEMENT,
     STAFF,
+    DESK,
     DEADLETTER,
     DEADLETTER_REPLAYS,
 )
@@ -43,6 +45,8 @@ _FAMILY_TOPIC = {
     "message": ENGAGEMENT,
     "coupon": ENGAGEMENT,
     "staff": STAFF,
+    "note": DESK,
+    "task": DESK,
 }
 
 

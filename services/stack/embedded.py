@@ -191,6 +191,7 @@ def existing_services() -> list[str]:
         "profiles",
         "engagement",
         "reports",
+        "desk",
         "console",
     ]
     return [s for s in order if (root / s / "__main__.py").exists()]

@@ -36,6 +36,7 @@ crm.staff.team_changed crm.staff.key_issued crm.staff.key_revoked
 crm.case.opened crm.case.assigned crm.case.responded crm.case.awaiting_customer crm.case.escalated
 crm.case.sla_warning crm.case.resolved crm.case.reopened crm.case.closed crm.case.decided
 crm.case.remedy_proposed crm.case.remedy_approved crm.case.compensated crm.case.confirmed
+crm.note.added crm.note.changed crm.task.created crm.task.reminded crm.task.overdue crm.task.completed
 """.split()
 
 SCHEMA_FILES = sorted(p for p in SCHEMAS_DIR.glob("*/v*.json") if not p.name.endswith(".examples.json"))

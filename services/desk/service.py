@@ -1,0 +1,313 @@
+"""The desk's use cases: notes and tasks written with their events (outbox), the watcher that
+sends reminders and marks tasks overdue, the timeline and case history folded from every
+topic, and the service reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from motor.motor_asyncio import AsyncIOMotorClientSession
+from prometheus_client import Counter
+
+from services.common import kafka
+from services.common.clock import Clock, parse_rfc3339, to_rfc3339
+from services.common.errors import Kind
+from services.common.fields import new_id
+from services.common.settings import Settings
+from services.common.writes import IdempotencyKey, Outcome, Writes
+
+from . import domain
+from .events import CONSUMED, GROUP, note_event, task_event
+from .models import NoteChange, NoteIn, TaskDone, TaskIn
+from .staff import StaffDirectory
+from .store import DeskStore
+
+log = structlog.get_logger(__name__)
+TASKS_WATCHED = Counter("crm_desk_task_transitions_total", "Tasks the watcher moved, by state.", ["state"])
+
+
+def _time(value: Any) -> str | None:
+    return to_rfc3339(value) if value is not None else None
+
+
+class DeskService:
+    def __init__(
+        self,
+        store: DeskStore,
+        writes: Writes,
+        clock: Clock,
+        settings: Settings,
+        staff: StaffDirectory,
+    ) -> None:
+        self.store = store
+        self.writes = writes
+        self.clock = clock
+        self.settings = settings
+        self.staff = staff
+        self.remind_before = timedelta(minutes=settings.desk_remind_minutes)
+
+    async def consume(self, settings: Settings, stop: asyncio.Event) -> None:
+        await kafka.consume(settings, GROUP, CONSUMED.topics, CONSUMED.one_by_one(self), stop)
+
+    # --- notes ---
+
+    def show_note(self, note: dict) -> dict[str, Any]:
+        return {
+            "note_id": note["_id"],
+            "customer_id": note["customer_id"],
+            "text": note["text"],
+            "pinned": note["pinned"],
+            "author": note["author"],
+            "added_at": _time(note["added_at"]),
+            "changed_at": _time(note["changed_at"]),
+            "erased": note.get("erased", False),
+        }
+
+    async def add_note(self, customer_id: str, body: NoteIn, by: str, key: IdempotencyKey | None) -> Outcome:
+        now = self.clock.now()
+        note = domain.new_note(new_id("n"), customer_id, body.text, body.pinned, by, now)
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            await self.store.insert_note(note, session)
+            return Outcome(201, self.show_note(note), [note_event("added", note, now)])
+
+        return await self.writes.run(work, key)
+
+    async def change_note(self, note_id: str, body: NoteChange, key: IdempotencyKey | None) -> Outcome:
+        changes = body.model_dump(exclude_none=True)
+        if not changes:
+            raise domain.DeskError("nothing to change: give pinned or text")
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            now = self.clock.now()
+            note = await self.store.set_note(note_id, {**changes, "changed_at": now}, session)
+            if note is None:
+                raise domain.DeskError(f"no note {note_id}", Kind.NOT_FOUND)
+            return Outcome(200, self.show_note(note), [note_event("changed", note, now)])
+
+        return await self.writes.run(work, key)
+
+    async def notes(self, customer_id: str, limit: int) -> dict[str, Any]:
+        return {"items": [self.show_note(n) for n in await self.store.notes_of(customer_id, limit)]}
+
+    # --- tasks ---
+
+    def show_task(self, task: dict) -> dict[str, Any]:
+        return {
+            "task_id": task["_id"],
+            "customer_id": task["customer_id"],
+            "kind": task["kind"],
+            "title": task["title"],
+            "assignee": task["assignee"],
+            "team": task["team"],
+            "case_id": task.get("case_id"),
+            "episode_id": task.get("episode_id"),
+            "status": domain.task_status(task, self.clock.now()),
+            "due_at": _time(task["due_at"]),
+            "created_by": task["created_by"],
+            "created_at": _time(task["created_at"]),
+            "reminded_at": _time(task.get("reminded_at")),
+            "overdue_at": _time(task.get("overdue_at")),
+            "completed_at": _time(task.get("completed_at")),
+            "outcome": task.get("outcome"),
+            "erased": task.get("erased", False),
+        }
+
+    async def create_task(
+        self, body: TaskIn, by: str, key: IdempotencyKey | None, authorization: str | None
+    ) -> Outcome:
+        if body.assignee is not None:
+            await self.staff.ensure_assignable(body.assignee, authorization)
+        now = self.clock.now()
+        task = domain.new_task(
+            new_id("t"),
+            body.customer_id,
+            body.kind,
+            body.title,
+            body.due_at,
+            body.assignee,
+            body.team,
+            by,
+            now,
+            self.remind_before,
+            case_id=body.case_id,
+        )
+        return await self._open_task(task, now, key)
+
+    async def _open_task(self, task: dict, now: Any, key: IdempotencyKey | None = None) -> Outcome:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            if not await self.store.insert_task(task, session):
+                return Outcome(200, None)
+            created = task_event(
+                "created",
+                task,
+                now,
+                title=task["title"],
+                case_id=task["case_id"],
+                episode_id=task["episode_id"],
+            )
+            return Outcome(201, self.show_task(task), [created])
+
+        return await self.writes.run(work, key)
+
+    async def churn_warned(self, warning: dict[str, Any]) -> None:
+        """A churn warning opens one churn-action task for the team's queue, due within
+        CRM_DESK_CHURN_TASK_HOURS of the warning."""
+        warned_at = parse_rfc3339(warning["warned_at"])
+        task = domain.new_task(
+            domain.churn_task_id(warning["episode_id"]),
+            warning["customer_id"],
+            "churn_action",
+            domain.churn_task_title(warning),
+            warned_at + timedelta(hours=self.settings.desk_churn_task_hours),
+            None,
+            None,
+            "churn-warning",
+            self.clock.now(),
+            self.remind_before,
+            episode_id=warning["episode_id"],
+        )
+        await self._open_task(task, self.clock.now())
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        task = await self.store.task(task_id)
+        if task is None:
+            raise domain.DeskError(f"no task {task_id}", Kind.NOT_FOUND)
+        return self.show_task(task)
+
+    async def complete_task(
+        self, task_id: str, body: TaskDone, by: str, key: IdempotencyKey | None
+    ) -> Outcome:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            task = await self.store.task(task_id, session)
+            if task is None:
+                raise domain.DeskError(f"no task {task_id}", Kind.NOT_FOUND)
+            now = self.clock.now()
+            changes = domain.complete(task, body.outcome, by, now)
+            if not await self.store.set_task(task_id, task["state"], changes, session):
+                raise domain.DeskError("the task changed meanwhile; read it again", Kind.CONFLICT)
+            done = {**task, **changes}
+            event = task_event("completed", done, now, outcome=body.outcome, completed_by=by)
+            return Outcome(200, self.show_task(done), [event])
+
+        return await self.writes.run(work, key)
+
+    async def tasks(
+        self,
+        assignee: str | None,
+        team: str | None,
+        customer_id: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        """Soonest due first; `status` as task_status tells it, read from the times so a list
+        between the watcher's rounds is already right."""
+        now_s = self.clock.now().timestamp()
+        query: dict[str, Any] = {
+            k: v for k, v in (("assignee", assignee), ("team", team), ("customer_id", customer_id)) if v
+        }
+        if status == "done":
+            query["state"] = "done"
+        elif status is not None:
+            query["state"] = {"$in": list(domain.OPEN_STATES)}
+            if status == "overdue":
+                query["due_s"] = {"$lte": now_s}
+            elif status == "due":
+                query["due_s"] = {"$gt": now_s}
+                query["remind_s"] = {"$lte": now_s}
+            else:
+                query["remind_s"] = {"$gt": now_s}
+        rows, next_cursor = await self.store.task_page(query, limit, cursor)
+        return {"items": [self.show_task(t) for t in rows], "next_cursor": next_cursor}
+
+    async def run_watcher(self, stop: asyncio.Event) -> None:
+        """Reminders when a task's time nears, and overdue when it passed: each once, with its
+        event (a reminder reaches the assignee through whatever follows crm.task.reminded)."""
+        while not stop.is_set():
+            await self.watch_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.desk_watch_seconds)
+
+    async def watch_once(self, batch: int = 200) -> int:
+        moved = 0
+        now = self.clock.now()
+        steps = (
+            ("open", "remind_s", "due", "reminded"),
+            ("open", "due_s", "overdue", "overdue"),
+            ("due", "due_s", "overdue", "overdue"),
+        )
+        for state, field, to_state, verb in steps:
+            for task in await self.store.tasks_reaching(state, field, now.timestamp(), batch):
+                if await self._move(task, state, to_state, verb, now):
+                    moved += 1
+                    TASKS_WATCHED.labels(to_state).inc()
+        return moved
+
+    async def _move(self, task: dict, state: str, to_state: str, verb: str, now: Any) -> bool:
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            changes = {"state": to_state, f"{verb}_at": now}
+            if not await self.store.set_task(task["_id"], state, changes, session):
+                return Outcome(200, False)
+            return Outcome(200, True, [task_event(verb, task, now)])
+
+        return bool((await self.writes.run(work)).body)
+
+    # --- the timeline and the case history ---
+
+    async def record(self, event: dict[str, Any]) -> None:
+        """One event on the customer's timeline, and in its case's history when it is about a
+        case; both once per event id."""
+        customer_id = event["data"]["customer_id"]
+        entry = domain.timeline_entry(event, erased=await self.store.is_erased(customer_id))
+        if (
+            await self.store.add_entry(entry)
+            and entry["personal"]
+            and await self.store.is_erased(customer_id)
+        ):
+            # erased while it was being stored: scrub it like the rest
+            await self.store.forget(customer_id, self.clock.now())
+        record = domain.case_record(event)
+        if record is not None:
+            await self.store.add_case_record(record)
+
+    def show_entry(self, entry: dict) -> dict[str, Any]:
+        return {
+            "event_id": entry["event_id"],
+            "type": entry["type"],
+            "source": entry["source"],
+            "subject": entry["subject"],
+            "at": _time(entry["at"]),
+            "data": {**entry["summary"], **entry["personal"]},
+            "erased": entry["erased"],
+        }
+
+    async def timeline(
+        self, customer_id: str, types: list[str] | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        rows, next_cursor = await self.store.timeline_page(customer_id, types, limit, cursor)
+        return {
+            "customer_id": customer_id,
+            "items": [self.show_entry(e) for e in rows],
+            "next_cursor": next_cursor,
+        }
+
+    async def service_report(self, by: str, since: Any, until: Any) -> dict[str, Any]:
+        """Cases opened in the period, each folded from its whole history."""
+        since_s, until_s = domain.report_period(since, until)
+        histories = await self.store.case_records(since_s, until_s)
+        cases = [domain.fold_case(case_id, records) for case_id, records in histories.items()]
+        now = self.clock.now()
+        return {
+            "from": _time(since),
+            "to": _time(until),
+            "as_of": to_rfc3339(now),
+            **domain.service_report(cases, by, now),
+        }
+
+    async def forget(self, customer_id: str) -> None:
+        await self.store.forget(customer_id, self.clock.now())

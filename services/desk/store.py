@@ -1,0 +1,160 @@
+"""The desk's MongoDB: notes, tasks, the timeline (one entry per event, kept as long as the shop
+keeps data: no TTL), the case history the service reports fold, and who was erased."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from services.common.erasure import SCRUBBED
+from services.common.mongo import between, index
+from services.common.pagination import Sort, page
+
+NOTES = "notes"
+TASKS = "tasks"
+TIMELINE = "timeline"
+CASE_EVENTS = "case_events"
+CASES = "cases"
+ERASED = "erased_customers"
+
+INDEXES = {
+    NOTES: [index("customer_id", ("pinned", -1), ("added_at", -1))],
+    TASKS: [
+        index("state", "remind_s"),
+        index("state", "due_s"),
+        index("assignee", "state", "due_s"),
+        index("team", "state", "due_s"),
+        index("customer_id", "due_s"),
+    ],
+    # newest first within a customer; event_id breaks ties (keep _id out of compound indexes)
+    TIMELINE: [index("customer_id", ("at_s", -1), ("event_id", -1))],
+    CASE_EVENTS: [index("case_id"), index("customer_id")],
+    CASES: [index("opened_s")],
+    ERASED: [],
+}
+TIMELINE_SORT: Sort = [("at_s", -1), ("event_id", -1)]
+TASK_SORT: Sort = [("due_s", 1), ("task_id", 1)]
+
+
+class DeskStore:
+    def __init__(self, db: AsyncIOMotorDatabase) -> None:
+        self.db = db
+        self.notes = db[NOTES]
+        self.tasks = db[TASKS]
+        self.timeline = db[TIMELINE]
+        self.case_events = db[CASE_EVENTS]
+        self.cases = db[CASES]
+        self.erased = db[ERASED]
+
+    # --- notes ---
+
+    async def insert_note(self, note: dict, session: AsyncIOMotorClientSession) -> None:
+        await self.notes.insert_one(note, session=session)
+
+    async def note(self, note_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
+        return await self.notes.find_one({"_id": note_id}, session=session)
+
+    async def set_note(self, note_id: str, changes: dict, session: AsyncIOMotorClientSession) -> dict | None:
+        return await self.notes.find_one_and_update(
+            {"_id": note_id}, {"$set": changes}, session=session, return_document=ReturnDocument.AFTER
+        )
+
+    async def notes_of(self, customer_id: str, limit: int) -> list[dict]:
+        """Pinned first, then newest first."""
+        cursor = self.notes.find({"customer_id": customer_id}).sort([("pinned", -1), ("added_at", -1)])
+        return await cursor.limit(limit).to_list(None)
+
+    # --- tasks ---
+
+    async def insert_task(self, task: dict, session: AsyncIOMotorClientSession) -> bool:
+        """False when a task with this id exists (a churn warning delivered again)."""
+        if await self.tasks.find_one({"_id": task["_id"]}, {"_id": 1}, session=session):
+            return False
+        await self.tasks.insert_one({**task, "task_id": task["_id"]}, session=session)
+        return True
+
+    async def task(self, task_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
+        return await self.tasks.find_one({"_id": task_id}, session=session)
+
+    async def set_task(
+        self, task_id: str, expected_state: str, changes: dict, session: AsyncIOMotorClientSession
+    ) -> bool:
+        """Only from the state it was read in: a watcher and an agent racing change it once."""
+        result = await self.tasks.update_one(
+            {"_id": task_id, "state": expected_state}, {"$set": changes}, session=session
+        )
+        return result.modified_count == 1
+
+    async def tasks_reaching(self, state: str, field: str, now_s: float, limit: int) -> list[dict]:
+        """Tasks in `state` whose `field` time has come: the watcher's next round."""
+        return await self.tasks.find({"state": state, field: {"$lte": now_s}}).limit(limit).to_list(None)
+
+    async def task_page(
+        self, query: dict[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict], str | None]:
+        return await page(self.tasks, query, TASK_SORT, limit, cursor)
+
+    # --- the timeline ---
+
+    async def add_entry(self, entry: dict) -> bool:
+        """Once per event id: a redelivered event adds nothing."""
+        try:
+            await self.timeline.insert_one(entry)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def timeline_page(
+        self, customer_id: str, kinds: list[str] | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict], str | None]:
+        query: dict[str, Any] = {"customer_id": customer_id}
+        if kinds:
+            query["type"] = {"$in": kinds}
+        return await page(self.timeline, query, TIMELINE_SORT, limit, cursor)
+
+    # --- cases ---
+
+    async def add_case_record(self, record: dict) -> None:
+        try:
+            await self.case_events.insert_one(record)
+        except DuplicateKeyError:
+            return
+        if record["verb"] == "opened":
+            await self.cases.update_one(
+                {"_id": record["case_id"]}, {"$set": {"opened_s": record["at_s"]}}, upsert=True
+            )
+
+    async def case_records(self, since_s: float | None, until_s: float | None) -> dict[str, list[dict]]:
+        """The whole history of every case opened in the period, by case."""
+        condition = between(since_s, until_s)
+        query = {"opened_s": condition} if condition else {}
+        ids = [c["_id"] async for c in self.cases.find(query, {"_id": 1})]
+        by_case: dict[str, list[dict]] = {case_id: [] for case_id in ids}
+        for start in range(0, len(ids), 500):
+            async for record in self.case_events.find({"case_id": {"$in": ids[start : start + 500]}}):
+                by_case[record["case_id"]].append(record)
+        return by_case
+
+    # --- erasure ---
+
+    async def is_erased(self, customer_id: str) -> bool:
+        return await self.erased.find_one({"_id": customer_id}, {"_id": 1}) is not None
+
+    async def forget(self, customer_id: str, at: datetime) -> None:
+        """Notes' and tasks' texts, and every timeline entry's personal content, go; what
+        happened and when stays. Remembered, so an event that arrives later is stored scrubbed."""
+        await self.erased.update_one({"_id": customer_id}, {"$setOnInsert": {"erased_at": at}}, upsert=True)
+        await self.notes.update_many(
+            {"customer_id": customer_id}, {"$set": {"text": SCRUBBED, "author": SCRUBBED, "erased": True}}
+        )
+        await self.tasks.update_many(
+            {"customer_id": customer_id},
+            {"$set": {"title": SCRUBBED, "erased": True}, "$unset": {"outcome": ""}},
+        )
+        await self.timeline.update_many(
+            {"customer_id": customer_id}, {"$set": {"personal": {}, "erased": True}}
+        )
