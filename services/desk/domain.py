@@ -335,14 +335,6 @@ def report_dimension(by: str | None) -> str:
     return by
 
 
-def report_period(since: datetime | None, until: datetime | None) -> tuple[float | None, float | None]:
-    if since is not None and until is not None and until < since:
-        raise DeskError(
-            f"the period ends ({until.isoformat()}) before it starts ({since.isoformat()})", field="to"
-        )
-    return (None if since is None else since.timestamp(), None if until is None else until.timestamp())
-
-
 def percentiles(hours: list[float]) -> dict[str, float | None]:
     if not hours:
         return {"p50": None, "p90": None}

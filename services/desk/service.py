@@ -14,7 +14,7 @@ from motor.motor_asyncio import AsyncIOMotorClientSession
 from prometheus_client import Counter
 
 from services.common import kafka
-from services.common.clock import Clock, parse_rfc3339, to_rfc3339
+from services.common.clock import Clock, bounded_period, parse_rfc3339, to_rfc3339
 from services.common.errors import Kind
 from services.common.fields import new_id
 from services.common.settings import Settings
@@ -297,14 +297,15 @@ class DeskService:
         }
 
     async def service_report(self, by: str, since: Any, until: Any) -> dict[str, Any]:
-        """Cases opened in the period, each folded from its whole history."""
-        since_s, until_s = domain.report_period(since, until)
-        histories = await self.store.case_records(since_s, until_s)
-        cases = [domain.fold_case(case_id, records) for case_id, records in histories.items()]
+        """Cases opened in the period (at most MAX_PERIOD, like every summary over a period),
+        each folded from its whole history."""
         now = self.clock.now()
+        since, until = bounded_period(since, until, now)
+        histories = await self.store.case_records(since.timestamp(), until.timestamp())
+        cases = [domain.fold_case(case_id, records) for case_id, records in histories.items()]
         return {
-            "from": _time(since),
-            "to": _time(until),
+            "from": to_rfc3339(since),
+            "to": to_rfc3339(until),
             "as_of": to_rfc3339(now),
             **domain.service_report(cases, by, now),
         }

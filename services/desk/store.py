@@ -3,7 +3,7 @@ keeps data: no TTL), the case history the service reports fold, and who was eras
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
@@ -36,6 +36,34 @@ INDEXES = {
     CASES: [index("opened_s")],
     ERASED: [],
 }
+# Times an update sets are kept as epoch seconds: a date set by an update is text on the
+# embedded server (mongo.DatabaseCapabilities.dates_in_updates); flags as 0/1 for the same reason.
+UPDATED_TIMES = ("changed_at", "reminded_at", "overdue_at", "completed_at")
+
+
+def _stored(doc: dict) -> dict:
+    out = dict(doc)
+    for name in UPDATED_TIMES:
+        if isinstance(out.get(name), datetime):
+            out[name] = out[name].timestamp()
+    for name in ("pinned", "erased"):
+        if name in out:
+            out[name] = int(bool(out[name]))
+    return out
+
+
+def _read(doc: dict | None) -> dict | None:
+    if doc is None:
+        return None
+    for name in UPDATED_TIMES:
+        if isinstance(doc.get(name), int | float):
+            doc[name] = datetime.fromtimestamp(doc[name], UTC)
+    for name in ("pinned", "erased"):
+        if name in doc:
+            doc[name] = bool(doc[name])
+    return doc
+
+
 TIMELINE_SORT: Sort = [("at_s", -1), ("event_id", -1)]
 TASK_SORT: Sort = [("due_s", 1), ("task_id", 1)]
 
@@ -53,20 +81,25 @@ class DeskStore:
     # --- notes ---
 
     async def insert_note(self, note: dict, session: AsyncIOMotorClientSession) -> None:
-        await self.notes.insert_one(note, session=session)
+        await self.notes.insert_one(_stored(note), session=session)
 
     async def note(self, note_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
-        return await self.notes.find_one({"_id": note_id}, session=session)
+        return _read(await self.notes.find_one({"_id": note_id}, session=session))
 
     async def set_note(self, note_id: str, changes: dict, session: AsyncIOMotorClientSession) -> dict | None:
-        return await self.notes.find_one_and_update(
-            {"_id": note_id}, {"$set": changes}, session=session, return_document=ReturnDocument.AFTER
+        return _read(
+            await self.notes.find_one_and_update(
+                {"_id": note_id},
+                {"$set": _stored(changes)},
+                session=session,
+                return_document=ReturnDocument.AFTER,
+            )
         )
 
     async def notes_of(self, customer_id: str, limit: int) -> list[dict]:
         """Pinned first, then newest first."""
         cursor = self.notes.find({"customer_id": customer_id}).sort([("pinned", -1), ("added_at", -1)])
-        return await cursor.limit(limit).to_list(None)
+        return [_read(n) for n in await cursor.limit(limit).to_list(None)]
 
     # --- tasks ---
 
@@ -74,36 +107,38 @@ class DeskStore:
         """False when a task with this id exists (a churn warning delivered again)."""
         if await self.tasks.find_one({"_id": task["_id"]}, {"_id": 1}, session=session):
             return False
-        await self.tasks.insert_one({**task, "task_id": task["_id"]}, session=session)
+        await self.tasks.insert_one(_stored({**task, "task_id": task["_id"]}), session=session)
         return True
 
     async def task(self, task_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
-        return await self.tasks.find_one({"_id": task_id}, session=session)
+        return _read(await self.tasks.find_one({"_id": task_id}, session=session))
 
     async def set_task(
         self, task_id: str, expected_state: str, changes: dict, session: AsyncIOMotorClientSession
     ) -> bool:
         """Only from the state it was read in: a watcher and an agent racing change it once."""
         result = await self.tasks.update_one(
-            {"_id": task_id, "state": expected_state}, {"$set": changes}, session=session
+            {"_id": task_id, "state": expected_state}, {"$set": _stored(changes)}, session=session
         )
         return result.modified_count == 1
 
     async def tasks_reaching(self, state: str, field: str, now_s: float, limit: int) -> list[dict]:
         """Tasks in `state` whose `field` time has come: the watcher's next round."""
-        return await self.tasks.find({"state": state, field: {"$lte": now_s}}).limit(limit).to_list(None)
+        found = await self.tasks.find({"state": state, field: {"$lte": now_s}}).limit(limit).to_list(None)
+        return [_read(t) for t in found]
 
     async def task_page(
         self, query: dict[str, Any], limit: int, cursor: str | None
     ) -> tuple[list[dict], str | None]:
-        return await page(self.tasks, query, TASK_SORT, limit, cursor)
+        rows, next_cursor = await page(self.tasks, query, TASK_SORT, limit, cursor)
+        return [_read(t) for t in rows], next_cursor
 
     # --- the timeline ---
 
     async def add_entry(self, entry: dict) -> bool:
         """Once per event id: a redelivered event adds nothing."""
         try:
-            await self.timeline.insert_one(entry)
+            await self.timeline.insert_one(_stored(entry))
         except DuplicateKeyError:
             return False
         return True
@@ -114,7 +149,8 @@ class DeskStore:
         query: dict[str, Any] = {"customer_id": customer_id}
         if kinds:
             query["type"] = {"$in": kinds}
-        return await page(self.timeline, query, TIMELINE_SORT, limit, cursor)
+        rows, next_cursor = await page(self.timeline, query, TIMELINE_SORT, limit, cursor)
+        return [_read(e) for e in rows], next_cursor
 
     # --- cases ---
 
@@ -149,12 +185,10 @@ class DeskStore:
         happened and when stays. Remembered, so an event that arrives later is stored scrubbed."""
         await self.erased.update_one({"_id": customer_id}, {"$setOnInsert": {"erased_at": at}}, upsert=True)
         await self.notes.update_many(
-            {"customer_id": customer_id}, {"$set": {"text": SCRUBBED, "author": SCRUBBED, "erased": True}}
+            {"customer_id": customer_id}, {"$set": {"text": SCRUBBED, "author": SCRUBBED, "erased": 1}}
         )
         await self.tasks.update_many(
             {"customer_id": customer_id},
-            {"$set": {"title": SCRUBBED, "erased": True}, "$unset": {"outcome": ""}},
+            {"$set": {"title": SCRUBBED, "erased": 1}, "$unset": {"outcome": ""}},
         )
-        await self.timeline.update_many(
-            {"customer_id": customer_id}, {"$set": {"personal": {}, "erased": True}}
-        )
+        await self.timeline.update_many({"customer_id": customer_id}, {"$set": {"personal": {}, "erased": 1}})

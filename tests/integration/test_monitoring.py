@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from services.stack.embedded import free_port
-from services.stack.harness import ROOT, start_console, start_platform, start_reports
+from services.stack.harness import ROOT, start_console, start_desk, start_platform, start_reports
 
 DEPLOY = ROOT / "deploy"
 TOOLS = ROOT / ".tools" / "prometheus" / "usr" / "bin"
@@ -69,6 +69,7 @@ def platform(stack, prefix, tmp_path_factory):
     started["console"] = start_console(stack, started)
     # Every scrape job has its process: a job left pointing elsewhere would count as up.
     started["reports"] = start_reports(stack, started, CRM_REPORTS_REFRESH_SECONDS="60")
+    started["desk"] = start_desk(stack, started)
     yield started
     for service in started.values():
         service.stop()

@@ -205,6 +205,7 @@ def test_crm_up_starts_everything_healthy_and_ctrl_c_leaves_nothing_behind(tmp_p
             "engagement",
             "reports",
             "staff",
+            "desk",
             "console",
         )
     }
