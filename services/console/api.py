@@ -3,6 +3,7 @@ call the use case, render. Nothing else happens here."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import secrets
@@ -277,7 +278,10 @@ async def customer_page(
     errors: dict[str, dict[str, str]] | None = None,
     values: dict[str, dict[str, str]] | None = None,
 ) -> HTMLResponse:
-    answer = await service.customer(session, customer_id)
+    answer, desk = await asyncio.gather(
+        service.customer(session, customer_id),
+        service.customer_desk(session, customer_id, request.query_params.get("timeline")),
+    )
     status = 404 if answer.status == "not_found" else (422 if errors else 200)
     return render(
         request,
@@ -286,6 +290,7 @@ async def customer_page(
             "customer_id": customer_id,
             "answer": answer,
             "view": answer.body if answer.ok else None,
+            "desk": desk,
             "errors": errors or {},
             "values": values or {},
             "notice": request.query_params.get("done"),

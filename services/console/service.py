@@ -160,6 +160,23 @@ class ConsoleService:
         """The 360 view: the profiles service asks the others at once and marks what is missing."""
         return await self.peers.get("profiles", f"/customers/{customer_id}/360", session.authorization)
 
+    async def customer_desk(
+        self, session: Session, customer_id: str, cursor: str | None
+    ) -> dict[str, Answer]:
+        """The customer's timeline and notes from the desk service; the desk being away leaves
+        the rest of the customer page whole."""
+        timeline, notes = await asyncio.gather(
+            self.peers.get(
+                "desk",
+                f"/customers/{customer_id}/timeline",
+                session.authorization,
+                limit=PAGE_SIZE,
+                cursor=cursor,
+            ),
+            self.peers.get("desk", f"/customers/{customer_id}/notes", session.authorization, limit=20),
+        )
+        return {"timeline": timeline, "notes": notes}
+
     async def worklist(self, session: Session, status: str | None, cursor: str | None) -> Answer:
         return await self.peers.get(
             "profiles",

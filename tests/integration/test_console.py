@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from services.common.clock import to_rfc3339
-from services.stack.harness import ROOT, Service, start_console
+from services.stack.harness import ROOT, Service, start_console, start_desk
 from tests.conftest import NOW
 from tests.integration.test_profiles import DIMENSIONS, buy, register, scored, until
 
@@ -47,9 +47,11 @@ def console_clock(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def console(stack, platform, console_clock) -> Service:
+    platform["desk"] = start_desk(stack, platform)  # the customer page's timeline
     started = start_console(stack, platform, CRM_CLOCK_FILE=str(console_clock))
     yield started
     started.stop()
+    platform.pop("desk").stop()
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +195,9 @@ def test_an_agent_signs_in_searches_opens_a_customer_acts_and_switches_language(
         assert part in body, part
     assert "Why this risk" in body and "open_complaint" in body
     assert "钱华" in visit.page.locator("header h1").inner_text()
+    # the timeline from the desk service, newest first: the customer's orders are on it
+    timeline = visit.page.locator("#h-timeline ~ table tbody").inner_text()
+    assert "order placed" in timeline and "did not answer" not in body
 
     # Act on the warning from the 360 view: a call, recorded with the profiles service.
     warning = visit.page.locator("#h-warnings + table tbody tr").first
@@ -439,6 +444,15 @@ def test_a_service_that_is_down_makes_only_its_part_say_so(stack, platform, shop
         assert board.text.count("complaints did not answer") == 2  # NPS and SLA parts
         assert "Customers and revenue by segment" in board.text and "<svg" in board.text
         assert client.get(f"/customers/{shop['slipping']}").status_code == 200
+        away = start_console(
+            stack, platform, CRM_DESK_URL="http://127.0.0.1:9", CRM_CLOCK_FILE=str(console_clock)
+        )
+        try:  # the desk away: only the timeline says so
+            page = session_of(away, stack.keys["agent"]).get(f"/customers/{shop['slipping']}")
+            assert page.status_code == 200 and page.text.count("did not answer") == 1
+            assert "desk did not answer" in page.text and "Identity and consent" in page.text
+        finally:
+            away.stop()
     finally:
         dead.stop()
 
