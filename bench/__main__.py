@@ -12,6 +12,7 @@ ALL = [
     "profiles_http",
     "reports_http",
     "cases_http",
+    "desk_http",
     "console_http",
     "engagement",
     "scoring",

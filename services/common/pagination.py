@@ -83,15 +83,26 @@ async def page(
     limit: int,
     cursor: str | None,
     projection: dict[str, Any] | None = None,
+    pipeline: bool = False,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """One page and the cursor of the next (None on the last page)."""
+    """One page and the cursor of the next (None on the last page). `pipeline`: each read as
+    an aggregation ($match, $sort, $limit), for large documents many of which match
+    (`DatabaseCapabilities.find_projection_in_sql`); the same index serves it on any server."""
+
+    async def read(condition: dict[str, Any], wanted: int) -> list[dict[str, Any]]:
+        if pipeline:
+            stages: list[dict[str, Any]] = [{"$match": condition}, {"$sort": dict(sort)}, {"$limit": wanted}]
+            return await collection.aggregate(
+                stages + ([{"$project": projection}] if projection else [])
+            ).to_list(None)
+        return await collection.find(condition, projection).sort(sort).limit(wanted).to_list(None)
+
     if not cursor:
-        docs = await collection.find(query, projection).sort(sort).limit(limit + 1).to_list(None)
+        docs = await read(query, limit + 1)
     else:
         docs = []
         for run in after(sort, decode_cursor(cursor, len(sort))):
-            wanted = limit + 1 - len(docs)
-            docs += await collection.find(both(query, run), projection).sort(sort).limit(wanted).to_list(None)
+            docs += await read(both(query, run), limit + 1 - len(docs))
             if len(docs) > limit:
                 break
     more = len(docs) > limit

@@ -77,10 +77,10 @@ CONSUMED: Handlers[DeskService] = Handlers()
 
 
 @CONSUMED.on(*timeline_types())
-async def happened(desk: DeskService, e: dict[str, Any]) -> None:
-    await desk.record(e)
+async def happened(desk: DeskService, e: dict[str, Any], arrived: list[dict[str, Any]]) -> None:
+    arrived.append(e)  # stored with the rest of its batch (DeskService.handle_batch)
 
 
 @CONSUMED.on(CHURN_WARNING)
-async def churn_warning(desk: DeskService, e: dict[str, Any]) -> None:
+async def churn_warning(desk: DeskService, e: dict[str, Any], arrived: list[dict[str, Any]]) -> None:
     await desk.churn_warned(e["data"])

@@ -51,7 +51,18 @@ class DeskService:
         self.remind_before = timedelta(minutes=settings.desk_remind_minutes)
 
     async def consume(self, settings: Settings, stop: asyncio.Event) -> None:
-        await kafka.consume(settings, GROUP, CONSUMED.topics, CONSUMED.one_by_one(self), stop)
+        await kafka.consume(settings, GROUP, CONSUMED.topics, self.handle_batch, stop)
+
+    async def handle_batch(self, batch: list[kafka.Delivered]) -> list[kafka.Refused]:
+        """Each event to its handler; what reaches the timeline is stored for the whole batch
+        at once (a few writes a batch rather than a few an event)."""
+        refused: list[kafka.Refused] = []
+        arrived: list[dict[str, Any]] = []
+        for delivered in batch:
+            await CONSUMED.dispatch(self, delivered, arrived, refused=refused)
+        if arrived:
+            await self.record(arrived)
+        return refused
 
     # --- notes ---
 
@@ -259,21 +270,20 @@ class DeskService:
 
     # --- the timeline and the case history ---
 
-    async def record(self, event: dict[str, Any]) -> None:
-        """One event on the customer's timeline, and in its case's history when it is about a
-        case; both once per event id."""
-        customer_id = event["data"]["customer_id"]
-        entry = domain.timeline_entry(event, erased=await self.store.is_erased(customer_id))
-        if (
-            await self.store.add_entry(entry)
-            and entry["personal"]
-            and await self.store.is_erased(customer_id)
-        ):
-            # erased while it was being stored: scrub it like the rest
+    async def record(self, events: list[dict[str, Any]]) -> None:
+        """Events on their customers' timelines, and in their cases' histories when they are
+        about a case; both once per event id."""
+        customers = {e["data"]["customer_id"] for e in events}
+        erased = await self.store.erased_among(customers)
+        entries = [domain.timeline_entry(e, erased=e["data"]["customer_id"] in erased) for e in events]
+        await self.store.add_entries(entries)
+        # erased while these were being stored: scrub them like the rest
+        personal = {e["customer_id"] for e in entries if e["personal"]}
+        for customer_id in await self.store.erased_among(personal) if personal else set():
             await self.store.forget(customer_id, self.clock.now())
-        record = domain.case_record(event)
-        if record is not None:
-            await self.store.add_case_record(record)
+        records = [r for e in events if (r := domain.case_record(e)) is not None]
+        if records:
+            await self.store.add_case_records(records)
 
     def show_entry(self, entry: dict) -> dict[str, Any]:
         return {

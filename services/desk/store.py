@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClientSession, AsyncIOMotorDatabase
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo import ReturnDocument, UpdateOne
+from pymongo.errors import BulkWriteError
 
 from services.common.erasure import SCRUBBED
 from services.common.mongo import between, index
@@ -20,6 +20,7 @@ TIMELINE = "timeline"
 CASE_EVENTS = "case_events"
 CASES = "cases"
 ERASED = "erased_customers"
+DUPLICATE_KEY = 11000
 
 INDEXES = {
     NOTES: [index("customer_id", ("pinned", -1), ("added_at", -1))],
@@ -41,7 +42,7 @@ INDEXES = {
 UPDATED_TIMES = ("changed_at", "reminded_at", "overdue_at", "completed_at")
 
 
-def _stored(doc: dict) -> dict:
+def as_stored(doc: dict) -> dict:
     out = dict(doc)
     for name in UPDATED_TIMES:
         if isinstance(out.get(name), datetime):
@@ -68,6 +69,18 @@ TIMELINE_SORT: Sort = [("at_s", -1), ("event_id", -1)]
 TASK_SORT: Sort = [("due_s", 1), ("task_id", 1)]
 
 
+async def _insert_new(collection: Any, docs: list[dict]) -> None:
+    """Insert what is not there yet: a document whose _id is stored already is skipped."""
+    unique = list({d["_id"]: d for d in docs}.values())
+    if not unique:
+        return
+    try:
+        await collection.insert_many(unique, ordered=False)
+    except BulkWriteError as exc:
+        if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+            raise
+
+
 class DeskStore:
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
         self.db = db
@@ -81,7 +94,7 @@ class DeskStore:
     # --- notes ---
 
     async def insert_note(self, note: dict, session: AsyncIOMotorClientSession) -> None:
-        await self.notes.insert_one(_stored(note), session=session)
+        await self.notes.insert_one(as_stored(note), session=session)
 
     async def note(self, note_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
         return _read(await self.notes.find_one({"_id": note_id}, session=session))
@@ -90,7 +103,7 @@ class DeskStore:
         return _read(
             await self.notes.find_one_and_update(
                 {"_id": note_id},
-                {"$set": _stored(changes)},
+                {"$set": as_stored(changes)},
                 session=session,
                 return_document=ReturnDocument.AFTER,
             )
@@ -107,7 +120,7 @@ class DeskStore:
         """False when a task with this id exists (a churn warning delivered again)."""
         if await self.tasks.find_one({"_id": task["_id"]}, {"_id": 1}, session=session):
             return False
-        await self.tasks.insert_one(_stored({**task, "task_id": task["_id"]}), session=session)
+        await self.tasks.insert_one(as_stored({**task, "task_id": task["_id"]}), session=session)
         return True
 
     async def task(self, task_id: str, session: AsyncIOMotorClientSession | None = None) -> dict | None:
@@ -118,7 +131,7 @@ class DeskStore:
     ) -> bool:
         """Only from the state it was read in: a watcher and an agent racing change it once."""
         result = await self.tasks.update_one(
-            {"_id": task_id, "state": expected_state}, {"$set": _stored(changes)}, session=session
+            {"_id": task_id, "state": expected_state}, {"$set": as_stored(changes)}, session=session
         )
         return result.modified_count == 1
 
@@ -135,13 +148,9 @@ class DeskStore:
 
     # --- the timeline ---
 
-    async def add_entry(self, entry: dict) -> bool:
+    async def add_entries(self, entries: list[dict]) -> None:
         """Once per event id: a redelivered event adds nothing."""
-        try:
-            await self.timeline.insert_one(_stored(entry))
-        except DuplicateKeyError:
-            return False
-        return True
+        await _insert_new(self.timeline, [as_stored(e) for e in entries])
 
     async def timeline_page(
         self, customer_id: str, kinds: list[str] | None, limit: int, cursor: str | None
@@ -149,20 +158,20 @@ class DeskStore:
         query: dict[str, Any] = {"customer_id": customer_id}
         if kinds:
             query["type"] = {"$in": kinds}
-        rows, next_cursor = await page(self.timeline, query, TIMELINE_SORT, limit, cursor)
+        rows, next_cursor = await page(self.timeline, query, TIMELINE_SORT, limit, cursor, pipeline=True)
         return [_read(e) for e in rows], next_cursor
 
     # --- cases ---
 
-    async def add_case_record(self, record: dict) -> None:
-        try:
-            await self.case_events.insert_one(record)
-        except DuplicateKeyError:
-            return
-        if record["verb"] == "opened":
-            await self.cases.update_one(
-                {"_id": record["case_id"]}, {"$set": {"opened_s": record["at_s"]}}, upsert=True
-            )
+    async def add_case_records(self, records: list[dict]) -> None:
+        await _insert_new(self.case_events, records)
+        opened = [
+            UpdateOne({"_id": r["case_id"]}, {"$set": {"opened_s": r["at_s"]}}, upsert=True)
+            for r in records
+            if r["verb"] == "opened"
+        ]
+        if opened:
+            await self.cases.bulk_write(opened, ordered=False)
 
     async def case_records(self, since_s: float | None, until_s: float | None) -> dict[str, list[dict]]:
         """The whole history of every case opened in the period, by case."""
@@ -177,8 +186,9 @@ class DeskStore:
 
     # --- erasure ---
 
-    async def is_erased(self, customer_id: str) -> bool:
-        return await self.erased.find_one({"_id": customer_id}, {"_id": 1}) is not None
+    async def erased_among(self, customer_ids: set[str]) -> set[str]:
+        found = self.erased.find({"_id": {"$in": sorted(customer_ids)}}, {"_id": 1})
+        return {doc["_id"] async for doc in found}
 
     async def forget(self, customer_id: str, at: datetime) -> None:
         """Notes' and tasks' texts, and every timeline entry's personal content, go; what
