@@ -303,6 +303,8 @@ class Demo:
             if status == "awaiting":
                 self.http.post(f"{base}/assign", json={"assignee": "ann"}, headers=self.agent)
             self.http.post(f"{base}/resolve", json={"resolution": "resolved in the demo"}, headers=self.agent)
+            if rng.random() < 0.5:
+                self.after_case(customer, complaint_id)
             if rng.random() < 0.6:
                 self.http.post(
                     f"{self.settings.url_of('complaints')}/surveys",
@@ -313,6 +315,23 @@ class Demo:
                         "scores": {"overall": rng.choice([1, 2, 3, 4, 4, 5, 5])},
                     },
                 )
+
+    def after_case(self, customer: str, complaint_id: str) -> None:
+        """What an agent leaves on the desk after a case: a note, and a callback for the team a
+        day later (the demo has no staff users to assign it to)."""
+        desk = self.settings.url_of("desk")
+        self.http.post(
+            f"{desk}/customers/{customer}/notes",
+            json={"text": f"Resolved {complaint_id}; prefers a call in the evening", "pinned": False},
+            headers=self.agent,
+        )
+        due = datetime.now(UTC) + timedelta(days=1)
+        self.http.post(
+            f"{desk}/tasks",
+            json={"customer_id": customer, "kind": "callback", "title": "Check the customer is happy",
+                  "due_at": _ts(due), "team": "care", "case_id": complaint_id},
+            headers=self.agent,
+        )  # fmt: skip
 
     def redeem_points(self, shopper: Shopper) -> None:
         """Shoppers spend part of their points on vouchers now and then."""
