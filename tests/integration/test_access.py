@@ -28,13 +28,21 @@ from services.common.auth import ROLES
 from services.common.mongo import blocking_client
 from services.common.routes import ROUTE_ROLES, routes_of, web_routes_of
 from services.common.settings import Settings
-from services.stack.harness import Service, start_service, until
+from services.stack.harness import Service, start_desk, start_service, until
 from tests.conftest import NOW
 
 
 @pytest.fixture(scope="module")
 def profiles(platform) -> Service:
     return platform["profiles"]
+
+
+@pytest.fixture(scope="module")
+def desk(stack, platform) -> Service:
+    """The desk beside the platform, for the tests that walk every service."""
+    platform["desk"] = start_desk(stack, platform)
+    yield platform["desk"]
+    platform.pop("desk").stop()
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +146,12 @@ def served_routes(service: str, data_dir) -> list[str]:
     return [name for name, _ in routes_of(app)]
 
 
-@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles", "scoring", "staff"])
-def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, service, tmp_path):
+@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles", "scoring", "staff", "desk"])
+def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, service, tmp_path, request):
     """Walks every route the service serves against the running platform; a route the table
     does not name fails here."""
+    if service == "desk":
+        request.getfixturevalue("desk")
     served = served_routes(service, tmp_path)
     table = ROUTE_ROLES[service]
     assert sorted(set(served) - table.keys()) == [], "routes missing from services/common/routes.py"
@@ -420,10 +430,12 @@ def _fuzz(strategy, send) -> None:
     run()
 
 
-@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles", "staff"])
-def test_no_input_makes_any_operation_answer_5xx(platform, service):
+@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles", "staff", "desk"])
+def test_no_input_makes_any_operation_answer_5xx(platform, service, request):
     """Every operation of the service's OpenAPI, with values generated from its schemas (valid
     ones, ones with nasty leaves, any JSON) and raw bodies no encoder writes: never a 5xx."""
+    if service == "desk":
+        request.getfixturevalue("desk")
     client = platform[service]
     spec = client.get("/openapi.json", role=None).json()
     components = spec.get("components", {})
