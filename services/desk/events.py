@@ -15,6 +15,8 @@ from services.common import topics
 from services.common.contracts import build_event, jsonable, registry
 from services.common.handlers import Handlers
 
+from .domain import DeskError
+
 if TYPE_CHECKING:
     from .service import DeskService
 
@@ -78,6 +80,8 @@ CONSUMED: Handlers[DeskService] = Handlers()
 
 @CONSUMED.on(*timeline_types())
 async def happened(desk: DeskService, e: dict[str, Any], arrived: list[dict[str, Any]]) -> None:
+    if not e["data"].get("customer_id"):  # a type of the future that names nobody: set aside
+        raise DeskError(f"{e['type']} names no customer_id: it belongs on no timeline")
     arrived.append(e)  # stored with the rest of its batch (DeskService.handle_batch)
 
 
