@@ -150,7 +150,7 @@ def main() -> None:
         db_prefix = "bench_"
         seconds = load_timelines(stack.mongo_url, db_prefix + "desk")
         print(f"{CUSTOMERS:,} timelines of {ENTRIES:,} entries written in {seconds:.1f} s")
-        desk = start_service(stack, "desk", db_prefix=db_prefix, CRM_DESK_CHECK_ASSIGNEES="false")
+        desk = start_service(stack, "desk", db_prefix=db_prefix)
         headers = stack.headers("viewer")
         rng = random.Random(3)
         customers = [f"c-{rng.randrange(CUSTOMERS):07d}" for _ in range(REQUESTS)]

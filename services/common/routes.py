@@ -164,7 +164,7 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "GET /tasks/{task_id}": "viewer",
         "POST /tasks/{task_id}/complete": "agent",
         "GET /customers/{customer_id}/timeline": "viewer",
-        "GET /reports/service": "viewer",
+        "GET /reports/service": "analyst",  # how each agent performs
     },
     # faust's web server: the scorer's views (services/scoring/api.py, which reads its roles
     # here) and the one built-in page left on, faust's status index.

@@ -125,9 +125,6 @@ class Settings(BaseSettings):
     desk_watch_seconds: float = Field(30.0, gt=0)  # how often due and overdue tasks are looked for
     desk_remind_minutes: int = Field(15, ge=0)  # a task's reminder goes this long before it is due
     desk_churn_task_hours: int = Field(48, ge=1)  # a churn warning's task is due this long after it
-    # Assignees are checked against the staff directory (GET /users/{id}); off only for a shop
-    # that runs without one, where assignees are taken as given.
-    desk_check_assignees: bool = True
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

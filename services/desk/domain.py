@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from services.common.auth import assignee_problem
 from services.common.clock import as_utc, parse_rfc3339
 from services.common.errors import Kind, RuleBroken
 from services.common.topics import topic_for_type
@@ -42,7 +43,6 @@ def new_note(note_id: str, customer_id: str, text: str, pinned: bool, author: st
 TASK_KINDS = ("callback", "churn_action", "follow_up")
 # open: waiting for its time; due: its reminder went out; overdue: its time passed undone.
 OPEN_STATES = ("open", "due", "overdue")
-ROLE_ORDER = ("viewer", "analyst", "agent", "supervisor", "admin")
 
 
 def new_task(
@@ -119,22 +119,16 @@ def churn_task_title(warning: dict) -> str:
 
 
 def assignee_refusal(user_id: str, status: str, user: dict | None) -> DeskError | None:
-    """Whether the staff directory's answer about `user_id` lets them be an assignee: an
-    active user holding the agent role or above. None when they may."""
+    """Whether the staff directory's answer about `user_id` (a peers.Answer's status and body)
+    lets them be an assignee; the rule is auth.assignee_problem. None when it does."""
     if status == "unavailable":
         return DeskError(
             "the staff directory did not answer, so the assignee cannot be checked; try again",
             Kind.UNAVAILABLE,
             field="assignee",
         )
-    if status == "not_found" or user is None:
-        return DeskError(f"no staff user {user_id!r}", field="assignee")
-    if not user.get("active", True):
-        return DeskError(f"staff user {user_id!r} is not active", field="assignee")
-    ranks = [ROLE_ORDER.index(r) for r in user.get("roles", []) if r in ROLE_ORDER]
-    if not ranks or max(ranks) < ROLE_ORDER.index("agent"):
-        return DeskError(f"staff user {user_id!r} does not hold the agent role", field="assignee")
-    return None
+    problem = assignee_problem(user_id, user if status == "ok" else None)
+    return None if problem is None else DeskError(problem, field="assignee")
 
 
 # --- the customer timeline ---------------------------------------------------------------------

@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime.writes,
             clock_from(settings.clock_file),
             settings,
-            StaffDirectory(peers, settings.desk_check_assignees),
+            StaffDirectory(peers),
         )
         app.state.desk = service
         runtime.background("consumer", lambda stop: service.consume(settings, stop))

@@ -145,18 +145,16 @@ def start_reports(stack: Stack, platform: dict[str, Service], **env: str) -> Ser
 
 def start_desk(stack: Stack, platform: dict[str, Service], **env: str) -> Service:
     """The desk beside a running platform, on its database prefix, topics and clock, with the
-    tests' quick task watcher. The staff directory is asked about assignees when the platform
-    runs one (`platform["staff"]`); without it assignees are taken as given."""
+    tests' quick task watcher; it asks the platform's staff directory about assignees."""
     peers = {f"CRM_{name.upper()}_URL": service.url for name, service in platform.items()}
     shared = {
         k: v for k, v in platform["profiles"].env.items() if k in ("CRM_TOPIC_PREFIX", "CRM_CLOCK_FILE")
     }
-    checks = {} if "staff" in platform else {"CRM_DESK_CHECK_ASSIGNEES": "false"}
     return start_service(
         stack,
         "desk",
         db_prefix=platform["profiles"].env["CRM_DB_PREFIX"],
-        **{**peers, **shared, **checks, "CRM_DESK_WATCH_SECONDS": "0.5", **env},
+        **{**peers, **shared, "CRM_DESK_WATCH_SECONDS": "0.5", **env},
     )
 
 

@@ -146,7 +146,9 @@ def served_routes(service: str, data_dir) -> list[str]:
     return [name for name, _ in routes_of(app)]
 
 
-@pytest.mark.parametrize("service", ["orders", "complaints", "loyalty", "profiles", "scoring", "staff", "desk"])
+@pytest.mark.parametrize(
+    "service", ["orders", "complaints", "loyalty", "profiles", "scoring", "staff", "desk"]
+)
 def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, service, tmp_path, request):
     """Walks every route the service serves against the running platform; a route the table
     does not name fails here."""

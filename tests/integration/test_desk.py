@@ -13,27 +13,16 @@ import pytest
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.erasure import SCRUBBED
-from services.stack.harness import ROOT, Service, start_desk, start_service, unique_id, until
+from services.stack.harness import Service, start_desk, unique_id, until
 from tests.conftest import NOW
-
-STAFF_EXISTS = (ROOT / "services" / "staff" / "__main__.py").exists()
 
 
 @pytest.fixture(scope="module")
 def desk(stack, platform) -> Service:
-    if STAFF_EXISTS:  # the staff directory (issue 21, part 1) checks assignees when it is there
-        platform["staff"] = start_service(
-            stack, "staff", db_prefix=platform["profiles"].env["CRM_DB_PREFIX"], **_shared(platform)
-        )
+    """The desk beside the platform; it checks assignees with the platform's staff directory."""
     started = start_desk(stack, platform)
     yield started
     started.stop()
-    if "staff" in platform:
-        platform.pop("staff").stop()
-
-
-def _shared(platform: dict[str, Service]) -> dict[str, str]:
-    return {k: v for k, v in platform["profiles"].env.items() if k in ("CRM_TOPIC_PREFIX", "CRM_CLOCK_FILE")}
 
 
 @pytest.fixture(scope="module")
@@ -225,11 +214,25 @@ def test_a_task_needs_someone_and_a_known_kind(desk):
     assert desk.get("/tasks", params={"status": "late"}).status_code == 422
 
 
-@pytest.mark.skipif(not STAFF_EXISTS, reason="the staff directory (issue 21, part 1) is not in this checkout")
-def test_an_assignee_must_be_a_staff_user(desk):
+def test_an_assignee_must_be_an_active_staff_user_with_the_agent_role(desk, platform):
     body = {"customer_id": unique_id(), "title": "x", "due_at": to_rfc3339(NOW), "assignee": "nobody.here"}
     refused = desk.post("/tasks", json=body, role="agent")
     assert refused.status_code == 422 and "no staff user" in refused.json()["detail"]
+    analyst = f"analyst.{unique_id('u')[2:10]}"
+    made = platform["staff"].post(
+        "/users",
+        json={
+            "id": analyst,
+            "name": "Zhou Min",
+            "email": f"{analyst}@shop.example",
+            "locale": "en",
+            "roles": ["analyst"],
+            "team": None,
+        },  # fmt: skip
+    )
+    assert made.status_code == 201, made.text
+    refused = desk.post("/tasks", json={**body, "assignee": analyst}, role="agent")
+    assert refused.status_code == 422 and "no agent role" in refused.json()["detail"]
 
 
 def test_a_churn_warning_opens_one_churn_action_task(desk, publish):

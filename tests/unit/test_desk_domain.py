@@ -56,8 +56,8 @@ def test_an_unknown_task_kind_is_refused():
     [
         ("ok", {"active": True, "roles": ["agent"]}, None),
         ("ok", {"active": True, "roles": ["supervisor"]}, None),
-        ("ok", {"active": True, "roles": ["analyst"]}, "does not hold the agent role"),
-        ("ok", {"active": False, "roles": ["agent"]}, "not active"),
+        ("ok", {"active": True, "roles": ["analyst"]}, "holds no agent role"),
+        ("ok", {"active": False, "roles": ["agent"]}, "is deactivated"),
         ("not_found", None, "no staff user"),
         ("unavailable", None, "did not answer"),
     ],
