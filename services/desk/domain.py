@@ -118,10 +118,13 @@ def churn_task_title(warning: dict) -> str:
     )
 
 
-def assignee_refusal(user_id: str, status: str, user: dict | None) -> DeskError | None:
-    """Whether the staff directory's answer about `user_id` (a peers.Answer's status and body)
-    lets them be an assignee; the rule is auth.assignee_problem. None when it does."""
-    if status == "unavailable":
+def assignee_refusal(
+    user_id: str, status: str, user: dict | None, code: int | None = None
+) -> DeskError | None:
+    """Whether the staff directory's answer about `user_id` (a peers.Answer's status, body and
+    HTTP code) lets them be an assignee; the rule is auth.assignee_problem. None when it does.
+    A 4xx other than 404 (an id no login can be) names nobody, like a 404."""
+    if status == "unavailable" and not (code is not None and 400 <= code < 500):
         return DeskError(
             "the staff directory did not answer, so the assignee cannot be checked; try again",
             Kind.UNAVAILABLE,

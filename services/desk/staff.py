@@ -15,6 +15,8 @@ class StaffDirectory:
 
     async def ensure_assignable(self, user_id: str, authorization: str | None) -> None:
         answer = await self.peers.staff_user(user_id, authorization)
-        refusal = domain.assignee_refusal(user_id, answer.status, answer.body if answer.ok else None)
+        refusal = domain.assignee_refusal(
+            user_id, answer.status, answer.body if answer.ok else None, answer.code
+        )
         if refusal is not None:
             raise refusal

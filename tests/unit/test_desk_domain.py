@@ -63,12 +63,19 @@ def test_an_unknown_task_kind_is_refused():
     ],
 )
 def test_an_assignee_must_be_an_active_user_with_the_agent_role_or_above(status, user, refused):
+    """As the staff directory answers: ok with the user, not_found, or unavailable."""
     refusal = domain.assignee_refusal("li.wei", status, user)
     if refused is None:
         assert refusal is None
     else:
         assert refused in refusal.detail
         assert refusal.kind is (Kind.UNAVAILABLE if status == "unavailable" else Kind.INVALID)
+
+
+def test_an_id_the_directory_refuses_as_no_login_is_no_staff_user_not_an_outage():
+    refusal = domain.assignee_refusal("Not A Login", "unavailable", None, 422)
+    assert refusal.kind is Kind.INVALID and "no staff user" in refusal.detail
+    assert domain.assignee_refusal("li.wei", "unavailable", None, 503).kind is Kind.UNAVAILABLE
 
 
 def event(event_type: str, data: dict, eid: str = "e-1", time: datetime = T0) -> dict:
