@@ -139,7 +139,20 @@ def assignee_refusal(
 # Data fields that may describe the person in their own or an agent's words: kept apart in an
 # entry so erasure can drop them and keep the rest (what happened, when, the amounts).
 PERSONAL_FIELDS = frozenset(
-    {"text", "title", "resolution", "reason", "outcome", "attributes", "url", "name", "email", "phone", "by"}
+    {
+        "text",
+        "title",
+        "resolution",
+        "reason",
+        "remedy",
+        "outcome",
+        "attributes",
+        "url",
+        "name",
+        "email",
+        "phone",
+        "by",
+    }
 )
 # The entity an entry is about, by event family; a new family's `<family>_id` is found alone.
 SUBJECT_KEYS = {"loyalty": "entry_id"}
