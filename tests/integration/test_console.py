@@ -84,7 +84,24 @@ def shop(platform) -> dict[str, Any]:
         lambda items: len(items) == 1,
     )
     until(lambda: platform["loyalty"].get(f"/accounts/{slipping}").status_code, lambda s: s == 200)
-    return {"slipping": slipping, "hostile": hostile, "complaint": opened.json()["complaint_id"]}
+    agent = f"chen.{uuid.uuid4().hex[:6]}"  # an assignee must be a person in the staff directory
+    made = platform["staff"].post(
+        "/users",
+        json={
+            "id": agent,
+            "name": "陈静",
+            "email": f"{agent}@staff.example.com",
+            "locale": "zh-CN",
+            "roles": ["agent"],
+        },
+    )
+    assert made.status_code == 201, made.text
+    return {
+        "slipping": slipping,
+        "hostile": hostile,
+        "complaint": opened.json()["complaint_id"],
+        "agent": agent,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -230,12 +247,12 @@ def test_an_agent_signs_in_searches_opens_a_customer_acts_and_switches_language(
     assert "did not answer" not in visit.page.locator("main").inner_text()
     form = visit.page.locator(f"form[action='/complaints/{shop['complaint']}/move']")
     form.locator("select[name=action]").select_option("assign")
-    form.locator("input[name=text]").fill("chen")
+    form.locator("input[name=text]").fill(shop["agent"])
     with visit.page.expect_navigation():
         form.get_by_role("button", name="Move").click()
     assert "done=complaint_moved" in visit.page.url
     row = visit.page.locator("tr", has=visit.page.locator(f"a[href='/customers/{shop['slipping']}']")).first
-    assert "assigned" in row.inner_text() and "chen" in row.inner_text()
+    assert "assigned" in row.inner_text() and shop["agent"] in row.inner_text()
     assert re.search(r"\d+[dhm] \d\d[hms]", row.locator("td.clock").inner_text())  # the SLA clock runs
 
     visit.open("/dashboard")
