@@ -129,7 +129,13 @@ def _acknowledged(producer: KafkaProducer, future: Any, deadline: float) -> Exce
             future.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
             return None
         except KafkaTimeoutError as exc:
-            if future.is_done or time.monotonic() >= deadline or _broken(producer):
+            if future.is_done:
+                # The wait timed out as the sender thread completed the record: kafka-python
+                # marks a record done before it wakes the waiters (after every record of the
+                # batch), so the record's own outcome decides. Taking the timeout for a failure
+                # sent an acknowledged event again (issue 18: one 'reopened' twice, one id).
+                return None if future.succeeded() else future.exception
+            if time.monotonic() >= deadline or _broken(producer):
                 return exc
         except Exception as exc:  # noqa: BLE001 - every failure means "not acknowledged"
             return exc
