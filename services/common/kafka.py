@@ -404,6 +404,52 @@ def read_topic(settings: Settings, topic: str, timeout: float = 30.0) -> list[An
         consumer.close(autocommit=False)
 
 
+class TopicIds:
+    """The id the broker gives each topic now (KIP-516), to tell which copy of its log it holds.
+
+    Embedded stack: Tansu keeps its logs in memory only (the s3:// storage is its one durable
+    choice), so a broker restart loses every event it had acknowledged, and the launcher creates
+    the topics again with new ids. A publisher that keeps what it published (outbox.Retention)
+    compares the ids with those it published under: a changed id means those events are gone,
+    so it sends them again (consumers are idempotent on the event id). On a real cluster an id
+    changes only when a topic is deleted and created again, when sending them again is right
+    too. One admin client, kept between looks (a metadata request, about a millisecond)."""
+
+    def __init__(self, settings: Settings, names: Iterable[str] = topics.ALL) -> None:
+        self.settings = settings
+        self.names = [topics.physical(n, settings) for n in names]
+        self._admin: KafkaAdminClient | None = None
+
+    def current(self) -> dict[str, str]:
+        """{topic: id} for every topic; raises while the broker is away or lacks one of them
+        (back empty, before the topics are created again)."""
+        try:
+            if self._admin is None:
+                self._admin = _admin(self.settings, timeout=2.0)
+            described = self._admin.describe_topics(self.names)
+        except Exception:
+            self.close()
+            raise
+        ids = {
+            d["name"]: str(d["topic_id"]) for d in described if not d.get("error_code") and d.get("topic_id")
+        }
+        missing = [n for n in self.names if n not in ids]
+        if missing:
+            raise PublishError(f"the broker has no topic {missing[0]} (yet)")
+        return ids
+
+    def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()
+
+
+def topics_recreated(published_under: dict[str, str], now: dict[str, str]) -> list[str]:
+    """The topics whose log is not the one events were published to (their id changed)."""
+    return sorted(name for name, topic_id in published_under.items() if now.get(name, topic_id) != topic_id)
+
+
 # --- consuming ----------------------------------------------------------------------------
 
 

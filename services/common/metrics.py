@@ -36,6 +36,10 @@ OUTBOX_PARKED = Counter(
     "crm_outbox_parked_total",
     "Outbox events the broker refused for good (too large), set aside with the reason.",
 )
+OUTBOX_REPUBLISHED = Counter(
+    "crm_outbox_republished_total",
+    "Published events sent again because the broker came back without them (a topic's id changed).",
+)
 CONSUMER_COMMITS = Counter(
     "crm_consumer_commits_total", "Offset commits after effects were stored.", ["group"]
 )

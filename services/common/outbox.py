@@ -9,6 +9,11 @@ when publishing. Rows are inserted and deleted, never updated, so their records 
 (`DatabaseCapabilities.binary_in_updates` in services/common/mongo.py). The relay uses no
 transaction: its lease is one atomic update, renewed page by page while it drains, and its
 deletes are idempotent.
+
+A published row is not dropped but moved to `outbox_published` for `outbox_retention_seconds`
+(Retention): the embedded broker keeps its logs in memory, so a broker crash loses events it
+had acknowledged; when the broker's topics turn out to be new ones (kafka.TopicIds), the relay
+sends every retained row again, oldest first, before anything newer.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -29,7 +35,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from . import metrics
 from .clock import SystemClock, as_utc
 from .contracts import encode_bounded, registry
-from .kafka import RECORD_REFUSED_ERRORS, EventProducer, PublishError
+from .kafka import RECORD_REFUSED_ERRORS, EventProducer, PublishError, TopicIds, topics_recreated
 from .mongo import Mongo, index
 from .settings import Settings
 
@@ -38,7 +44,13 @@ log = structlog.get_logger(__name__)
 OUTBOX = "outbox"
 LEASES = "outbox_lease"
 PARKED = "outbox_parked"  # events the broker refused for good, with the reason
-INDEXES = {OUTBOX: [index("created_at")], LEASES: [], PARKED: [index("parked_at")]}
+PUBLISHED = "outbox_published"  # published rows, kept for the retention window (Retention)
+INDEXES = {
+    OUTBOX: [index("created_at")],
+    LEASES: [],
+    PARKED: [index("parked_at")],
+    PUBLISHED: [index("expires_at")],
+}
 ROW_EVENTS = 100
 # Bytes of records a row holds at most, far under MongoDB's 16 MB document limit (an event is
 # at most contracts.MAX_EVENT_BYTES, so a row is at most about ROW_BYTES + 1 MB).
@@ -46,7 +58,7 @@ ROW_BYTES = 8 * 1_048_576
 BACKLOG_REPORT_SECONDS = 5.0
 
 
-def _rows(records: list[bytes]) -> list[list[bytes]]:
+def rows_of(records: list[bytes]) -> list[list[bytes]]:
     """Records in rows of at most ROW_EVENTS records and about ROW_BYTES bytes, in order."""
     rows: list[list[bytes]] = []
     size = 0
@@ -64,6 +76,116 @@ def _retriable(error: Exception | None) -> bool:
     return error is not None and not isinstance(error, RECORD_REFUSED_ERRORS)
 
 
+# How often (seconds) a publisher compares the broker's topic ids with those it published
+# under, unless a failed publish or a replaced producer says to look before the next one.
+TOPIC_CHECK_SECONDS = 1.0
+
+
+class Retention:
+    """Published rows kept for `outbox_retention_seconds`, sent again, oldest first, when the
+    broker comes back without them (its topics have new ids: kafka.TopicIds). Shared by every
+    service's outbox relay and the scorer's signals. The ids published under are kept beside the
+    rows (`<collection>_topics`), so a publisher restarted with the broker still notices."""
+
+    def __init__(self, db: Any, collection: str, settings: Settings) -> None:
+        self.rows = db[collection]
+        self.marks = db[f"{collection}_topics"]
+        self.window = settings.outbox_retention_seconds
+        self.window_delta = timedelta(seconds=self.window)
+        self.batch = settings.outbox_batch
+        self.topic_ids = TopicIds(settings)
+        self._clock = SystemClock()
+        self._next_check = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.window > 0
+
+    async def keep(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Keep published rows ({"_id", "records"}) for the window; keeping one twice (a crash
+        between keeping and deleting it from the outbox) keeps it once."""
+        if not self.enabled or not rows:
+            return
+        now = self._clock.now()
+        docs = [
+            {
+                "_id": row["_id"],
+                "records": row["records"],
+                "published_at": now,
+                "expires_at": now + self.window_delta,
+            }
+            for row in rows
+        ]
+        try:
+            await self.rows.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    def suspect(self) -> None:
+        """A publish failed or the producer was replaced (the broker may have restarted): look
+        at the topic ids before the next publish."""
+        self._next_check = 0.0
+
+    async def restore(self, producer: Callable[[], Awaitable[EventProducer]]) -> int:
+        """Before publishing anything new: when a topic's id is not the one the retained rows
+        were published under, send them all again, oldest first (consumers are idempotent on
+        the event id); returns how many events. Raises PublishError when the broker is away,
+        lacks a topic or does not take them all (the next call starts over)."""
+        if not self.enabled or time.monotonic() < self._next_check:
+            return 0
+        now = await asyncio.to_thread(self.topic_ids.current)
+        stored = await self.marks.find_one({"_id": "topics"})
+        published_under = {t["topic"]: t["id"] for t in stored["ids"]} if stored else {}
+        recreated = topics_recreated(published_under, now)
+        sent = 0
+        if recreated:
+            log.warning(
+                "the broker came back without the events it had; publishing the retained ones again",
+                collection=self.rows.name,
+                topics=recreated,
+            )
+            sent = await self._send_again(await producer())
+        if published_under != now:
+            ids = [{"topic": name, "id": topic_id} for name, topic_id in sorted(now.items())]
+            await self.marks.update_one({"_id": "topics"}, {"$set": {"ids": ids}}, upsert=True)
+        self._next_check = time.monotonic() + TOPIC_CHECK_SECONDS
+        return sent
+
+    async def restore_when_idle(self, producer: Callable[[], Awaitable[EventProducer]]) -> None:
+        """`restore` with nothing new waiting: a broker still away is no error (looked at
+        again next time)."""
+        try:
+            await self.restore(producer)
+        except Exception:  # noqa: BLE001 - the broker away or not set up again yet
+            self.suspect()
+
+    async def _send_again(self, producer: EventProducer) -> int:
+        sent = 0
+        after = None
+        while True:
+            query = {} if after is None else {"_id": {"$gt": after}}
+            page = await self.rows.find(query).sort("_id", 1).limit(self.batch).to_list(None)
+            if not page:
+                return sent
+            items = [producer.encoded(bytes(raw)) for row in page for raw in row["records"]]
+            outcomes = await asyncio.to_thread(producer.deliver, items)
+            failed = next((e for e in outcomes if _retriable(e)), None)
+            if failed is not None:
+                raise PublishError(f"broker did not acknowledge: {failed!r}") from failed
+            metrics.OUTBOX_REPUBLISHED.inc(len(items))
+            sent += len(items)
+            after = page[-1]["_id"]
+
+    async def prune(self) -> None:
+        """Drop rows past the window."""
+        if self.enabled:
+            await self.rows.delete_many({"expires_at": {"$lt": self._clock.now()}})
+
+    def close(self) -> None:
+        self.topic_ids.close()
+
+
 class Outbox:
     def __init__(self, mongo: Mongo, settings: Settings, service: str) -> None:
         self.mongo = mongo
@@ -76,6 +198,7 @@ class Outbox:
         self._clock = SystemClock()
         self._lease_until = None  # while well inside our lease, no need to renew it
         self._next_report = 0.0
+        self.retention = Retention(mongo.db, PUBLISHED, settings)
 
     async def add(self, session: AsyncIOMotorClientSession, events: Sequence[dict[str, Any]]) -> None:
         """Store events inside the caller's transaction. Validates first: a contract breach
@@ -88,7 +211,7 @@ class Outbox:
         now = self._clock.now()
         rows = [
             {"_id": ObjectId(), "records": [Binary(raw) for raw in records], "created_at": now}
-            for records in _rows([encode_bounded(e) for e in events])
+            for records in rows_of([encode_bounded(e) for e in events])
         ]
         await self.collection.insert_many(rows, session=session, ordered=True)
 
@@ -112,25 +235,29 @@ class Outbox:
                 metrics.OUTBOX_RELAY_ERRORS.inc()
                 log.warning("outbox relay could not publish; will retry", error=repr(exc), retry_in=backoff)
                 await self._drop_producer()
+                self.retention.suspect()  # the broker may be restarting
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 10.0)
-            if time.monotonic() >= self._next_report:  # two queries: not on every wake
+            if time.monotonic() >= self._next_report:  # a few queries: not on every wake
                 self._next_report = time.monotonic() + BACKLOG_REPORT_SECONDS
                 await self._report_backlog()
         await self._drop_producer()
+        await asyncio.to_thread(self.retention.close)
 
     async def _drain(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             batch = (
                 await self.collection.find({}).sort("_id", 1).limit(self.settings.outbox_batch).to_list(None)
             )
-            if not batch:
+            if not batch:  # what the broker lost is looked for when idle too
+                await self.retention.restore_when_idle(self._producer_ready)
                 return
             # Renewed before every page, so a long drain keeps the lease and each publish has
             # all of it; lost (we stalled past it), the new holder publishes from here.
             if not await self._hold_lease(renew=True):
                 return
+            await self.retention.restore(self._producer_ready)  # what the broker lost goes first
             await self._publish(batch)
             if len(batch) < self.settings.outbox_batch:
                 return
@@ -143,7 +270,10 @@ class Outbox:
         producer = await self._producer_ready()
         places = [(row, k, bytes(raw)) for row in batch for k, raw in enumerate(row["records"])]
         items = [producer.encoded(raw) for _, _, raw in places]
+        replacements = producer.replacements
         outcomes = await asyncio.to_thread(producer.deliver, items)
+        if producer.replacements != replacements:  # the broker forgot the producer: restarted?
+            self.retention.suspect()
         retry = {row["_id"] for (row, _, _), error in zip(places, outcomes, strict=True) if _retriable(error)}
         parked = [
             {
@@ -174,12 +304,13 @@ class Outbox:
                     bytes=doc["bytes"],
                     reason=doc["reason"],
                 )
-        done = [row["_id"] for row in batch if row["_id"] not in retry]
-        # Not a transaction: deleting a published row twice or not at all (then it is
+        done = [row for row in batch if row["_id"] not in retry]
+        # Not a transaction: moving a published row twice or not at all (then it is
         # published again) is harmless, and two relays' transactions would interleave on
         # the embedded server (`DatabaseCapabilities.concurrent_transactions`).
         if done:
-            await self.collection.delete_many({"_id": {"$in": done}})
+            await self.retention.keep(done)
+            await self.collection.delete_many({"_id": {"$in": [row["_id"] for row in done]}})
         if retry:
             failed = next(e for e in outcomes if _retriable(e))
             raise PublishError(f"broker did not acknowledge: {failed!r}") from failed
@@ -230,6 +361,7 @@ class Outbox:
 
     async def _report_backlog(self) -> None:
         try:
+            await self.retention.prune()
             oldest = await self.collection.find_one({}, sort=[("_id", 1)], projection={"created_at": 1})
             metrics.OUTBOX_PENDING.set(await self.collection.count_documents({}) if oldest else 0)
             age = (self._clock.now() - as_utc(oldest["created_at"])).total_seconds() if oldest else 0.0

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     outbox_batch: int = Field(200, ge=1)  # rows per publish; a row holds up to 100 events
     # One relay per database publishes; another takes over this long after it stops renewing.
     outbox_lease_seconds: float = Field(15.0, gt=0)
+    # Published events are kept this long and sent again if the broker comes back without them
+    # (the embedded broker keeps its logs in memory: outbox.Retention). 0 keeps none: for a
+    # cluster whose logs outlive a broker restart.
+    outbox_retention_seconds: float = Field(3600.0, ge=0)
     idempotency_ttl_hours: int = Field(48, ge=1)
     # Times a consumer tries an event its handler fails on before dead-lettering it with the
     # error (not counted while the database is away: kafka.EventConsumer).

@@ -20,6 +20,7 @@ from bson import ObjectId
 from services.common import topics
 from services.common.clock import Clock, SystemClock
 from services.common.kafka import EventProducer, deadletter_headers, split_valid
+from services.common.outbox import Retention
 from services.common.settings import Settings
 
 from . import metrics
@@ -29,7 +30,7 @@ from .domain import ScoringClock
 from .pipeline import BatchPipeline, Staged
 from .scores import Population
 from .signal_outbox import SignalOutbox
-from .store import ProfileStore
+from .store import RETAINED, ProfileStore
 
 log = structlog.get_logger(__name__)
 RESCORE_CHUNK = 500  # customers re-scored per staged batch by the review and a full re-score
@@ -45,7 +46,7 @@ class Scorer:
         self.clock = ScoringClock(settings.scoring_clock, clock or SystemClock())
         self.population = Population()
         self.cache = ProfileCache(settings.scoring_cache_profiles)
-        self.outbox = SignalOutbox(store, self.producer)
+        self.outbox = SignalOutbox(store, self.producer, Retention(store.db, RETAINED, settings))
         self.pipeline = BatchPipeline(store, self.cache, self.outbox, self.clock, settings.topic_partitions)
         self._producer: EventProducer | None = None
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{ObjectId()}"  # this worker, for leases

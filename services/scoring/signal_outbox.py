@@ -5,7 +5,11 @@ each profile's pending list once published (a second write per profile), the out
 per partition, the batch sequence through which every signal is out (`published_through`, kept
 in the database): stored signals at or below it are published, and the next fold of the
 profile drops them. After a failed publish nothing moves until the backlog is swept
-(`sweep`), so order is kept; consumers deduplicate on event id."""
+(`sweep`), so order is kept; consumers deduplicate on event id.
+
+Published signals are kept for the retention window like every outbox's rows (outbox.Retention,
+collection `signals_retained`) and sent again, oldest first, before any newer signal when the
+broker comes back without them (the embedded broker keeps its logs in memory)."""
 
 from __future__ import annotations
 
@@ -15,8 +19,10 @@ from typing import Any
 
 import orjson
 import structlog
+from bson import Binary, ObjectId
 
 from services.common.kafka import EventProducer
+from services.common.outbox import Retention, rows_of
 
 from .metrics import SIGNALS
 from .store import ProfileStore
@@ -26,9 +32,12 @@ SWEEP_PAGE = 2000  # profiles read at a time by the backlog sweep
 
 
 class SignalOutbox:
-    def __init__(self, store: ProfileStore, producer: Callable[[], Awaitable[EventProducer]]) -> None:
+    def __init__(
+        self, store: ProfileStore, producer: Callable[[], Awaitable[EventProducer]], retention: Retention
+    ) -> None:
         self.store = store
         self.producer = producer
+        self.retention = retention  # published signals, kept in `signals_retained`
         self.published_through: dict[int, int] = {}  # partition -> batch sequence
         # Signals may be stored unpublished (a failed publish, or a crash of this or a previous
         # owner of the partitions): batches store theirs without publishing until a sweep ran.
@@ -53,12 +62,20 @@ class SignalOutbox:
         records = [entry["event"].encode() for d in docs for entry in self.waiting(d, d["partition"])]
         if records:
             try:
+                await self.retention.restore(self.producer)  # what the broker lost goes first
                 producer = await self.producer()
+                replacements = producer.replacements
                 await asyncio.to_thread(producer.publish_encoded, records)
             except Exception:
                 log.warning("signals not published yet; kept with their profiles", count=len(records))
                 self.backlog = True
+                self.retention.suspect()
                 return False
+            if producer.replacements != replacements:  # the broker forgot the producer: restarted?
+                self.retention.suspect()
+            await self.retention.keep(
+                [{"_id": ObjectId(), "records": [Binary(raw) for raw in row]} for row in rows_of(records)]
+            )
             for raw in records:
                 SIGNALS.labels(orjson.loads(raw)["type"]).inc()
         through = {d["partition"]: seq for d in docs}
@@ -79,6 +96,8 @@ class SignalOutbox:
             batches = await self.store.pending_batches(self.published_through, partitions, SWEEP_PAGE)
             if not batches:
                 self.backlog = False
+                await self.retention.restore_when_idle(self.producer)
+                await self.retention.prune()
                 return
             for seq, docs in batches:
                 if not await self.publish(docs, seq):

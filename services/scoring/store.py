@@ -22,6 +22,7 @@ from .scores import Population
 PROFILES = "profiles"
 POPULATION = "population"
 PUBLISHED = "signals_published"  # per partition: the batch sequence whose signals are all out
+RETAINED = "signals_retained"  # published signals kept for the retention window (outbox.Retention)
 DUPLICATE_KEY = 11000
 REFRESH_LEASE = "refresh_lease"  # in POPULATION: which worker runs the population job, until when
 # Every index costs each profile write (about 14 µs a document on nx-27017, a
@@ -41,6 +42,7 @@ INDEXES = {
     ],
     POPULATION: [],
     PUBLISHED: [],
+    RETAINED: [index("expires_at")],
 }
 
 
@@ -77,6 +79,7 @@ SIGNALS_STORED = projection("pending", "pending_seq", "partition")  # what the b
 
 class ProfileStore:
     def __init__(self, db: AsyncIOMotorDatabase) -> None:
+        self.db = db
         self.profiles = db[PROFILES]
         self.population = db[POPULATION]
         self.published = db[PUBLISHED]

@@ -22,6 +22,8 @@ from services.common.errors import Kind, RuleBroken
 from services.common.handlers import Handlers
 from services.common.kafka import EventConsumer, EventProducer, ensure_topics
 from services.common.mongo import Mongo, ensure_indexes
+from services.scoring import store as scoring_store
+from services.scoring.signal_outbox import SignalOutbox
 from services.stack.harness import TopicReader, start_service, start_stack, unique_id
 from tests.conftest import NOW
 from tests.integration.test_platform import paid_event
@@ -356,3 +358,114 @@ async def test_a_consumer_that_stays_up_through_a_broker_restart_takes_the_event
         consumer.close()
         producer.close()
         stack.stop()
+
+
+def segment_changed(customer: str, to_segment: str) -> dict:
+    return build_event(
+        "crm.profile.segment_changed",
+        {
+            "customer_id": customer,
+            "from_segment": "New",
+            "to_segment": to_segment,
+            "rfm_code": "555",
+            "changed_at": "2026-11-22T07:00:00Z",
+        },
+        source="/services/scoring",
+    )
+
+
+async def _until(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not await condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def test_events_the_broker_lost_in_a_crash_are_published_again_in_order(tmp_path):
+    """The embedded broker (memory storage) is killed after the relay published and before
+    anything read the events: it comes back empty. The relay, with nothing new to publish,
+    notices and sends every retained event again in its order, then what is written after."""
+    stack = await asyncio.to_thread(start_stack, tmp_path)
+    settings = stack.settings(
+        topic_prefix=f"k{uuid.uuid4().hex[:6]}.",
+        db_prefix=f"t{uuid.uuid4().hex[:8]}_",
+        outbox_poll_seconds=0.2,
+    )
+    await asyncio.to_thread(ensure_topics, settings)
+    mongo = await Mongo.open(settings, "orders")
+    await ensure_indexes(mongo.db, outbox.INDEXES)
+    relay = outbox.Outbox(mongo, settings, "orders")
+    rows = mongo.db[outbox.OUTBOX]
+    customer = unique_id()
+    before = [paid_event(customer) for _ in range(30)]
+    after = [paid_event(customer) for _ in range(3)]
+
+    async def write(events: list[dict]) -> None:
+        for event in events:  # a write each: a row each
+            await mongo.transaction(lambda session, event=event: relay.add(session, [event]))
+        relay.wake()
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await write(before)
+        await _until(lambda: _fewer_rows_than(rows, 1), 30)
+        assert await mongo.db[outbox.PUBLISHED].count_documents({}) == len(before)
+        await asyncio.to_thread(stack.broker.kill)
+        await asyncio.to_thread(stack.start_broker)
+        await asyncio.to_thread(ensure_topics, settings)
+        seen = await _published(stack, settings, customer, len(before))
+        assert [e["id"] for e in seen] == [e["id"] for e in before]
+        await write(after)
+        seen = await _published(stack, settings, customer, len(before) + len(after))
+        assert [e["id"] for e in seen] == [e["id"] for e in before + after]
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+        mongo.close()
+        await asyncio.to_thread(stack.stop)
+
+
+async def test_signals_the_broker_lost_in_a_crash_are_published_again_by_the_sweep(tmp_path):
+    """The scorer's signals: published, then lost with the broker's memory; the backlog sweep
+    (the review timer) sends them again although no signal waits."""
+    stack = await asyncio.to_thread(start_stack, tmp_path)
+    settings = stack.settings(topic_prefix=f"s{uuid.uuid4().hex[:6]}.", db_prefix=f"t{uuid.uuid4().hex[:8]}_")
+    await asyncio.to_thread(ensure_topics, settings)
+    mongo = await Mongo.open(settings, "profiles")
+    await ensure_indexes(mongo.db, scoring_store.INDEXES)
+    store = scoring_store.ProfileStore(mongo.db)
+    producer = EventProducer(settings, "scoring-test")
+
+    async def current() -> EventProducer:
+        return producer
+
+    signals = SignalOutbox(store, current, outbox.Retention(mongo.db, scoring_store.RETAINED, settings))
+    customer = unique_id()
+    events = [segment_changed(customer, segment) for segment in ("Promising", "Loyal", "Champions")]
+    profile = {
+        "partition": 0,
+        "pending_seq": 1,
+        "pending": [{"seq": 1, "event": encode(e).decode()} for e in events],
+    }
+    reader_topic = settings.topic_prefix + "crm.signals.v1"
+    try:
+        assert await signals.publish([profile], 1)
+        await asyncio.to_thread(stack.broker.kill)
+        await asyncio.to_thread(stack.start_broker)
+        await asyncio.to_thread(ensure_topics, settings)
+        seen: list[dict] = []
+        deadline = time.monotonic() + 30
+        while len(seen) < len(events):  # the review timer's sweeps
+            assert time.monotonic() < deadline, seen
+            await signals.sweep([0])
+            reader = TopicReader(stack, reader_topic)
+            try:
+                seen = await asyncio.to_thread(reader.collect, lambda e: e["subject"] == customer, 3, 2, 1)
+            finally:
+                reader.close()
+        assert [e["id"] for e in seen] == [e["id"] for e in events]
+    finally:
+        producer.close()
+        mongo.close()
+        await asyncio.to_thread(stack.stop)

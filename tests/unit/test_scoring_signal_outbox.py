@@ -4,7 +4,7 @@ from services.scoring.signal_outbox import SignalOutbox
 
 
 def test_stored_signals_past_the_published_mark_are_the_ones_still_waiting():
-    outbox = SignalOutbox(store=None, producer=None)
+    outbox = SignalOutbox(store=None, producer=None, retention=None)
     outbox.published_through = {3: 20}
     doc = {
         "pending": [{"seq": 19, "event": "a"}, {"seq": 20, "event": "b"}, {"seq": 21, "event": "c"}],
