@@ -8,6 +8,7 @@ import sys
 ALL = [
     "contracts",
     "producer",
+    "outbox",
     "orders_http",
     "profiles_http",
     "reports_http",

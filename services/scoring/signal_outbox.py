@@ -19,10 +19,9 @@ from typing import Any
 
 import orjson
 import structlog
-from bson import Binary, ObjectId
 
 from services.common.kafka import EventProducer
-from services.common.outbox import Retention, rows_of
+from services.common.outbox import Retention
 
 from .metrics import SIGNALS
 from .store import ProfileStore
@@ -73,9 +72,7 @@ class SignalOutbox:
                 return False
             if producer.replacements != replacements:  # the broker forgot the producer: restarted?
                 self.retention.suspect()
-            await self.retention.keep(
-                [{"_id": ObjectId(), "records": [Binary(raw) for raw in row]} for row in rows_of(records)]
-            )
+            await self.retention.keep(records)
             for raw in records:
                 SIGNALS.labels(orjson.loads(raw)["type"]).inc()
         through = {d["partition"]: seq for d in docs}
