@@ -2,7 +2,8 @@
 crm.customers.v1 and let the service remove or anonymise what it holds about the person.
 
 Each service passes its own `forget(customer_id)`; this module adds what all of them hold
-alike: stored `Idempotency-Key` answers, whose bodies can carry personal data. Forgetting is
+alike: stored `Idempotency-Key` answers, whose bodies can carry personal data, and the
+published events its outbox keeps for the retention window (outbox.Retention). Forgetting is
 a scrub, so running it twice changes nothing: redelivery needs no bookkeeping.
 
 The scorer does not follow erasure here: it folds every event of a customer, in order, into
@@ -22,11 +23,11 @@ from prometheus_client import Counter
 
 from .handlers import Handlers
 from .kafka import consume
+from .outbox import ERASED, PUBLISHED, forget_published
 from .settings import Settings
 from .writes import IDEMPOTENCY
 
 log = structlog.get_logger(__name__)
-ERASED = "crm.customer.erased"
 ERASURES = Counter("crm_erasures_total", "Customers whose personal data this process erased.")
 SCRUBBED = "[erased]"  # what replaces free text that may describe the person
 
@@ -58,6 +59,7 @@ async def erased(forgetting: Forgetting, event: dict[str, Any]) -> None:
     if forgetting.forget is not None:
         await forgetting.forget(customer_id)
     await forget_answers(forgetting.db, customer_id)
+    await forget_published(forgetting.db[PUBLISHED], customer_id)
     ERASURES.inc()
     log.info("customer erased", customer_id=customer_id, event_id=event["id"])
 

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import structlog
 from bson import Binary, ObjectId
 from motor.motor_asyncio import AsyncIOMotorClientSession
@@ -56,6 +57,7 @@ ROW_EVENTS = 100
 # at most contracts.MAX_EVENT_BYTES, so a row is at most about ROW_BYTES + 1 MB).
 ROW_BYTES = 8 * 1_048_576
 BACKLOG_REPORT_SECONDS = 5.0
+ERASED = "crm.customer.erased"  # its relay forgets what it kept about the person (Retention.keep)
 
 
 def rows_of(records: list[bytes]) -> list[list[bytes]]:
@@ -111,18 +113,26 @@ class Retention:
         if not self.enabled or not records:
             return
         now = self._clock.now()
-        await self.rows.insert_many(
-            [
+        docs, erased = [], []
+        for packed in rows_of(list(records)):
+            heads = [orjson.loads(raw) for raw in packed]
+            erased += [head["subject"] for head in heads if head["type"] == ERASED]
+            docs.append(
                 {
                     "_id": ObjectId(),  # in publishing order: the order they go again in
                     "lines": Binary(b"\n".join(packed)),
+                    # whose events (the subject is the customer), for erasure: not indexed, as
+                    # an index would cost every insert and erasures are rare
+                    "subjects": sorted({head["subject"] for head in heads}),
                     "published_at": now,
                     "expires_at": now + self.window_delta,
                 }
-                for packed in rows_of(list(records))
-            ],
-            ordered=True,
-        )
+            )
+        await self.rows.insert_many(docs, ordered=True)
+        # The relay that publishes an erasure (profiles) forgets what it kept about the person
+        # once the erasure is out: every earlier event of theirs was published before it.
+        for customer_id in erased:
+            await forget_published(self.rows, customer_id)
 
     def suspect(self) -> None:
         """A publish failed or the producer was replaced (the broker may have restarted): look
@@ -189,6 +199,21 @@ class Retention:
 
     def close(self) -> None:
         self.topic_ids.close()
+
+
+async def forget_published(kept: Any, customer_id: str) -> None:
+    """Erasure: the customer's kept events go, but the erasure itself (nothing personal in it,
+    and a consumer that had not read it must get it again). `kept`: a service's
+    `outbox_published`. A document holding them is stored again without them: deleted, then
+    inserted, as updates cannot carry binary values on the embedded server
+    (`DatabaseCapabilities.binary_in_updates`)."""
+    async for doc in kept.find({"subjects": customer_id}):
+        heads = [(raw, orjson.loads(raw)) for raw in bytes(doc["lines"]).split(b"\n")]
+        lines = [raw for raw, head in heads if head["subject"] != customer_id or head["type"] == ERASED]
+        subjects = [s for s in doc["subjects"] if s != customer_id]  # not found again
+        await kept.delete_one({"_id": doc["_id"]})
+        if lines:
+            await kept.insert_one({**doc, "lines": Binary(b"\n".join(lines)), "subjects": subjects})
 
 
 class Outbox:
