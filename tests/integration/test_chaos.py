@@ -54,33 +54,9 @@ def test_every_fault_was_injected_and_the_platform_recovered(chaos_run: Result) 
     assert chaos_run.quiet_after is not None, chaos_run.quiet_state
 
 
-MEMORY = "the embedded broker forgets acknowledged events on crash (memory storage)"
-
-KNOWN = {
-    "erasure": pytest.mark.xfail(
-        strict=False,
-        reason=f"issue 18, when an erasure lands just before the broker's SIGKILL: {MEMORY}, so the "
-        "scorer never sees crm.customer.erased and its profile keeps the person's fields",
-    ),
-    "profiles": pytest.mark.xfail(
-        strict=False,
-        reason=f"issue 18, when an event is relayed just before the broker's SIGKILL: {MEMORY}, so it "
-        "never reaches the scorer (an erased customer's points_expired with crm.customer.erased: the "
-        "loyalty mirror keeps the points)",
-    ),
-    "loyalty": pytest.mark.xfail(
-        strict=False,
-        reason=f"issue 18, when a crm.order.paid is relayed just before the broker's SIGKILL: {MEMORY}, "
-        "so the paid order earns no points (balance = ledger sum holds since erasure lapses points "
-        "through the ledger)",
-    ),
-    "signals": pytest.mark.xfail(
-        strict=False,  # the broker now recovers consumers after a restart; whether a warning was
-        # published just before the kill depends on timing, so it can pass
-        reason=f"issue 18: {MEMORY}: warnings published before the broker's SIGKILL are gone from "
-        "crm.signals.v1",
-    ),
-}
+# None known: the embedded broker's memory storage, once marked here, is covered by the
+# outboxes' retention (services/common/outbox.py Retention).
+KNOWN: dict[str, pytest.MarkDecorator] = {}
 
 
 @pytest.mark.parametrize(

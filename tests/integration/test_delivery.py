@@ -22,6 +22,7 @@ from services.common.errors import Kind, RuleBroken
 from services.common.handlers import Handlers
 from services.common.kafka import EventConsumer, EventProducer, ensure_topics
 from services.common.mongo import Mongo, ensure_indexes
+from services.common.settings import Settings
 from services.scoring import store as scoring_store
 from services.scoring.signal_outbox import SignalOutbox
 from services.stack.harness import TopicReader, start_service, start_stack, unique_id
@@ -381,20 +382,25 @@ async def _until(condition, seconds: float) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_events_the_broker_lost_in_a_crash_are_published_again_in_order(tmp_path):
-    """The embedded broker (memory storage) is killed after the relay published and before
-    anything read the events: it comes back empty. The relay, with nothing new to publish,
-    notices and sends every retained event again in its order, then what is written after."""
-    stack = await asyncio.to_thread(start_stack, tmp_path)
+async def _relay_of(stack, service: str) -> tuple[Settings, Mongo, outbox.Outbox]:
+    """A service's relay on topics and a database of its own, polling often."""
     settings = stack.settings(
         topic_prefix=f"k{uuid.uuid4().hex[:6]}.",
         db_prefix=f"t{uuid.uuid4().hex[:8]}_",
         outbox_poll_seconds=0.2,
     )
     await asyncio.to_thread(ensure_topics, settings)
-    mongo = await Mongo.open(settings, "orders")
+    mongo = await Mongo.open(settings, service)
     await ensure_indexes(mongo.db, outbox.INDEXES)
-    relay = outbox.Outbox(mongo, settings, "orders")
+    return settings, mongo, outbox.Outbox(mongo, settings, service)
+
+
+async def test_events_the_broker_lost_in_a_crash_are_published_again_in_order(tmp_path):
+    """The embedded broker (memory storage) is killed after the relay published and before
+    anything read the events: it comes back empty. The relay, with nothing new to publish,
+    notices and sends every retained event again in its order, then what is written after."""
+    stack = await asyncio.to_thread(start_stack, tmp_path)
+    settings, mongo, relay = await _relay_of(stack, "orders")
     rows = mongo.db[outbox.OUTBOX]
     customer = unique_id()
     before = [paid_event(customer) for _ in range(30)]
@@ -479,15 +485,7 @@ async def test_signals_the_broker_lost_in_a_crash_are_published_again_by_the_swe
 async def test_an_erased_customers_kept_events_go_but_the_erasure_stays(stack):
     """Kept published events hold personal data: the relay that publishes an erasure keeps
     the erasure (to send again) and forgets the rest of the person's events; others' stay."""
-    settings = stack.settings(
-        topic_prefix=f"x{uuid.uuid4().hex[:6]}.",
-        db_prefix=f"t{uuid.uuid4().hex[:8]}_",
-        outbox_poll_seconds=0.2,
-    )
-    await asyncio.to_thread(ensure_topics, settings)
-    mongo = await Mongo.open(settings, "profiles")
-    await ensure_indexes(mongo.db, outbox.INDEXES)
-    relay = outbox.Outbox(mongo, settings, "profiles")
+    _, mongo, relay = await _relay_of(stack, "profiles")
     erased, kept = unique_id(), unique_id()
     erasure = build_event("crm.customer.erased", {"customer_id": erased}, source="/services/profiles")
     events = [paid_event(erased), paid_event(kept), paid_event(erased), erasure]
