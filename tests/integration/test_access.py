@@ -26,9 +26,9 @@ from hypothesis_jsonschema import from_schema
 
 from services.common.auth import ROLES
 from services.common.mongo import blocking_client
-from services.common.routes import ROUTE_ROLES, routes_of, web_routes_of
+from services.common.routes import ROUTE_ROLES, SHELL, routes_of, web_routes_of
 from services.common.settings import Settings
-from services.stack.harness import Service, start_desk, start_service, until
+from services.stack.harness import Service, start_console, start_desk, start_reports, start_service, until
 from tests.conftest import NOW
 
 
@@ -146,8 +146,16 @@ def served_routes(service: str, data_dir) -> list[str]:
     return [name for name, _ in routes_of(app)]
 
 
+@pytest.fixture(scope="module")
+def reports(stack, platform) -> Service:
+    started = start_reports(stack, platform)
+    yield started
+    started.stop()
+
+
 @pytest.mark.parametrize(
-    "service", ["orders", "complaints", "loyalty", "profiles", "scoring", "staff", "desk"]
+    "service",
+    ["orders", "complaints", "loyalty", "profiles", "scoring", "staff", "desk", "engagement", "reports"],
 )
 def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, service, tmp_path, request):
     """Walks every route the service serves against the running platform; a route the table
@@ -158,14 +166,15 @@ def test_every_route_needs_its_role_no_key_401_a_lower_role_403(platform, servic
     table = ROUTE_ROLES[service]
     assert sorted(set(served) - table.keys()) == [], "routes missing from services/common/routes.py"
     assert sorted(table.keys() - set(served)) == [], "the table names routes the service does not serve"
-    client = platform[service]
+    client = request.getfixturevalue("reports") if service == "reports" else platform[service]
     checked = 0
     for name in served:
         method, template = name.split(" ", 1)
         path = re.sub(r"\{[^}]+\}", "x-1", template)
         role = table[name]
         if role is None:
-            # Open: no key asked for (an unknown id may still be a 404).
+            # Open: no key asked for (an unknown id may still be a 404, a customer's signed link
+            # without its query a 422).
             assert client.request(method, path, role=None).status_code not in (401, 403), name
             assert client.request(method, path, role=None).status_code < 500, name
             continue
@@ -477,3 +486,67 @@ def test_no_input_makes_any_operation_answer_5xx(platform, service, request):
                 check(method, template, answer, raw[:100])
     assert failures == [], "\n".join(failures)
     assert time.monotonic() - started < 120
+
+
+@pytest.fixture(scope="module")
+def console(stack, platform) -> Service:
+    started = start_console(stack, platform)
+    yield started
+    started.stop()
+
+
+def _console_session(console: Service, key: str | None) -> httpx.Client:
+    """A browser's cookies: signed in with `key`, or not at all."""
+    client = httpx.Client(base_url=console.url, timeout=30, follow_redirects=False)
+    if key is not None:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/signin").text).group(1)
+        assert client.post("/signin", data={"csrf": token, "api_key": key}).status_code == 303
+    return client
+
+
+def test_every_console_route_needs_a_session_and_the_role_its_action_needs(stack, console, tmp_path):
+    """The console's routes walked like the services' (its pages are read with the signed-in
+    person's key, so the services check again): without a session a page or a form sends to
+    sign-in, never answers; a form's action refused to a role below the one it needs is 403.
+    Every route the console serves is named here."""
+    from services.console import api as console_api
+    from services.console import domain as console_domain
+
+    open_routes = {"GET /", "GET /signin", "POST /signin", "POST /language", *SHELL}
+    pages = {"GET /customers", "GET /customers/{customer_id}", "GET /worklist", "GET /complaints",
+             "GET /dashboard", "GET /reports", "POST /signout"}  # fmt: skip
+    forms = {  # route -> {action: permission}
+        "POST /customers/{customer_id}/{action}": {a: p for a, (p, _, _) in console_api.CUSTOMER_ACTIONS.items()},
+        "POST /warnings/{warning_id}/{action}": {a: p for a, (p, _, _) in console_api.WARNING_ACTIONS.items()},
+        "POST /complaints/{complaint_id}/move": {"move": "move_complaint"},
+    }  # fmt: skip
+    app = importlib.import_module("services.console.main").create_app(Settings(data_dir=tmp_path))
+    served = {name for name, _ in routes_of(app)}
+    assert served - open_routes - pages - forms.keys() == set(), "console routes this walk does not know"
+    assert (pages | forms.keys()) - served == set(), "the walk names routes the console does not serve"
+
+    anonymous = _console_session(console, None)
+    for name in sorted(pages):
+        method, path = name.split(" ", 1)
+        answer = anonymous.request(method, re.sub(r"\{[^}]+\}", "x-1", path))
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/signin"), name
+    export = "/customers?format=csv"
+    assert anonymous.get(export).headers["location"].startswith("/signin")
+
+    sessions = {role: _console_session(console, key) for role, key in stack.keys.items()}
+    for name, actions in forms.items():
+        path = name.split(" ", 1)[1]
+        for action, permission in actions.items():
+            target = re.sub(r"\{action\}", action, re.sub(r"\{(?!action)[^}]+\}", "x-1", path))
+            answer = anonymous.post(target, data={"csrf": "x"})
+            assert answer.status_code == 303 and answer.headers["location"].startswith("/signin"), target
+            needed = console_domain.PERMISSIONS[permission]
+            for role, client in sessions.items():
+                page = client.get("/customers")
+                token = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+                answer = client.post(target, data={"csrf": token, "form_token": "t" * 24})
+                refused = ROLES.index(role) < ROLES.index(needed)
+                assert (answer.status_code == 403) == refused, (target, role, answer.status_code)
+    for role, client in sessions.items():
+        allowed = ROLES.index(role) >= ROLES.index(console_domain.PERMISSIONS["export_csv"])
+        assert (client.get(export).status_code == 403) != allowed, (export, role)
