@@ -514,11 +514,14 @@ def test_every_console_route_needs_a_session_and_the_role_its_action_needs(stack
 
     open_routes = {"GET /", "GET /signin", "POST /signin", "POST /language", *SHELL}
     pages = {"GET /customers", "GET /customers/{customer_id}", "GET /worklist", "GET /complaints",
-             "GET /dashboard", "GET /reports", "POST /signout"}  # fmt: skip
+             "GET /dashboard", "GET /reports", "GET /staff", "GET /staff/{user_id}",
+             "POST /signout"}  # fmt: skip
     forms = {  # route -> {action: permission}
         "POST /customers/{customer_id}/{action}": {a: p for a, (p, _, _) in console_api.CUSTOMER_ACTIONS.items()},
         "POST /warnings/{warning_id}/{action}": {a: p for a, (p, _, _) in console_api.WARNING_ACTIONS.items()},
         "POST /complaints/{complaint_id}/move": {"move": "move_complaint"},
+        "POST /staff/{user_id}/keys": {"issue": "manage_staff"},
+        "POST /staff/keys/{key_id}/revoke": {"revoke": "manage_staff"},
     }  # fmt: skip
     app = importlib.import_module("services.console.main").create_app(Settings(data_dir=tmp_path))
     served = {name for name, _ in routes_of(app)}
