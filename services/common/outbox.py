@@ -143,7 +143,7 @@ class Retention:
         """Before publishing anything new: when a topic's id is not the one the retained rows
         were published under, send them all again, oldest first (consumers are idempotent on
         the event id); returns how many events. Raises PublishError when the broker is away,
-        lacks a topic or does not take them all (the next call starts over)."""
+        or does not take them all (the next call starts over)."""
         if not self.enabled or time.monotonic() < self._next_check:
             return 0
         now = await asyncio.to_thread(self.topic_ids.current)
@@ -160,10 +160,11 @@ class Retention:
                 topics=recreated,
             )
             sent = await self._send_again(await producer())
-        if published_under != now:
-            ids = [{"topic": name, "id": topic_id} for name, topic_id in sorted(now.items())]
+        known = {**published_under, **now}  # a topic missing for now keeps the id it had
+        if known != published_under:
+            ids = [{"topic": name, "id": topic_id} for name, topic_id in sorted(known.items())]
             await self.marks.update_one({"_id": "topics"}, {"$set": {"ids": ids}}, upsert=True)
-            self._published_under = now
+            self._published_under = known
         self._next_check = time.monotonic() + TOPIC_CHECK_SECONDS
         return sent
 
