@@ -16,7 +16,15 @@ from .models import Format, rendered
 from .service import ReportsService
 
 router = APIRouter(prefix="/reports", tags=["reports"])
-PERIOD = ("from", "to", "format")
+Named = Annotated[
+    str | None,
+    Query(
+        alias="period",
+        description=f"a named period instead of from and to (answered when the reports were built): "
+        f"{', '.join(domain.PERIODS)}",
+    ),
+]
+PERIOD = ("from", "to", "period", "format")
 Dimensions = Annotated[
     str | None, Query(description=f"one dimension or two joined by a comma: {', '.join(domain.DIMENSIONS)}")
 ]
@@ -35,11 +43,12 @@ async def composition(
     by: Dimensions = None,
     since: Since = None,
     until: Until = None,
+    named: Named = None,
     format: Format = "json",
     _: Principal = Depends(require("viewer")),
     service: ReportsService = Depends(reports),
 ) -> Response:
-    body = service.composition(domain.period(since, until), domain.dimensions(by))
+    body = service.composition(domain.period(since, until, named), domain.dimensions(by))
     return rendered("composition", body, format)
 
 
@@ -52,11 +61,12 @@ async def contribution(
     top: Annotated[int, Query(ge=1, le=500)] = domain.TOP_DEFAULT,
     since: Since = None,
     until: Until = None,
+    named: Named = None,
     format: Format = "json",
     _: Principal = Depends(require("viewer")),
     service: ReportsService = Depends(reports),
 ) -> Response:
-    return rendered("contribution", service.contribution(domain.period(since, until), top), format)
+    return rendered("contribution", service.contribution(domain.period(since, until, named), top), format)
 
 
 @router.get(
@@ -68,6 +78,7 @@ async def products(
     by: Annotated[str | None, Query(description="a customer dimension, e.g. segment or tier")] = None,
     since: Since = None,
     until: Until = None,
+    named: Named = None,
     format: Format = "json",
     _: Principal = Depends(require("viewer")),
     service: ReportsService = Depends(reports),
@@ -75,7 +86,7 @@ async def products(
     split = domain.dimensions(by)[0] if by else None
     if by and len(domain.dimensions(by)) != 1:
         raise domain.ReportsError("products split by one dimension", field="by")
-    return rendered("products", service.products(domain.period(since, until), split), format)
+    return rendered("products", service.products(domain.period(since, until, named), split), format)
 
 
 @router.get(
@@ -87,11 +98,14 @@ async def next_categories(
     category: ShortText,
     since: Since = None,
     until: Until = None,
+    named: Named = None,
     format: Format = "json",
     _: Principal = Depends(require("viewer")),
     service: ReportsService = Depends(reports),
 ) -> Response:
-    return rendered("next_categories", service.next_categories(domain.period(since, until), category), format)
+    return rendered(
+        "next_categories", service.next_categories(domain.period(since, until, named), category), format
+    )
 
 
 @router.get(
@@ -100,14 +114,15 @@ async def next_categories(
     dependencies=[Depends(only_params(*PERIOD, "horizon"))],
 )
 async def seasonality(
-    horizon: Annotated[int, Query(ge=1, le=24)] = 6,
+    horizon: Annotated[int, Query(ge=1, le=24)] = domain.HORIZON_DEFAULT,
     since: Since = None,
     until: Until = None,
+    named: Named = None,
     format: Format = "json",
     _: Principal = Depends(require("viewer")),
     service: ReportsService = Depends(reports),
 ) -> Response:
-    return rendered("seasonality", service.seasonality(domain.period(since, until), horizon), format)
+    return rendered("seasonality", service.seasonality(domain.period(since, until, named), horizon), format)
 
 
 # Reports asked for by period alone: (path, table, use case, summary).
@@ -128,11 +143,12 @@ def _period_only(table: str, use_case: Callable[[ReportsService, domain.Period],
     async def endpoint(
         since: Since = None,
         until: Until = None,
+        named: Named = None,
         format: Format = "json",
         _: Principal = Depends(require("viewer")),
         service: ReportsService = Depends(reports),
     ) -> Response:
-        return rendered(table, use_case(service, domain.period(since, until)), format)
+        return rendered(table, use_case(service, domain.period(since, until, named)), format)
 
     return endpoint
 

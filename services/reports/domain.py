@@ -25,9 +25,11 @@ from services.profiles.domain import seasonal_index
 from services.scoring.population import abc_thresholds
 
 UNKNOWN = "unknown"
+NOT_YET = "none"  # a segment move's origin for who was not a customer yet
 DIMENSIONS = REPORT_DIMENSIONS
 DIMENSION_SCORES = ("website", "product", "payment", "service", "logistics", "overall")
 TOP_DEFAULT = 20
+HORIZON_DEFAULT = 6
 FAR_PAST, FAR_FUTURE = -(1 << 62), 1 << 62
 
 
@@ -40,10 +42,12 @@ class ReportsError(RuleBroken):
 
 @dataclass(frozen=True)
 class Period:
-    """[start, end) in epoch seconds; None leaves a side open."""
+    """[start, end) in epoch seconds; None leaves a side open. `name`: one of PERIODS, its
+    bounds taken from the snapshot's as_of (resolve)."""
 
     start: int | None = None
     end: int | None = None
+    name: str | None = None
 
     @property
     def lo(self) -> int:
@@ -53,8 +57,36 @@ class Period:
     def hi(self) -> int:
         return FAR_FUTURE if self.end is None else self.end
 
+    def shown(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "from": None if self.start is None else iso(self.start),
+            "to": None if self.end is None else iso(self.end),
+        }
 
-def period(since: datetime | None, until: datetime | None) -> Period:
+
+# The periods managers ask for every week: their answers are computed when the snapshot is built.
+PERIODS = (
+    "all_time",
+    "last_30_days",
+    "last_90_days",
+    "last_365_days",
+    "this_month",
+    "last_month",
+    "this_quarter",
+    "last_quarter",
+    "this_year",
+    "last_year",
+)
+
+
+def period(since: datetime | None, until: datetime | None, name: str | None = None) -> Period:
+    if name is not None:
+        if since is not None or until is not None:
+            raise ReportsError("either a named period or from and to, not both", field="period")
+        if name not in PERIODS:
+            raise ReportsError(f"unknown period {name!r}; one of {', '.join(PERIODS)}", field="period")
+        return Period(name=name)
     if since is not None and until is not None and until < since:
         raise ReportsError(
             f"the period ends ({until.isoformat()}) before it starts ({since.isoformat()})", field="to"
@@ -62,6 +94,27 @@ def period(since: datetime | None, until: datetime | None) -> Period:
     return Period(
         None if since is None else int(since.timestamp()), None if until is None else int(until.timestamp())
     )
+
+
+def resolve(p: Period, as_of: int) -> Period:
+    """A named period's bounds on the day of `as_of` (UTC): the last N days end open at
+    as_of; a month, quarter or year is whole, the current one open at its end."""
+    if p.name is None:
+        return p
+    day = datetime.fromtimestamp(as_of, UTC).date()
+    if p.name == "all_time":
+        return p
+    if p.name.startswith("last_") and p.name.endswith("_days"):
+        return Period(as_of - int(p.name.split("_")[1]) * 86400, None, p.name)
+    unit = p.name.split("_")[1]
+    months = {"month": 1, "quarter": 3, "year": 12}[unit]
+    current = (day.year * 12 + day.month - 1) // months * months  # months since year 0
+    start = current - months if p.name.startswith("last_") else current
+
+    def begins(m: int) -> int:
+        return int(datetime(m // 12, m % 12 + 1, 1, tzinfo=UTC).timestamp())
+
+    return Period(begins(start), begins(start + months) if p.name.startswith("last_") else None, p.name)
 
 
 def dimensions(by: str | None, default: str = "segment") -> tuple[str, ...]:
@@ -164,6 +217,173 @@ class Codes:
         return found
 
 
+def month_starts(first: int, last: int) -> np.ndarray:
+    """The epoch second each month from `first` to `last` (months since 1970-01) begins."""
+    return np.arange(first, last + 1).astype("datetime64[M]").astype("datetime64[s]").astype(np.int64)
+
+
+@dataclass
+class Timeline:
+    """Rows sorted by time, with the calendar months they fall in: what every cube over the
+    same rows shares."""
+
+    t: np.ndarray
+    starts: np.ndarray  # month boundaries covering every row: starts[0] <= t < starts[-1]
+    rows_at: np.ndarray  # the first row at or after each boundary
+    slot: np.ndarray  # each row's month (index into starts)
+
+    @classmethod
+    def of(cls, t: np.ndarray, starts: np.ndarray) -> Timeline:
+        return cls(t, starts, np.searchsorted(t, starts, "left"), np.searchsorted(starts, t, "right") - 1)
+
+    @property
+    def months(self) -> int:
+        return len(self.starts) - 1
+
+    def bounds(self, p: Period) -> tuple[int, int, int, int]:
+        """Rows [lo, hi) of the period and its whole months [a, b)."""
+        lo, hi = (int(np.searchsorted(self.t, v, "left")) for v in (p.lo, p.hi))
+        a = int(np.searchsorted(self.starts, p.lo, "left"))
+        b = int(np.searchsorted(self.starts, p.hi, "right")) - 1
+        return lo, hi, a, b
+
+
+@dataclass(frozen=True)
+class Keys:
+    """A cube's key of each row: its code (-1: counted nowhere), or, crossed with a customer
+    dimension, code x width + the row's customer's code in that dimension (-1 without a
+    customer). A class, not a closure, so a snapshot pickles out of its builder process, and
+    computed when asked so several cubes over the same rows keep no copies."""
+
+    codes: np.ndarray
+    customer: np.ndarray | None = None
+    customer_codes: np.ndarray | None = None
+    width: int = 1
+
+    def __call__(self, rows: Any) -> np.ndarray:
+        codes = self.codes[rows]
+        if self.customer is None or self.customer_codes is None:
+            return codes
+        customer = self.customer[rows]
+        crossed = codes * self.width + self.customer_codes[np.maximum(customer, 0)]
+        return np.where((customer >= 0) & (codes >= 0), crossed, -1)
+
+
+class Cube:
+    """Sums of a weight per key (a customer, a category, a category crossed with a segment...)
+    for every calendar month, kept as running totals over the months: a period's sums are one
+    subtraction for its whole months plus the rows of the partial months at either end, found
+    by binary search in the rows' sorted times. Any period costs about two months of rows, not
+    the whole history."""
+
+    def __init__(self, rows: Timeline, key_at: Keys, weights: np.ndarray | None, width: int) -> None:
+        self.rows, self.key_at, self.weights, self.width = rows, key_at, weights, max(width, 1)
+        keys = key_at(slice(None))
+        keep = keys >= 0
+        monthly = np.bincount(
+            rows.slot[keep] * self.width + keys[keep],
+            weights=None if weights is None else weights[keep],
+            minlength=rows.months * self.width,
+        ).reshape(rows.months, self.width)
+        self.prefix = np.zeros((rows.months + 1, self.width))
+        np.cumsum(monthly, axis=0, out=self.prefix[1:])
+
+    def _rows(self, lo: int, hi: int, by_month: bool = False) -> np.ndarray:
+        size = self.rows.months * self.width if by_month else self.width
+        if hi <= lo:
+            return np.zeros(size)
+        keys = self.key_at(slice(lo, hi))
+        keep = keys >= 0
+        weights = None if self.weights is None else self.weights[lo:hi][keep]
+        keys = keys[keep]
+        if by_month:
+            keys = self.rows.slot[lo:hi][keep] * self.width + keys
+        return np.bincount(keys, weights=weights, minlength=size)
+
+    def sums(self, p: Period) -> np.ndarray:
+        """Each key's total over the period."""
+        lo, hi, a, b = self.rows.bounds(p)
+        if a >= b:
+            return self._rows(lo, hi)
+        rows_at = self.rows.rows_at
+        head, tail = self._rows(lo, int(rows_at[a])), self._rows(int(rows_at[b]), hi)
+        return self.prefix[b] - self.prefix[a] + head + tail
+
+    def monthly(self, p: Period) -> np.ndarray:
+        """Each month's totals per key within the period (months x keys)."""
+        lo, hi, a, b = self.rows.bounds(p)
+        shape = (self.rows.months, self.width)
+        if a >= b:
+            return self._rows(lo, hi, by_month=True).reshape(shape)
+        out = np.zeros(shape)
+        out[a:b] = np.diff(self.prefix[a : b + 1], axis=0)
+        rows_at = self.rows.rows_at
+        for edge in ((lo, int(rows_at[a])), (int(rows_at[b]), hi)):
+            out += self._rows(*edge, by_month=True).reshape(shape)
+        return out
+
+    def drop(self, rows: np.ndarray) -> None:
+        """Take these rows out of the running totals (an erased person's); their keys must
+        turn -1 right after, so the partial months leave them out too."""
+        for row, key in zip(rows.tolist(), self.key_at(rows).tolist(), strict=True):
+            if key >= 0:
+                weight = 1.0 if self.weights is None else self.weights[row]
+                self.prefix[self.rows.slot[row] + 1 :, key] -= weight
+
+
+class Buyers:
+    """How many different customers have rows of each code (bought in a category, say) in
+    any period: the rows whose same customer's previous row with that code came before the
+    period. Whole months are counted from a table of rows by their month and the month of
+    their previous row (running totals both ways); only the partial months' rows, and the
+    rows whose previous one fell in the period's first partial month, are looked at."""
+
+    def __init__(
+        self, rows: Timeline, codes: np.ndarray, customer: np.ndarray, previous: np.ndarray, width: int
+    ) -> None:
+        self.rows, self.codes, self.customer, self.previous = rows, codes, customer, previous
+        self.width = max(width, 1)
+        months = rows.months
+        # 0: no previous row in any month (or none at all); m + 1: the previous row's month m
+        self.previous_slot = np.searchsorted(rows.starts, previous, "right")
+        self.by_previous = np.argsort(previous, kind="stable")
+        self.previous_sorted = previous[self.by_previous]
+        keep = customer >= 0
+        counts = np.bincount(
+            ((rows.slot * (months + 1) + self.previous_slot) * self.width + codes)[keep],
+            minlength=months * (months + 1) * self.width,
+        ).reshape(months, months + 1, self.width)
+        # table[j, x]: rows in months before j whose previous row's slot is at most x
+        self.table = np.zeros((months + 1, months + 1, self.width))
+        np.cumsum(np.cumsum(counts, axis=0), axis=1, out=self.table[1:])
+
+    def _scan(self, rows: np.ndarray | slice, lo: int) -> np.ndarray:
+        first = (self.previous[rows] < lo) & (self.customer[rows] >= 0)
+        return np.bincount(self.codes[rows][first], minlength=self.width)
+
+    def count(self, p: Period) -> np.ndarray:
+        lo, hi, a, b = self.rows.bounds(p)
+        if a >= b:
+            return self._scan(slice(lo, hi), p.lo)
+        starts, rows_at = self.rows.starts, self.rows.rows_at
+        out = self._scan(slice(lo, int(rows_at[a])), p.lo) + self._scan(slice(int(rows_at[b]), hi), p.lo)
+        exact = p.lo == starts[a]
+        x = a if exact else max(a - 1, 0)  # whole months: previous rows in months before x
+        out = out + self.table[b, x] - self.table[a, x]
+        if not exact and a >= 1:  # and those whose previous row is in [month a - 1's start, lo)
+            span = np.searchsorted(self.previous_sorted, [starts[a - 1], p.lo], "left")
+            late = self.by_previous[span[0] : span[1]]
+            late = late[(self.rows.slot[late] >= a) & (self.rows.slot[late] < b)]
+            out = out + self._scan(late, p.lo)
+        return out
+
+    def drop(self, rows: np.ndarray) -> None:
+        """Take these rows out (an erased person's); their customer must turn -1 right after."""
+        for row in rows.tolist():
+            slot, previous = int(self.rows.slot[row]), int(self.previous_slot[row])
+            self.table[slot + 1 :, previous:, self.codes[row]] -= 1
+
+
 def _sorted_by(times: np.ndarray, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
     order = np.argsort(times, kind="stable")
     return (times[order], *(c[order] for c in columns))
@@ -193,33 +413,45 @@ class Snapshot:
     line_category: np.ndarray
     line_brand: np.ndarray
     line_net: np.ndarray
+    buyers: dict[str, Buyers]  # distinct customers per category and per brand
     categories: list[str]
     brands: list[str]
+    cubes: dict[str, Cube]  # spend and orders per customer, sales of the shop, per category, per brand
+    splits: dict[tuple[str, str], Cube]  # (categories|brands, dimension): sales per code x dimension
     cohorts: dict[str, Any]
-    next_t: np.ndarray
+    next_t: np.ndarray  # sorted by (category before, time)
     next_from: np.ndarray
     next_to: np.ndarray
+    next_offsets: np.ndarray  # where each category's transitions start in the arrays above
     surveys: dict[str, np.ndarray]
     complaint_categories: list[str]
     moves: dict[str, np.ndarray]
-    segments: list[str]
-    warnings: list[dict[str, Any]]
-    extras: dict[str, Any] = field(default_factory=dict)
+    warnings: dict[str, np.ndarray]
+    warning_labels: dict[str, list[str]]
+    # the answers for the common periods, computed with the snapshot (by the service's table)
+    answers: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
         return len(self.customer_ids)
 
+    @property
+    def segments(self) -> list[str]:
+        return self.labels["segment"]
+
     def freshness(self) -> dict[str, Any]:
         return {
-            "as_of": _iso(self.as_of),
-            "built_at": _iso(self.built_at),
+            "as_of": iso(self.as_of),
+            "built_at": iso(self.built_at),
             "customers": self.size,
             "orders": len(self.order_t),
         }
 
 
-def _iso(epoch: int) -> str:
+NO_EARLIER = np.iinfo(np.int64).min
+
+
+def iso(epoch: int) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -258,45 +490,46 @@ def build(
         if c["customer_id"] not in erased:
             attrs[at(c["customer_id"])].update(c)
     order_list = sorted(orders, key=lambda o: (o.paid_at, o.order_id))
-    for o in order_list:
-        at(o.customer_id)
+    order_customer = np.fromiter((at(o.customer_id) for o in order_list), np.int64, len(order_list))
     for customer_id in scores:
         at(customer_id)
     n = len(attrs)
 
     order_t = np.fromiter((o.paid_at for o in order_list), np.int64, len(order_list))
-    order_customer = np.fromiter((at(o.customer_id) for o in order_list), np.int64, len(order_list))
     order_net = np.fromiter((o.net_cents for o in order_list), np.float64, len(order_list))
     first_paid = np.full(n, FAR_FUTURE, np.int64)
     known = order_customer >= 0
     np.minimum.at(first_paid, order_customer[known], order_t[known])
 
     categories, brands = Codes(), Codes()
-    lt, lc, lcat, lbr, lnet = [], [], [], [], []
-    for o, customer in zip(order_list, order_customer, strict=True):
-        for category, brand, cents in o.lines:
-            lt.append(o.paid_at)
-            lc.append(customer)
-            lcat.append(categories.code(category))
-            lbr.append(brands.code(brand))
-            lnet.append(cents)
+    per_order = np.fromiter((len(o.lines) for o in order_list), np.int64, len(order_list))
+    lines = [line for o in order_list for line in o.lines]
+    line_t = np.repeat(order_t, per_order)  # orders are in time order, so their lines are too
+    line_customer = np.repeat(order_customer, per_order)
+    line_category = np.fromiter((categories.code(c) for c, _, _ in lines), np.int64, len(lines))
+    line_brand = np.fromiter((brands.code(b) for _, b, _ in lines), np.int64, len(lines))
+    line_net = np.fromiter((cents for _, _, cents in lines), np.float64, len(lines))
 
     dims = {d: Codes() for d in DIMENSIONS}
     codes = {d: np.zeros(n, np.int64) for d in DIMENSIONS}
     known_from = np.full(n, FAR_FUTURE, np.int64)
     clv, risk = np.zeros(n), np.full(n, np.nan)
     r, f = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    months_seen: dict[int, str] = {}
     for i, a in enumerate(attrs):
         s = scores.get(a["customer_id"], {})
         registered = a.get("registered_at")
         known_from[i] = min(first_paid[i], registered if registered is not None else FAR_FUTURE)
+        first = int(first_paid[i])
+        if first < FAR_FUTURE and first // 86400 not in months_seen:
+            months_seen[first // 86400] = month_of(first)
         values = {
             "gender": a.get("gender"),
             "age_band": age_band(a.get("birth_date"), today),
             "city_tier": a.get("city_tier"),
             "city": a.get("city"),
             "channel": a.get("channel"),
-            "acquisition_month": month_of(int(first_paid[i])) if first_paid[i] < FAR_FUTURE else "none",
+            "acquisition_month": months_seen[first // 86400] if first < FAR_FUTURE else "none",
             "tier": s.get("tier"),
             "segment": s.get("segment"),
             "lifecycle_stage": s.get("lifecycle_stage"),
@@ -311,27 +544,45 @@ def build(
         if len(code) >= 2 and code[:2].isdigit():
             r[i], f[i] = int(code[0]), int(code[1])
 
-    line_arrays = _sorted_by(
-        np.array(lt, np.int64),
-        *(
-            np.array(a, dtype)
-            for a, dtype in ((lc, np.int64), (lcat, np.int64), (lbr, np.int64), (lnet, np.float64))
-        ),
-    )
-
-    def segment_of(customer_id: str) -> str:
-        found = index.get(customer_id)
-        return UNKNOWN if found is None else dims["segment"].labels[codes["segment"][found]]
-
     next_t, next_from, next_to = _next_categories(order_list, order_customer, categories)
     survey_arrays = _surveys(surveys, complaints, erased)
-    move_arrays, segment_codes = _moves(moves, index, erased)
+    move_arrays = _moves(moves, index, erased, dims["segment"])
+    warning_arrays, warning_labels = _warnings(warnings, index, erased, codes["segment"])
+    labels = {d: dims[d].labels for d in DIMENSIONS}  # every code is given by now
+
+    span = month_index(
+        np.array([order_t.min() if len(order_t) else now, now, order_t.max() if len(order_t) else now])
+    )
+    starts = month_starts(int(span.min()), int(span.max()) + 1)
+    order_rows, line_rows = Timeline.of(order_t, starts), Timeline.of(line_t, starts)
+    cubes = {
+        "spend": Cube(order_rows, Keys(order_customer), order_net, n),
+        "orders": Cube(order_rows, Keys(order_customer), None, n),
+        "shop": Cube(order_rows, Keys(np.zeros(len(order_t), np.int64)), order_net, 1),
+        "categories": Cube(line_rows, Keys(line_category), line_net, len(categories.labels)),
+        "brands": Cube(line_rows, Keys(line_brand), line_net, len(brands.labels)),
+    }
+    splits = {
+        (kind, d): Cube(
+            line_rows,
+            Keys(line_codes, line_customer, codes[d], max(len(labels[d]), 1)),
+            line_net,
+            len(kind_labels) * max(len(labels[d]), 1),
+        )
+        for kind, line_codes, kind_labels in (
+            ("categories", line_category, categories.labels),
+            ("brands", line_brand, brands.labels),
+        )
+        for d in DIMENSIONS
+    }
+    next_order = np.lexsort((next_t, next_from))
+    next_from = next_from[next_order]
     return Snapshot(
         as_of=now,
         built_at=now,
         customer_ids=[a["customer_id"] for a in attrs],
         codes=codes,
-        labels={d: dims[d].labels for d in DIMENSIONS},
+        labels=labels,
         known_from=known_from,
         clv=clv,
         risk=risk,
@@ -340,64 +591,95 @@ def build(
         order_t=order_t,
         order_customer=order_customer,
         order_net=order_net,
-        line_t=line_arrays[0],
-        line_customer=line_arrays[1],
-        line_category=line_arrays[2],
-        line_brand=line_arrays[3],
-        line_net=line_arrays[4],
+        line_t=line_t,
+        line_customer=line_customer,
+        line_category=line_category,
+        line_brand=line_brand,
+        line_net=line_net,
+        buyers={
+            name: Buyers(line_rows, codes, line_customer, _previous_same(line_t, line_customer, codes), width)
+            for name, codes, width in (
+                ("categories", line_category, len(categories.labels)),
+                ("brands", line_brand, len(brands.labels)),
+            )
+        },
         categories=categories.labels,
         brands=brands.labels,
+        cubes=cubes,
+        splits=splits,
         cohorts=cohort_matrix(order_t, order_customer, order_net, first_paid, now),
-        next_t=next_t,
+        next_t=next_t[next_order],
         next_from=next_from,
-        next_to=next_to,
+        next_to=next_to[next_order],
+        next_offsets=np.searchsorted(next_from, np.arange(len(categories.labels) + 1), "left"),
         surveys=survey_arrays[0],
         complaint_categories=survey_arrays[1],
         moves=move_arrays,
-        segments=segment_codes,
-        warnings=[
-            {**w, "segment": segment_of(w["customer_id"])} for w in warnings if w["customer_id"] not in erased
-        ],
+        warnings=warning_arrays,
+        warning_labels=warning_labels,
     )
+
+
+def _previous_same(t: np.ndarray, customer: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """For each row (in time order), the time of the same customer's previous row with the
+    same code, NO_EARLIER for their first."""
+    width = int(codes.max()) + 1 if len(codes) else 1
+    pair = customer * width + codes
+    order = np.argsort(pair, kind="stable")  # by pair, then time (the rows are in time order)
+    pair, times = pair[order], t[order]
+    same = np.r_[False, pair[1:] == pair[:-1]]
+    previous = np.empty(len(t), np.int64)
+    previous[order] = np.where(same, np.r_[NO_EARLIER, times[:-1]], NO_EARLIER)
+    return previous
 
 
 def erase(s: Snapshot, customer_id: str) -> None:
     """Take the person out of the current snapshot at once (the next build leaves them out
     anyway): no list names them, no per-person figure counts them; their sales stay in the
-    shop's totals."""
+    shop's totals. The answers computed with the snapshot go (they are computed again when
+    asked)."""
     try:
         i = s.customer_ids.index(customer_id)
     except ValueError:
         return
+    orders, lines = np.flatnonzero(s.order_customer == i), np.flatnonzero(s.line_customer == i)
+    for name in ("spend", "orders"):
+        s.cubes[name].drop(orders)
+    for cube in s.splits.values():
+        cube.drop(lines)
+    for buyers in s.buyers.values():
+        buyers.drop(lines)
     s.customer_ids[i] = ""
     s.known_from[i] = FAR_FUTURE
     s.clv[i], s.risk[i], s.r[i], s.f[i] = 0, np.nan, 0, 0
-    s.order_customer[s.order_customer == i] = -1
-    s.line_customer[s.line_customer == i] = -1
+    s.order_customer[orders] = -1
+    s.line_customer[lines] = -1
     keep = s.moves["customer"] != i
     s.moves = {k: v[keep] for k, v in s.moves.items()}
-    s.warnings = [w for w in s.warnings if w["customer_id"] != customer_id]
+    keep = s.warnings["customer"] != i
+    s.warnings = {k: v[keep] for k, v in s.warnings.items()}
+    s.answers.clear()
 
 
 def _next_categories(
     orders: Sequence[OrderRecord], customers: np.ndarray, categories: Codes
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For each customer's consecutive paid orders: (time of the earlier order, each category
-    in it, each category of the next order), sorted by time."""
+    in it, each category of the next order)."""
     last: dict[int, OrderRecord] = {}
     t, a, b = [], [], []
-    for o, customer in zip(orders, customers, strict=True):
+    for o, customer in zip(orders, customers.tolist(), strict=True):
         if customer < 0:
             continue
-        before = last.get(int(customer))
+        before = last.get(customer)
         if before is not None:
             for x in {c for c, _, _ in before.lines}:
                 for y in {c for c, _, _ in o.lines}:
                     t.append(before.paid_at)
                     a.append(categories.code(x))
                     b.append(categories.code(y))
-        last[int(customer)] = o
-    return _sorted_by(np.array(t, np.int64), np.array(a, np.int64), np.array(b, np.int64))
+        last[customer] = o
+    return np.array(t, np.int64), np.array(a, np.int64), np.array(b, np.int64)
 
 
 def _surveys(
@@ -408,8 +690,10 @@ def _surveys(
         (s for s in surveys if s["customer_id"] not in erased),
         key=lambda s: (s["submitted_at"], s["survey_id"]),
     )
+    t = np.array([s["submitted_at"] for s in rows], np.int64)
     out: dict[str, np.ndarray] = {
-        "t": np.array([s["submitted_at"] for s in rows], np.int64),
+        "t": t,
+        "month": month_index(t),
         "csat": np.array([s["kind"] == "csat" for s in rows], bool),
         "recommend": np.array([np.nan if s.get("recommend") is None else s["recommend"] for s in rows]),
         "category": np.array(
@@ -422,9 +706,10 @@ def _surveys(
 
 
 def _moves(
-    moves: Iterable[dict[str, Any]], index: dict[str, int], erased: set[str]
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    segments = Codes()
+    moves: Iterable[dict[str, Any]], index: dict[str, int], erased: set[str], segments: Codes
+) -> dict[str, np.ndarray]:
+    """Segment moves sorted by (customer, time), their segments coded as the customers'
+    current ones are."""
     rows = sorted(
         (m for m in moves if m["customer_id"] not in erased and m["customer_id"] in index),
         key=lambda m: (index[m["customer_id"]], m["at"]),
@@ -434,7 +719,36 @@ def _moves(
         "t": np.array([m["at"] for m in rows], np.int64),
         "from": np.array([segments.code(m["from"]) for m in rows], np.int64),
         "to": np.array([segments.code(m["to"]) for m in rows], np.int64),
-    }, segments.labels
+    }
+
+
+def _warnings(
+    warnings: Iterable[dict[str, Any]], index: dict[str, int], erased: set[str], segment: np.ndarray
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    """The worklist as columns: each episode's customer and their current segment, when it
+    was opened and closed (FAR_FUTURE: open), its reasons (one column per reason), the
+    actions taken (their combination coded), its outcome, CLV and risk."""
+    rows = [w for w in warnings if w["customer_id"] not in erased]
+    reasons, actions, outcomes = Codes(), Codes(), Codes()
+    customer = np.array([index.get(w["customer_id"], -1) for w in rows], np.int64)
+    reason_codes = [[reasons.code(x) for x in w["reasons"]] for w in rows]
+    marks = np.zeros((len(rows), max(len(reasons.labels), 1)), bool)
+    for k, codes in enumerate(reason_codes):
+        marks[k, codes] = True
+    closed = [w.get("closed_at") for w in rows]
+    return {
+        "customer": customer,
+        "segment": np.where(customer >= 0, segment[np.maximum(customer, 0)], -1),
+        "warned_at": np.array([w["warned_at"] for w in rows], np.int64),
+        "closed_at": np.array([FAR_FUTURE if c is None else c for c in closed], np.int64),
+        "reasons": marks,
+        "actions": np.array(
+            [actions.code("+".join(sorted(set(w.get("actions") or []))) or "none") for w in rows], np.int64
+        ),
+        "outcome": np.array([outcomes.code(w.get("outcome") or "closed") for w in rows], np.int64),
+        "clv": np.array([w["clv_cents"] for w in rows], np.float64),
+        "risk": np.array([w["risk"] for w in rows], np.float64),
+    }, {"reasons": reasons.labels, "actions": actions.labels, "outcomes": outcomes.labels}
 
 
 def cohort_matrix(
@@ -473,20 +787,14 @@ def cohort_matrix(
 
 def spend_in(s: Snapshot, p: Period) -> np.ndarray:
     """Net sales per customer in the period."""
-    window = _slice(s.order_t, p)
-    customers, net = s.order_customer[window], s.order_net[window]
-    keep = customers >= 0
-    return np.bincount(customers[keep], weights=net[keep], minlength=s.size)
+    return s.cubes["spend"].sums(p)
 
 
 def composition(s: Snapshot, p: Period, by: tuple[str, ...]) -> dict[str, Any]:
     """Customers known by the period's end (registered or buying), those buying in it, their
     net sales, and average CLV and churn risk, by one dimension or two crossed."""
     spend = spend_in(s, p)
-    window = _slice(s.order_t, p)
-    buyers = np.zeros(s.size, bool)
-    c = s.order_customer[window]
-    buyers[c[c >= 0]] = True
+    buyers = s.cubes["orders"].sums(p) > 0
     member = s.known_from < p.hi
     key = np.zeros(s.size, np.int64)
     width = 1
@@ -565,13 +873,24 @@ def pareto(spend: np.ndarray, points: int = 100) -> dict[str, Any]:
 
 def contribution(s: Snapshot, p: Period, top: int = TOP_DEFAULT) -> dict[str, Any]:
     spend = spend_in(s, p)
-    by_spend = [i for i in np.argsort(-spend, kind="stable")[:top] if spend[i] > 0]
-    by_clv = [i for i in np.argsort(-s.clv, kind="stable")[:top] if s.clv[i] > 0]
+    by_spend = [i for i in _top(spend, top) if spend[i] > 0]
+    by_clv = [i for i in _top(s.clv, top) if s.clv[i] > 0]
     return {
         **pareto(spend),
         "top_by_net_spend": [_person(s, i, spend) for i in by_spend],
         "top_by_clv": [_person(s, i, spend) for i in by_clv],
     }
+
+
+def _top(values: np.ndarray, k: int) -> list[int]:
+    """The indexes of the k largest values, largest first, ties by index (as a stable sort of
+    all of them would give, without sorting all of them)."""
+    k = min(k, len(values))
+    if k == 0:
+        return []
+    kth = np.partition(values, len(values) - k)[len(values) - k]
+    candidates = np.flatnonzero(values >= kth)
+    return candidates[np.lexsort((candidates, -values[candidates]))][:k].tolist()
 
 
 def _person(s: Snapshot, i: int, spend: np.ndarray) -> dict[str, Any]:
@@ -645,134 +964,150 @@ def rfm_grid(s: Snapshot, p: Period) -> dict[str, Any]:
 
 
 def segment_at(s: Snapshot, t: int) -> np.ndarray:
-    """Each customer's segment code at time t (-1 when none known): the last move's target
-    at or before t, else the first later move's origin."""
+    """Each customer's segment code at time t, -1 when not a customer yet (or never scored):
+    the last move's target at or before t; else, once known (registered or buying), the first
+    later move's origin, or for a customer without moves the current segment (the scorer
+    signals no move when a customer's first score already places them, as it does when the
+    first score comes with a purchase)."""
     m = s.moves
-    out = np.full(s.size, -1, np.int64)
+    unscored = s.labels["segment"].index(UNKNOWN) if UNKNOWN in s.labels["segment"] else -1
+    current = np.where(s.codes["segment"] == unscored, -1, s.codes["segment"])
+    out = np.where(s.known_from <= t, current, -1)
     if len(m["t"]) == 0:
         return out
     later = m["t"] > t
     # moves are sorted by (customer, time): the first later move of each customer, written
-    # first and then overwritten by the last earlier move
+    # last of the later ones, and then overwritten by the last earlier move
     rev = np.flatnonzero(later)[::-1]
-    out[m["customer"][rev]] = m["from"][rev]
+    known = s.known_from[m["customer"][rev]] <= t
+    out[m["customer"][rev][known]] = m["from"][rev][known]
     early = np.flatnonzero(~later)
     out[m["customer"][early]] = m["to"][early]
     return out
 
 
 def movement(s: Snapshot, start: int, end: int) -> dict[str, Any]:
-    """Customers by their segment at `start` (rows) and at `end` (columns)."""
+    """Customers by their segment at `start` (rows; NOT_YET for who was not a customer then)
+    and at `end` (columns)."""
     a, b = segment_at(s, start), segment_at(s, end)
-    keep = (a >= 0) & (b >= 0)
-    counts: dict[tuple[int, int], int] = defaultdict(int)
-    for x, y in zip(a[keep].tolist(), b[keep].tolist(), strict=True):
-        counts[(x, y)] += 1
+    keep = b >= 0
+    width = len(s.segments) + 1
+    counts = np.bincount((a[keep] + 1) * width + b[keep], minlength=width * width)
+    names = [NOT_YET, *s.segments]
+    cells = np.flatnonzero(counts)
+    order = np.lexsort((cells, -counts[cells]))
     matrix = [
-        {"from": s.segments[x], "to": s.segments[y], "customers": n}
-        for (x, y), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        {"from": names[int(k) // width], "to": s.segments[int(k) % width], "customers": int(counts[k])}
+        for k in cells[order]
     ]
+    stayed_known = keep & (a >= 0)
     return {
-        "from_date": _iso(start),
-        "to_date": _iso(end),
+        "from_date": iso(start),
+        "to_date": iso(end),
         "customers": int(keep.sum()),
-        "moved": sum(n for (x, y), n in counts.items() if x != y),
+        "moved": int((stayed_known & (a != b)).sum()),
+        "entered": int((keep & (a < 0)).sum()),
         "matrix": matrix,
     }
 
 
 def churn(s: Snapshot, p: Period) -> dict[str, Any]:
-    """Warnings opened and closed in the period by reason and by segment, value at risk
-    (CLV times risk of those still open at the period's end), value lost (CLV of those closed
-    as lost), and outcomes by the actions taken."""
-    opened_reason: dict[str, int] = defaultdict(int)
-    opened_segment: dict[str, int] = defaultdict(int)
-    closed_reason: dict[str, int] = defaultdict(int)
-    closed_segment: dict[str, int] = defaultdict(int)
-    outcomes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    opened = closed = at_risk = lost = 0
-    open_at_end = 0
-    for w in s.warnings:
-        segment = w.get("segment") or UNKNOWN
-        if p.lo <= w["warned_at"] < p.hi:
-            opened += 1
-            opened_segment[segment] += 1
-            for reason in w["reasons"]:
-                opened_reason[reason] += 1
-        closed_at = w.get("closed_at")
-        if closed_at is not None and p.lo <= closed_at < p.hi:
-            closed += 1
-            closed_segment[segment] += 1
-            for reason in w["reasons"]:
-                closed_reason[reason] += 1
-            if w.get("outcome") == "lost":
-                lost += w["clv_cents"]
-            actions = "+".join(sorted(set(w.get("actions") or []))) or "none"
-            outcomes[actions][w.get("outcome") or "closed"] += 1
-        if w["warned_at"] < p.hi and (closed_at is None or closed_at >= p.hi):
-            open_at_end += 1
-            at_risk += round(w["clv_cents"] * w["risk"])
+    """Warnings opened and closed in the period by reason and by the customer's current
+    segment, value at risk (CLV times risk of those still open at the period's end), value
+    lost (CLV of those closed as lost), and outcomes by the actions taken; and all of it per
+    current segment."""
+    w, labels = s.warnings, s.warning_labels
+    opened = (w["warned_at"] >= p.lo) & (w["warned_at"] < p.hi)
+    closed = (w["closed_at"] >= p.lo) & (w["closed_at"] < p.hi)
+    open_at_end = (w["warned_at"] < p.hi) & (w["closed_at"] >= p.hi)
+    lost_code = labels["outcomes"].index("lost") if "lost" in labels["outcomes"] else -1
+    lost = closed & (w["outcome"] == lost_code)
+    at_risk = np.round(w["clv"] * w["risk"])
+    segment = w["segment"] + 1  # 0: a customer with no segment known
+    names = [UNKNOWN, *s.segments]
+    width = len(names)
+
+    def by_reason(pick: np.ndarray) -> dict[str, int]:
+        counts = w["reasons"][pick].sum(axis=0)
+        return {labels["reasons"][k]: int(counts[k]) for k in np.argsort(labels["reasons"]) if counts[k]}
+
+    def count(pick: np.ndarray) -> np.ndarray:
+        return np.bincount(segment[pick], minlength=width)
+
+    def total(pick: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return np.bincount(segment[pick], weights=values[pick], minlength=width)
+
+    def by_name(counts: np.ndarray) -> dict[str, int]:
+        return {names[k]: int(counts[k]) for k in sorted(np.flatnonzero(counts), key=lambda k: names[k])}
+
+    outcome_width = max(len(labels["outcomes"]), 1)
+
+    def outcomes(pick: np.ndarray, key: np.ndarray, key_labels: list[str]) -> dict[str, dict[str, int]]:
+        grid = np.bincount(
+            key[pick] * outcome_width + w["outcome"][pick], minlength=len(key_labels) * outcome_width
+        ).reshape(len(key_labels), outcome_width)
+        return {
+            key_labels[k]: {labels["outcomes"][o]: int(grid[k, o]) for o in np.flatnonzero(grid[k])}
+            for k in sorted(np.flatnonzero(grid.sum(axis=1)), key=lambda k: key_labels[k])
+        }
+
+    per_segment = {
+        "opened": count(opened),
+        "closed": count(closed),
+        "open_at_end": count(open_at_end),
+        "value_at_risk_cents": total(open_at_end, at_risk),
+        "value_lost_cents": total(lost, w["clv"]),
+    }
+    by_outcome = outcomes(closed, segment, names)
     return {
-        "opened": opened,
-        "closed": closed,
-        "open_at_end": open_at_end,
-        "opened_by_reason": dict(sorted(opened_reason.items())),
-        "opened_by_segment": dict(sorted(opened_segment.items())),
-        "closed_by_reason": dict(sorted(closed_reason.items())),
-        "closed_by_segment": dict(sorted(closed_segment.items())),
-        "value_at_risk_cents": int(at_risk),
-        "value_lost_cents": int(lost),
-        "outcomes_by_action": {k: dict(v) for k, v in sorted(outcomes.items())},
+        "opened": int(opened.sum()),
+        "closed": int(closed.sum()),
+        "open_at_end": int(open_at_end.sum()),
+        "opened_by_reason": by_reason(opened),
+        "opened_by_segment": by_name(per_segment["opened"]),
+        "closed_by_reason": by_reason(closed),
+        "closed_by_segment": by_name(per_segment["closed"]),
+        "value_at_risk_cents": int(at_risk[open_at_end].sum()),
+        "value_lost_cents": int(w["clv"][lost].sum()),
+        "outcomes_by_action": outcomes(closed, w["actions"], labels["actions"]),
+        "by_segment": [
+            {
+                "segment": names[k],
+                **{name: int(round(values[k])) for name, values in per_segment.items()},
+                "outcomes": by_outcome.get(names[k], {}),
+            }
+            for k in sorted(
+                np.flatnonzero(sum(per_segment[n] for n in ("opened", "closed", "open_at_end"))),
+                key=lambda k: names[k],
+            )
+        ],
     }
 
 
 def products(s: Snapshot, p: Period, by: str | None) -> dict[str, Any]:
     """Net sales by category and by brand, each optionally split by a customer dimension."""
-    w = _slice(s.line_t, p)
-    customer, net = s.line_customer[w], s.line_net[w]
     out: dict[str, Any] = {"by": by}
-    for name, codes, labels in (
-        ("categories", s.line_category[w], s.categories),
-        ("brands", s.line_brand[w], s.brands),
+    for name, column, labels in (
+        ("categories", "category", s.categories),
+        ("brands", "brand", s.brands),
     ):
-        sales = np.bincount(codes, weights=net, minlength=len(labels))
-        buyers = _distinct_per(codes, customer, len(labels), s.size)
+        sales = s.cubes[name].sums(p)[: len(labels)]
+        buyers = s.buyers[name].count(p)
+        order = [int(k) for k in np.argsort(-sales, kind="stable") if round(sales[k]) != 0 or buyers[k]]
         rows = [
-            {
-                name[:-1] if name == "brands" else "category": labels[k],
-                "net_sales_cents": int(round(sales[k])),
-                "buyers": int(buyers[k]),
-            }
-            for k in np.argsort(-sales, kind="stable")
-            if sales[k] != 0 or buyers[k]
+            {column: labels[k], "net_sales_cents": int(round(sales[k])), "buyers": int(buyers[k])}
+            for k in order
         ]
         if by is not None:
-            dim = np.where(customer >= 0, s.codes[by][np.maximum(customer, 0)], -1)
-            split: dict[int, dict[str, int]] = defaultdict(dict)
-            known = dim >= 0
             width = max(len(s.labels[by]), 1)
-            cross = np.bincount(
-                codes[known] * width + dim[known], weights=net[known], minlength=len(labels) * width
-            )
-            for k in np.flatnonzero(cross):
-                split[int(k) // width][s.labels[by][int(k) % width]] = int(round(cross[k]))
-            for row, k in zip(rows, [labels.index(r[next(iter(r))]) for r in rows], strict=True):
-                row[f"by_{by}"] = split.get(k, {})
+            cross = s.splits[(name, by)].sums(p).reshape(-1, width)
+            for row, k in zip(rows, order, strict=True):
+                row[f"by_{by}"] = {
+                    s.labels[by][j]: int(round(cross[k, j])) for j in np.flatnonzero(np.round(cross[k]))
+                }
         out[name] = rows
-    out["net_sales_cents"] = int(round(net.sum()))
+    out["net_sales_cents"] = int(round(s.cubes["categories"].sums(p).sum()))
     return out
-
-
-def _distinct_per(codes: np.ndarray, customer: np.ndarray, width: int, customers: int) -> np.ndarray:
-    """How many different customers each code has: marks in a code x customer grid when it is
-    small enough (one pass, no sort), else a unique over combined keys."""
-    keep = customer >= 0
-    if width * customers <= 50_000_000:
-        seen = np.zeros((width, customers), bool)
-        seen[codes[keep], customer[keep]] = True
-        return seen.sum(axis=1)
-    pairs = np.unique(codes[keep] * customers + customer[keep])
-    return np.bincount(pairs // customers, minlength=width)
 
 
 def next_categories(s: Snapshot, p: Period, category: str) -> dict[str, Any]:
@@ -781,9 +1116,9 @@ def next_categories(s: Snapshot, p: Period, category: str) -> dict[str, Any]:
     if category not in s.categories:
         return {"category": category, "transitions": 0, "next": []}
     code = s.categories.index(category)
-    w = _slice(s.next_t, p)
-    mine = s.next_from[w] == code
-    counts = np.bincount(s.next_to[w][mine], minlength=len(s.categories))
+    mine = slice(int(s.next_offsets[code]), int(s.next_offsets[code + 1]))
+    w = _slice(s.next_t[mine], p)
+    counts = np.bincount(s.next_to[mine][w], minlength=len(s.categories))
     total = int(counts.sum())
     return {
         "category": category,
@@ -801,63 +1136,72 @@ def satisfaction(s: Snapshot, p: Period) -> dict[str, Any]:
     and NPS (recommend 0-10), by month and by complaint category."""
     sv = s.surveys
     w = _slice(sv["t"], p)
-    months = month_index(sv["t"][w]) if len(sv["t"][w]) else np.zeros(0, np.int64)
-    by_month = []
-    for m in np.unique(months):
-        pick = np.flatnonzero(months == m) + (w.start or 0)
-        by_month.append({"month": month_label(int(m)), **_survey_figures(sv, pick)})
-    by_category = []
-    cats = sv["category"][w]
-    for k in np.unique(cats):
-        pick = np.flatnonzero(cats == k) + (w.start or 0)
-        by_category.append(
-            {"complaint_category": s.complaint_categories[int(k)], **_survey_figures(sv, pick)}
-        )
+    rows = np.arange(w.start or 0, w.stop or 0)
+    months = sv["month"][w]
+    first = int(months.min()) if len(months) else 0
+    by_month = _survey_figures(sv, rows, months - first)
+    by_category = _survey_figures(sv, rows, sv["category"][w])
     return {
-        **_survey_figures(sv, np.arange(w.start or 0, w.stop or 0)),
-        "by_month": by_month,
-        "by_complaint_category": by_category,
+        **_survey_figures(sv, rows, np.zeros(len(rows), np.int64)).get(0, _survey_figures_empty()),
+        "by_month": [{"month": month_label(first + k), **v} for k, v in by_month.items()],
+        "by_complaint_category": [
+            {"complaint_category": s.complaint_categories[k], **v} for k, v in by_category.items()
+        ],
     }
 
 
-def _survey_figures(sv: dict[str, np.ndarray], pick: np.ndarray) -> dict[str, Any]:
-    csat = sv["csat"][pick]
-    general = ~csat
-    dims = {}
-    for name in DIMENSION_SCORES:
-        values = sv[name][pick][general]
-        values = values[~np.isnan(values)]
-        dims[name] = round(float(values.mean()), 3) if len(values) else None
-    csat_scores = sv["overall"][pick][csat]
-    csat_scores = csat_scores[~np.isnan(csat_scores)]
+def _survey_figures_empty() -> dict[str, Any]:
     return {
-        "surveys": int(len(pick)),
-        "dimensions": dims,
-        "csat": round(float(csat_scores.mean()), 3) if len(csat_scores) else None,
-        "csat_surveys": int(csat.sum()),
-        "nps": nps([int(r) for r in sv["recommend"][pick] if not np.isnan(r)]),
+        "surveys": 0,
+        "dimensions": dict.fromkeys(DIMENSION_SCORES),
+        "csat": None,
+        "csat_surveys": 0,
+        "nps": None,
     }
 
 
-def monthly_sales(
-    t: np.ndarray, net: np.ndarray, codes: np.ndarray | None = None
-) -> dict[Any, dict[tuple[int, int], int]]:
-    """Net sales by (year, month), per code (None: the shop): one bincount over month x code."""
-    out: dict[Any, dict[tuple[int, int], int]] = defaultdict(dict)
-    if len(t) == 0:
-        return out
-    months = month_index(t)
-    first = int(months.min())
-    keys = np.zeros(len(t), np.int64) if codes is None else codes
-    width = int(keys.max()) + 1
-    span = int(months.max()) - first + 1
-    sums = np.bincount((months - first) * width + keys, weights=net, minlength=span * width).reshape(
-        span, width
-    )
-    for row, col in zip(*np.nonzero(sums), strict=True):
+def _survey_figures(
+    sv: dict[str, np.ndarray], rows: np.ndarray, group: np.ndarray
+) -> dict[int, dict[str, Any]]:
+    """The figures of each group of surveys (group: each row's group number, from 0)."""
+    width = int(group.max()) + 1 if len(group) else 0
+    csat = sv["csat"][rows]
+
+    def means(values: np.ndarray, among: np.ndarray) -> list[float | None]:
+        ok = among & ~np.isnan(values)
+        sums = np.bincount(group[ok], weights=values[ok], minlength=width)
+        counts = np.bincount(group[ok], minlength=width)
+        return [round(float(a / n), 3) if n else None for a, n in zip(sums, counts, strict=True)]
+
+    dims = {name: means(sv[name][rows], ~csat) for name in DIMENSION_SCORES}
+    csat_mean = means(sv["overall"][rows], csat)
+    surveys = np.bincount(group, minlength=width)
+    csat_surveys = np.bincount(group[csat], minlength=width)
+    recommend = sv["recommend"][rows]
+    answered = ~np.isnan(recommend)
+    order = np.argsort(group[answered], kind="stable")
+    split = np.searchsorted(group[answered][order], np.arange(width + 1))
+    values = recommend[answered][order].astype(np.int64)
+    return {
+        k: {
+            "surveys": int(surveys[k]),
+            "dimensions": {name: dims[name][k] for name in DIMENSION_SCORES},
+            "csat": csat_mean[k],
+            "csat_surveys": int(csat_surveys[k]),
+            "nps": nps(values[split[k] : split[k + 1]].tolist()),
+        }
+        for k in np.flatnonzero(surveys).tolist()
+    }
+
+
+def monthly_sales(sums: np.ndarray, starts: np.ndarray) -> dict[int, dict[tuple[int, int], int]]:
+    """Net sales by (year, month) per key, from a cube's months x keys (months beginning at
+    `starts`); a month without sales is left out."""
+    out: dict[int, dict[tuple[int, int], int]] = defaultdict(dict)
+    first = int(month_index(starts[:1])[0]) if len(starts) else 0
+    for row, col in zip(*np.nonzero(np.round(sums)), strict=True):
         month = first + int(row)
-        key = None if codes is None else int(col)
-        out[key][(1970 + month // 12, month % 12 + 1)] = int(round(sums[row, col]))
+        out[int(col)][(1970 + month // 12, month % 12 + 1)] = int(round(sums[row, col]))
     return out
 
 
@@ -928,10 +1272,8 @@ def _trend_seasonal(series: np.ndarray, first: int, horizon: int) -> np.ndarray:
 
 def seasonality(s: Snapshot, p: Period, horizon: int = 6) -> dict[str, Any]:
     """The seasonal index shop-wide and per category, and the shop's forecast."""
-    w = _slice(s.order_t, p)
-    shop = monthly_sales(s.order_t[w], s.order_net[w]).get(None, {})
-    lw = _slice(s.line_t, p)
-    per_category = monthly_sales(s.line_t[lw], s.line_net[lw], s.line_category[lw])
+    shop = monthly_sales(s.cubes["shop"].monthly(p), s.cubes["shop"].rows.starts).get(0, {})
+    per_category = monthly_sales(s.cubes["categories"].monthly(p), s.cubes["categories"].rows.starts)
     return {
         "shop": seasonal_index(shop),
         "by_category": {s.categories[k]: seasonal_index(v)["index"] for k, v in sorted(per_category.items())},

@@ -46,7 +46,9 @@ def build_snapshot(mongo_url: str, db_name: str, now: int) -> Snapshot:
     global _builder_db
     if _builder_db is None:
         _builder_db = blocking_client(mongo_url, serverSelectionTimeoutMS=10_000)[db_name]
-    return domain.build(**read_model(_builder_db), now=now)
+    snapshot = domain.build(**read_model(_builder_db), now=now)
+    precompute(snapshot)
+    return snapshot
 
 
 def _builder_pool() -> ProcessPoolExecutor:
@@ -142,48 +144,105 @@ class ReportsService:
 
     # --- answering ------------------------------------------------------------------------------
 
-    def _answer(self, compute: Callable[[Snapshot], dict[str, Any]]) -> dict[str, Any]:
+    def _answer(self, report: str, p: Period, **params: Any) -> dict[str, Any]:
         snapshot = self.snapshot
         if snapshot is None:
             raise ReportsError("the reports are being built; try again in a moment", Kind.UNAVAILABLE)
+        now = int(self.clock.now().timestamp())
+        body = answer(snapshot, report, p, now, **params)
         freshness = snapshot.freshness()
-        freshness["age_seconds"] = max(0, int(self.clock.now().timestamp()) - snapshot.built_at)
+        freshness["age_seconds"] = max(0, now - snapshot.built_at)
         freshness["scores_pulled_at"] = self.pulled_at.isoformat() if self.pulled_at else None
-        return {**compute(snapshot), "freshness": freshness}
+        freshness["computed_at"] = body.pop("computed_at")
+        return {**body, "freshness": freshness}
 
     def composition(self, p: Period, by: tuple[str, ...]) -> dict[str, Any]:
-        return self._answer(lambda s: domain.composition(s, p, by))
+        return self._answer("composition", p, by=by)
 
     def contribution(self, p: Period, top: int) -> dict[str, Any]:
-        return self._answer(lambda s: domain.contribution(s, p, top))
+        return self._answer("contribution", p, top=top)
 
     def retention(self, p: Period) -> dict[str, Any]:
-        return self._answer(lambda s: domain.retention(s, p))
+        return self._answer("retention", p)
 
     def rfm(self, p: Period) -> dict[str, Any]:
-        return self._answer(lambda s: domain.rfm_grid(s, p))
+        return self._answer("rfm", p)
 
     def movement(self, p: Period) -> dict[str, Any]:
-        def compute(s: Snapshot) -> dict[str, Any]:
-            start = (
-                p.start if p.start is not None else int(s.moves["t"].min()) if len(s.moves["t"]) else s.as_of
-            )
-            end = p.end if p.end is not None else s.as_of
-            return domain.movement(s, start, end)
-
-        return self._answer(compute)
+        return self._answer("movement", p)
 
     def churn(self, p: Period) -> dict[str, Any]:
-        return self._answer(lambda s: domain.churn(s, p))
+        return self._answer("churn", p)
 
     def products(self, p: Period, by: str | None) -> dict[str, Any]:
-        return self._answer(lambda s: domain.products(s, p, by))
+        return self._answer("products", p, by=by)
 
     def next_categories(self, p: Period, category: str) -> dict[str, Any]:
-        return self._answer(lambda s: domain.next_categories(s, p, category))
+        return self._answer("next_categories", p, category=category)
 
     def satisfaction(self, p: Period) -> dict[str, Any]:
-        return self._answer(lambda s: domain.satisfaction(s, p))
+        return self._answer("satisfaction", p)
 
     def seasonality(self, p: Period, horizon: int) -> dict[str, Any]:
-        return self._answer(lambda s: domain.seasonality(s, p, horizon))
+        return self._answer("seasonality", p, horizon=horizon)
+
+
+def _movement(s: Snapshot, p: Period) -> dict[str, Any]:
+    start = p.start if p.start is not None else int(s.moves["t"].min()) if len(s.moves["t"]) else s.as_of
+    return domain.movement(s, start, p.end if p.end is not None else s.as_of)
+
+
+# Each report: what computes it from a snapshot and a period with its own parameters.
+REPORTS: dict[str, Callable[..., dict[str, Any]]] = {
+    "composition": domain.composition,
+    "contribution": domain.contribution,
+    "retention": domain.retention,
+    "rfm": domain.rfm_grid,
+    "movement": _movement,
+    "churn": domain.churn,
+    "products": domain.products,
+    "next_categories": domain.next_categories,
+    "satisfaction": domain.satisfaction,
+    "seasonality": domain.seasonality,
+}
+
+
+def answer(s: Snapshot, report: str, p: Period, now: int, **params: Any) -> dict[str, Any]:
+    """The report over the period, with the period it covers and when it was computed. A
+    named period's answer is kept with the snapshot (most were computed when it was built);
+    any other is computed now."""
+    key = (report, p.name, *sorted(params.items()))
+    kept = s.answers.get(key) if p.name is not None else None
+    if kept is not None:
+        return dict(kept)
+    bounds = domain.resolve(p, s.as_of)
+    body = {**REPORTS[report](s, bounds, **params), "period": bounds.shown(), "computed_at": domain.iso(now)}
+    if p.name is not None:
+        s.answers[key] = body
+        return dict(body)
+    return body
+
+
+def common_questions(s: Snapshot) -> list[tuple[str, dict[str, Any]]]:
+    """The reports with the parameters asked for most, answered for every named period when
+    the snapshot is built: composition and products by each single dimension, every
+    category's next categories, and each other report with its defaults."""
+    asked: list[tuple[str, dict[str, Any]]] = [("composition", {"by": (d,)}) for d in domain.DIMENSIONS]
+    asked += [("products", {"by": by}) for by in (None, *domain.DIMENSIONS)]
+    asked += [("next_categories", {"category": c}) for c in s.categories]
+    asked += [
+        ("contribution", {"top": domain.TOP_DEFAULT}),
+        ("retention", {}),
+        ("rfm", {}),
+        ("movement", {}),
+        ("churn", {}),
+        ("satisfaction", {}),
+        ("seasonality", {"horizon": domain.HORIZON_DEFAULT}),
+    ]
+    return asked
+
+
+def precompute(s: Snapshot) -> None:
+    for name in domain.PERIODS:
+        for report, params in common_questions(s):
+            answer(s, report, Period(name=name), s.as_of, **params)
