@@ -167,22 +167,37 @@ def load_read_model(mongo_url: str, db_name: str) -> tuple[float, int]:
     return time.perf_counter() - started, orders
 
 
-def paths() -> dict[str, str]:
-    year = f"from={(NOW - timedelta(days=365)).strftime('%Y-%m-%dT%H:%M:%SZ')}"
-    return {
-        "composition by segment": f"/reports/composition?by=segment&{year}",
-        "composition gender x age band": f"/reports/composition?by=gender,age_band&{year}",
-        "contribution": f"/reports/contribution?{year}",
-        "retention": "/reports/retention",
-        "rfm grid": f"/reports/rfm?{year}",
-        "segment moves": f"/reports/segment-moves?{year}",
-        "churn": f"/reports/churn?{year}",
-        "products by tier": f"/reports/products?by=tier&{year}",
-        "next categories": "/reports/products/next?category=shoes",
-        "satisfaction": f"/reports/satisfaction?{year}",
-        "seasonality + forecast": "/reports/seasonality",
-        "composition csv": "/reports/composition?by=city,channel&format=csv",
-    }
+QUESTIONS = {
+    "composition by segment": "/reports/composition?by=segment",
+    "composition gender x age band": "/reports/composition?by=gender,age_band",
+    "contribution": "/reports/contribution?",
+    "retention": "/reports/retention?",
+    "rfm grid": "/reports/rfm?",
+    "segment moves": "/reports/segment-moves?",
+    "churn": "/reports/churn?",
+    "products by tier": "/reports/products?by=tier",
+    "next categories": "/reports/products/next?category=shoes",
+    "satisfaction": "/reports/satisfaction?",
+    "seasonality + forecast": "/reports/seasonality?",
+    "composition csv": "/reports/composition?by=city,channel&format=csv",
+}
+
+
+def paths(rng: random.Random, count: int) -> dict[str, list[str]]:
+    """Each question twice: over a named period (last 365 days, answered when the snapshot
+    was built, except the crossed composition, computed on the request), and over periods
+    starting on a different random second of the last three years each time (computed on
+    the request from the monthly running totals)."""
+
+    def since() -> str:
+        return (NOW - timedelta(seconds=rng.randrange(3 * 365 * 86400))).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    out = {}
+    for name, path in QUESTIONS.items():
+        glue = "" if path.endswith("?") else "&"
+        out[f"{name}, last 365 days"] = [f"{path}{glue}period=last_365_days"] * count
+        out[f"{name}, any period"] = [f"{path}{glue}from={since()}" for _ in range(count)]
+    return out
 
 
 def main() -> None:
@@ -203,9 +218,8 @@ def main() -> None:
         print(f"snapshot built in {time.perf_counter() - started:.1f} s: {built.json()['freshness']}")
         _, base_lat = asyncio.run(load(reports.url, ["/healthz"] * REQUESTS, headers))
         rows: list[Row] = []
-        for name, path in paths().items():
-            count = max(REQUESTS // 10, 100)
-            _, lat = asyncio.run(load(reports.url, [path] * count, headers))
+        for name, asked in paths(random.Random(5), max(REQUESTS // 10, 100)).items():
+            _, lat = asyncio.run(load(reports.url, asked, headers))
             rows += [
                 Row("reports_http", f"{name} p50", percentile(lat, 50) * 1000, "ms", "/healthz",
                     percentile(base_lat, 50) * 1000, higher_is_better=False),

@@ -216,6 +216,12 @@ class Codes:
             self.labels.append(label)
         return found
 
+    def codes(self, labels: Sequence[str | None]) -> np.ndarray:
+        """The codes of many labels at once (a dictionary's speed, not a call per label)."""
+        first_seen: dict[str | None, int] = {}
+        raw = np.fromiter((first_seen.setdefault(x, len(first_seen)) for x in labels), np.int64, len(labels))
+        return np.array([self.code(x) for x in first_seen], np.int64)[raw] if len(raw) else raw
+
 
 def month_starts(first: int, last: int) -> np.ndarray:
     """The epoch second each month from `first` to `last` (months since 1970-01) begins."""
@@ -430,6 +436,7 @@ class Snapshot:
     warning_labels: dict[str, list[str]]
     # the answers for the common periods, computed with the snapshot (by the service's table)
     answers: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    build_seconds: dict[str, float] = field(default_factory=dict)  # reading, aggregating, answering
 
     @property
     def size(self) -> int:
@@ -445,6 +452,7 @@ class Snapshot:
             "built_at": iso(self.built_at),
             "customers": self.size,
             "orders": len(self.order_t),
+            "build_seconds": self.build_seconds,
         }
 
 
@@ -503,12 +511,15 @@ def build(
 
     categories, brands = Codes(), Codes()
     per_order = np.fromiter((len(o.lines) for o in order_list), np.int64, len(order_list))
-    lines = [line for o in order_list for line in o.lines]
-    line_t = np.repeat(order_t, per_order)  # orders are in time order, so their lines are too
-    line_customer = np.repeat(order_customer, per_order)
-    line_category = np.fromiter((categories.code(c) for c, _, _ in lines), np.int64, len(lines))
-    line_brand = np.fromiter((brands.code(b) for _, b, _ in lines), np.int64, len(lines))
-    line_net = np.fromiter((cents for _, _, cents in lines), np.float64, len(lines))
+    line_category_labels, line_brand_labels, line_cents = (
+        zip(*(line for o in order_list for line in o.lines), strict=True) if per_order.sum() else ((), (), ())
+    )
+    line_order = np.repeat(np.arange(len(order_list)), per_order)
+    line_t = order_t[line_order]  # orders are in time order, so their lines are too
+    line_customer = order_customer[line_order]
+    line_category = categories.codes(line_category_labels)
+    line_brand = brands.codes(line_brand_labels)
+    line_net = np.array(line_cents, np.float64)
 
     dims = {d: Codes() for d in DIMENSIONS}
     codes = {d: np.zeros(n, np.int64) for d in DIMENSIONS}
@@ -544,7 +555,7 @@ def build(
         if len(code) >= 2 and code[:2].isdigit():
             r[i], f[i] = int(code[0]), int(code[1])
 
-    next_t, next_from, next_to = _next_categories(order_list, order_customer, categories)
+    next_t, next_from, next_to = _next_categories(order_t, order_customer, line_order, line_category)
     survey_arrays = _surveys(surveys, complaints, erased)
     move_arrays = _moves(moves, index, erased, dims["segment"])
     warning_arrays, warning_labels = _warnings(warnings, index, erased, codes["segment"])
@@ -662,24 +673,26 @@ def erase(s: Snapshot, customer_id: str) -> None:
 
 
 def _next_categories(
-    orders: Sequence[OrderRecord], customers: np.ndarray, categories: Codes
+    order_t: np.ndarray, customer: np.ndarray, line_order: np.ndarray, line_category: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each customer's consecutive paid orders: (time of the earlier order, each category
-    in it, each category of the next order)."""
-    last: dict[int, OrderRecord] = {}
-    t, a, b = [], [], []
-    for o, customer in zip(orders, customers.tolist(), strict=True):
-        if customer < 0:
-            continue
-        before = last.get(customer)
-        if before is not None:
-            for x in {c for c, _, _ in before.lines}:
-                for y in {c for c, _, _ in o.lines}:
-                    t.append(before.paid_at)
-                    a.append(categories.code(x))
-                    b.append(categories.code(y))
-        last[customer] = o
-    return np.array(t, np.int64), np.array(a, np.int64), np.array(b, np.int64)
+    """For each customer's consecutive paid orders (in time order): the time of the earlier
+    order, each category in it, each category of the next order."""
+    by_customer = np.argsort(customer, kind="stable")  # each customer's orders, in time order
+    previous = np.full(len(order_t), -1, np.int64)
+    same = (customer[by_customer][1:] == customer[by_customer][:-1]) & (customer[by_customer][1:] >= 0)
+    previous[by_customer[1:][same]] = by_customer[:-1][same]
+    width = int(line_category.max()) + 1 if len(line_category) else 1
+    pairs = np.unique(line_order * width + line_category)  # each order's distinct categories, by order
+    pair_order, pair_category = pairs // width, pairs % width
+    start = np.searchsorted(pair_order, np.arange(len(order_t) + 1))
+    count = np.diff(start)
+    later = np.flatnonzero(previous[pair_order] >= 0)  # (order, category) of orders with one before
+    before = previous[pair_order[later]]
+    repeat = count[before]
+    rows = np.repeat(later, repeat)
+    offsets = np.arange(int(repeat.sum())) - np.repeat(np.cumsum(repeat) - repeat, repeat)
+    earlier_rows = np.repeat(start[before], repeat) + offsets
+    return order_t[pair_order[earlier_rows]], pair_category[earlier_rows], pair_category[rows]
 
 
 def _surveys(

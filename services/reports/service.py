@@ -46,8 +46,17 @@ def build_snapshot(mongo_url: str, db_name: str, now: int) -> Snapshot:
     global _builder_db
     if _builder_db is None:
         _builder_db = blocking_client(mongo_url, serverSelectionTimeoutMS=10_000)[db_name]
-    snapshot = domain.build(**read_model(_builder_db), now=now)
+    started = time.perf_counter()
+    model = read_model(_builder_db)
+    read = time.perf_counter()
+    snapshot = domain.build(**model, now=now)
+    built = time.perf_counter()
     precompute(snapshot)
+    snapshot.build_seconds = {
+        "read": round(read - started, 2),
+        "aggregate": round(built - read, 2),
+        "common_answers": round(time.perf_counter() - built, 2),
+    }
     return snapshot
 
 
@@ -127,6 +136,7 @@ class ReportsService:
                 customers=snapshot.size,
                 orders=len(snapshot.order_t),
                 seconds=round(time.perf_counter() - started, 2),
+                **snapshot.build_seconds,
             )
             return snapshot
 

@@ -279,20 +279,23 @@ def test_rfm_grid_and_segment_moves_match_the_live_profiles(reports, platform, s
         return report(reports, "rfm")["customers"], want
 
     until(grids, lambda pair: pair[0] == pair[1], timeout=60)
-    profiles = {p: platform["profiles"].get(f"/customers/{c}").json() for p, c in shop["ids"].items()}
-    current: dict[str, int] = defaultdict(int)
-    for person in ("A", "B", "C"):
-        current[profiles[person]["rfm"]["segment"]] += 1
 
-    def landed() -> dict[str, int]:
-        period = {"from": "2026-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}  # moves carry the wall clock
-        counts: dict[str, int] = defaultdict(int)
-        for m in report(reports, "segment-moves", **period)["matrix"]:
-            counts[m["to"]] += m["customers"]
-        return dict(counts)
+    def landed() -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        """Segment moves from before the shop opened to after today (moves carry the wall
+        clock), beside every person's segment now: each entered ('none') into where they are."""
+        current: dict[tuple[str, str], int] = defaultdict(int)
+        for customer in shop["ids"].values():
+            current[
+                ("none", platform["profiles"].get(f"/customers/{customer}").json()["rfm"]["segment"])
+            ] += 1
+        period = {"from": "2026-01-01T00:00:00Z", "to": "2030-01-01T00:00:00Z"}
+        body = report(reports, "segment-moves", **period)
+        assert body["entered"] == body["customers"] and body["moved"] == 0
+        return {(m["from"], m["to"]): m["customers"] for m in body["matrix"]}, dict(current)
 
-    # a customer first scored with a purchase already has a segment: no move is signalled for them
-    until(landed, lambda counts: counts and all(n <= current.get(seg, 0) for seg, n in counts.items()))
+    # a customer first scored with a purchase already has a segment (no move is signalled for
+    # them), as has one scored a Prospect on registration (D): every one of them counts
+    until(landed, lambda pair: pair[0] == pair[1] and sum(pair[0].values()) == len(PEOPLE))
 
 
 def test_products_by_category_brand_and_what_comes_next(reports, ready):
@@ -340,11 +343,52 @@ def test_seasonality_shop_and_per_category_with_a_forecast(reports, ready):
     assert body["forecast"]["holdout"] is None  # less than two years of history
 
 
-def test_churn_report_counts_the_worklist(reports, platform, ready):
+def test_churn_report_counts_the_worklist_by_current_segment(reports, platform, ready):
     warnings = platform["profiles"].get("/churn-warnings", role="viewer").json()["items"]
     body = report(reports, "churn")
     assert body["opened"] == len(warnings)
     assert body["value_at_risk_cents"] == sum(w["value_at_risk_cents"] for w in warnings if w["open"])
+    segment = {
+        w["customer_id"]: platform["profiles"].get(f"/customers/{w['customer_id']}").json()["rfm"]["segment"]
+        for w in warnings
+    }
+    opened: dict[str, int] = defaultdict(int)
+    for w in warnings:
+        opened[segment[w["customer_id"]]] += 1
+    assert {row["segment"]: row["opened"] for row in body["by_segment"]} == dict(opened)
+    assert sum(row["value_at_risk_cents"] for row in body["by_segment"]) == body["value_at_risk_cents"]
+
+
+def test_named_periods_are_answered_with_the_snapshot_and_agree_with_from_and_to(reports, ready):
+    kept = report(reports, "contribution", period="all_time")
+    asked = report(reports, "contribution")
+    assert kept["period"] == {"name": "all_time", "from": None, "to": None}
+    assert kept["freshness"]["computed_at"] == kept["freshness"]["as_of"]  # with the snapshot
+    assert {k: v for k, v in kept.items() if k not in ("freshness", "period")} == {
+        k: v for k, v in asked.items() if k not in ("freshness", "period")
+    }
+    year = report(reports, "products", by="segment", period="last_365_days")
+    same = report(reports, "products", by="segment", **{"from": year["period"]["from"]})
+    assert year["categories"] == same["categories"] and year["brands"] == same["brands"]
+    assert year["net_sales_cents"] == TOTAL  # the seeded orders are within the year
+    october = report(reports, "products", **{"from": "2026-10-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
+    want: dict[str, int] = defaultdict(int)
+    buyers: dict[str, set[str]] = defaultdict(set)
+    for order in ORDERS:
+        if order[1].startswith("2026-10"):
+            for cat, _, cents in expected_net(order)[1]:
+                want[cat] += cents
+                buyers[cat].add(order[0])
+    assert {r["category"]: r["net_sales_cents"] for r in october["categories"]} == dict(want)
+    assert {r["category"]: r["buyers"] for r in october["categories"]} == {
+        k: len(v) for k, v in buyers.items()
+    }
+    both = reports.get(
+        "/reports/rfm", role="viewer", params={"period": "this_month", "from": "2026-10-01T00:00:00Z"}
+    )
+    assert both.status_code in (400, 422) and "not both" in both.json()["detail"]
+    unknown = reports.get("/reports/rfm", role="viewer", params={"period": "fortnight"})
+    assert unknown.status_code in (400, 422) and "fortnight" in unknown.json()["detail"]
 
 
 def test_bad_input_is_a_4xx_naming_what_and_an_empty_period_is_empty(reports, ready):
@@ -421,8 +465,11 @@ def test_after_an_erasure_no_report_lists_the_person(reports, platform, shop, re
     assert report(reports, "products")["net_sales_cents"] == TOTAL  # the sale stays in the shop's
     for name, params in (
         ("composition", {"by": "city"}),
+        ("composition", {"by": "city", "period": "all_time"}),  # answered with the snapshot
+        ("contribution", {"period": "last_365_days"}),
         ("churn", {}),
         ("segment-moves", {}),
+        ("segment-moves", {"period": "all_time"}),
         ("products", {}),
     ):
         assert erased not in str(report(reports, name, **params))
