@@ -29,7 +29,7 @@ from services.common.settings import Settings
 from . import domain
 from .domain import Period, ReportsError, Snapshot
 from .events import CONSUMED, GROUP
-from .store import ReportsStore, read_model
+from .store import ReadModelReader, ReportsStore
 
 log = structlog.get_logger(__name__)
 BUILD_SECONDS = Histogram(
@@ -39,15 +39,16 @@ SNAPSHOT_AGE = Gauge("crm_reports_snapshot_built_timestamp_seconds", "When the r
 
 
 _builder_db: Database | None = None
+_reader = ReadModelReader()  # the builder process's copy of the read model, kept between builds
 
 
 def build_snapshot(mongo_url: str, db_name: str, now: int) -> Snapshot:
-    """In the builder process: read the read model and aggregate it."""
+    """In the builder process: read what changed in the read model and aggregate it all."""
     global _builder_db
     if _builder_db is None:
         _builder_db = blocking_client(mongo_url, serverSelectionTimeoutMS=10_000)[db_name]
     started = time.perf_counter()
-    model = read_model(_builder_db)
+    model = _reader.read(_builder_db)
     read = time.perf_counter()
     snapshot = domain.build(**model, now=now)
     built = time.perf_counter()
