@@ -203,6 +203,8 @@ def _movement(s: Snapshot, p: Period) -> dict[str, Any]:
     return domain.movement(s, start, p.end if p.end is not None else s.as_of)
 
 
+KEPT_ANSWERS = 5000  # named periods' answers kept per snapshot (about 400 are computed with it)
+
 # Each report: what computes it from a snapshot and a period with its own parameters.
 REPORTS: dict[str, Callable[..., dict[str, Any]]] = {
     "composition": domain.composition,
@@ -228,7 +230,7 @@ def answer(s: Snapshot, report: str, p: Period, now: int, **params: Any) -> dict
         return dict(kept)
     bounds = domain.resolve(p, s.as_of)
     body = {**REPORTS[report](s, bounds, **params), "period": bounds.shown(), "computed_at": domain.iso(now)}
-    if p.name is not None:
+    if p.name is not None and len(s.answers) < KEPT_ANSWERS:
         s.answers[key] = body
         return dict(body)
     return body
