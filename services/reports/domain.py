@@ -1331,6 +1331,13 @@ def table(report: str, body: dict[str, Any]) -> tuple[list[str], list[list[Any]]
         rows += [["closed_by_segment", k, v] for k, v in body["closed_by_segment"].items()]
         for action, outcomes in body["outcomes_by_action"].items():
             rows += [[f"outcome_after:{action}", k, v] for k, v in outcomes.items()]
+        for segment in body["by_segment"]:
+            rows += [
+                [f"segment:{segment['segment']}", k, v] for k, v in segment.items() if isinstance(v, int)
+            ]
+            rows += [
+                [f"segment:{segment['segment']}", f"outcome:{k}", v] for k, v in segment["outcomes"].items()
+            ]
         return ["table", "key", "count"], rows
     if report == "products":
         rows = [["category", r["category"], r["net_sales_cents"], r["buyers"]] for r in body["categories"]]

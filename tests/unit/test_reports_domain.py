@@ -207,6 +207,9 @@ def test_churn_warnings_by_reason_segment_value_and_outcome():
         {"segment": "Champions", "opened": 1, "closed": 1, "open_at_end": 0, "value_at_risk_cents": 0,
          "value_lost_cents": 50000, "outcomes": {"lost": 1}},
     ]  # fmt: skip
+    columns, rows = domain.table("churn", body)
+    assert ["segment:Champions", "value_lost_cents", 50000] in rows
+    assert ["segment:Champions", "outcome:lost", 1] in rows
     # at the end of January both were still open
     january = domain.churn(shop(), Period(None, t("2025-02-01")))
     assert january["open_at_end"] == 1 and january["value_at_risk_cents"] == 35000
