@@ -20,7 +20,6 @@ import numpy as np
 
 from services.common.errors import RuleBroken
 from services.common.vocabulary import AGE_BANDS, REPORT_DIMENSIONS
-from services.complaints.domain import nps
 from services.profiles.domain import seasonal_index
 from services.scoring.population import abc_thresholds
 
@@ -1149,13 +1148,12 @@ def satisfaction(s: Snapshot, p: Period) -> dict[str, Any]:
     and NPS (recommend 0-10), by month and by complaint category."""
     sv = s.surveys
     w = _slice(sv["t"], p)
-    rows = np.arange(w.start or 0, w.stop or 0)
     months = sv["month"][w]
     first = int(months.min()) if len(months) else 0
-    by_month = _survey_figures(sv, rows, months - first)
-    by_category = _survey_figures(sv, rows, sv["category"][w])
+    by_month = _survey_figures(sv, w, months - first)
+    by_category = _survey_figures(sv, w, sv["category"][w])
     return {
-        **_survey_figures(sv, rows, np.zeros(len(rows), np.int64)).get(0, _survey_figures_empty()),
+        **_survey_figures(sv, w, np.zeros(len(months), np.int64)).get(0, _survey_figures_empty()),
         "by_month": [{"month": month_label(first + k), **v} for k, v in by_month.items()],
         "by_complaint_category": [
             {"complaint_category": s.complaint_categories[k], **v} for k, v in by_category.items()
@@ -1173,18 +1171,16 @@ def _survey_figures_empty() -> dict[str, Any]:
     }
 
 
-def _survey_figures(
-    sv: dict[str, np.ndarray], rows: np.ndarray, group: np.ndarray
-) -> dict[int, dict[str, Any]]:
-    """The figures of each group of surveys (group: each row's group number, from 0)."""
+def _survey_figures(sv: dict[str, np.ndarray], rows: slice, group: np.ndarray) -> dict[int, dict[str, Any]]:
+    """The figures of each group of the surveys in `rows` (group: each one's number, from 0)."""
     width = int(group.max()) + 1 if len(group) else 0
     csat = sv["csat"][rows]
 
     def means(values: np.ndarray, among: np.ndarray) -> list[float | None]:
         ok = among & ~np.isnan(values)
-        sums = np.bincount(group[ok], weights=values[ok], minlength=width)
-        counts = np.bincount(group[ok], minlength=width)
-        return [round(float(a / n), 3) if n else None for a, n in zip(sums, counts, strict=True)]
+        sums = np.bincount(group, weights=np.where(ok, values, 0.0), minlength=width).tolist()
+        counts = np.bincount(group, weights=ok, minlength=width).tolist()
+        return [round(a / n, 3) if n else None for a, n in zip(sums, counts, strict=True)]
 
     dims = {name: means(sv[name][rows], ~csat) for name in DIMENSION_SCORES}
     csat_mean = means(sv["overall"][rows], csat)
@@ -1192,19 +1188,26 @@ def _survey_figures(
     csat_surveys = np.bincount(group[csat], minlength=width)
     recommend = sv["recommend"][rows]
     answered = ~np.isnan(recommend)
-    order = np.argsort(group[answered], kind="stable")
-    split = np.searchsorted(group[answered][order], np.arange(width + 1))
-    values = recommend[answered][order].astype(np.int64)
+    # NPS from the counts of each group's detractors (0-6), passives and promoters (9-10)
+    kinds = np.digitize(recommend[answered], [7, 9])  # 0 detractor, 1 passive, 2 promoter
+    tally = np.bincount(group[answered] * 3 + kinds, minlength=width * 3).reshape(width, 3).tolist()
     return {
         k: {
             "surveys": int(surveys[k]),
             "dimensions": {name: dims[name][k] for name in DIMENSION_SCORES},
             "csat": csat_mean[k],
             "csat_surveys": int(csat_surveys[k]),
-            "nps": nps(values[split[k] : split[k + 1]].tolist()),
+            "nps": nps_of(*tally[k]),
         }
         for k in np.flatnonzero(surveys).tolist()
     }
+
+
+def nps_of(detractors: int, passives: int, promoters: int) -> float | None:
+    """The complaints' rule (services/complaints/domain.py `nps`, which takes every answer)
+    from the counts of answers, so a period of many thousands of surveys is not a list."""
+    answers = detractors + passives + promoters
+    return round(100 * (promoters - detractors) / answers, 1) if answers else None
 
 
 def monthly_sales(sums: np.ndarray, starts: np.ndarray) -> dict[int, dict[tuple[int, int], int]]:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from services.common.errors import RuleBroken
+from services.complaints.domain import nps
 from services.reports import domain
 from services.reports.domain import Period
 
@@ -237,6 +238,15 @@ def test_satisfaction_dimensions_csat_and_nps():
     assert [m["month"] for m in body["by_month"]] == ["2025-01", "2025-02"]
     categories = {c["complaint_category"]: c for c in body["by_complaint_category"]}
     assert categories["delivery"]["csat"] == 2.0 and categories["none"]["csat"] is None
+
+
+def test_nps_from_counts_follows_the_complaints_rule():
+    rng = np.random.default_rng(2)
+    for size in (0, 1, 7, 300):
+        answers = rng.integers(0, 11, size).tolist()
+        counts = [sum(1 for a in answers if a <= 6), sum(1 for a in answers if 7 <= a <= 8)]
+        counts.append(sum(1 for a in answers if a >= 9))
+        assert domain.nps_of(*counts) == nps(answers)
 
 
 def test_forecast_reproduces_a_purely_seasonal_series_and_measures_its_holdout():
