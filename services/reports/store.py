@@ -223,7 +223,9 @@ class ReadModelReader:
     previous read began (less a margin for writes in flight), by the WRITTEN index, and
     takes an erased person's documents out (erasure is the only other deletion; a score of
     a profile no longer listed, or documents written without a stamp, are caught by a
-    collection's count, and everything is read again every FULL_READ_SECONDS anyway).
+    collection's count, its estimate from the collection's metadata: counting the documents
+    reads them all on the embedded database; and everything is read again every
+    FULL_READ_SECONDS anyway).
     Blocking (PyMongo): the builder runs in a process of its own, so reading a million orders
     never holds the HTTP process's interpreter."""
 
@@ -256,7 +258,7 @@ class ReadModelReader:
                 del kept[k]
         for name in (CUSTOMERS, SCORES, COMPLAINTS, SURVEYS, MOVES, WARNINGS):
             kept = self.docs.setdefault(name, {})
-            if not full and db[name].count_documents({}) != len(kept):
+            if not full and db[name].estimated_document_count() != len(kept):
                 kept.clear()  # something else went, or came without a stamp: this one all again
                 self._read(db[name].find({}), kept)
             else:
@@ -280,7 +282,7 @@ class ReadModelReader:
             for adjustment_id, a in self.adjustments.get(order_id, {}).items():
                 (returns if a["kind"] == "return" else refunds)[adjustment_id] = a
             self.records[order_id] = order_record(d, returns, refunds)
-        if not full and db[ORDERS].count_documents({}) != len(self.records):
+        if not full and db[ORDERS].estimated_document_count() != len(self.records):
             self.since = None  # an order came without a stamp: all of it again next time
         else:
             self.since = started
