@@ -215,9 +215,8 @@ def fold_alone(
                 by_customer[event["subject"]].append(event)
             folded = F.fold(by_customer, {}, now)
             summaries = [S.summarize(f, now) for f in folded.values()]
-            batch = list(folded.values())
-            scored = S.scored(batch, summaries, S.values(summaries, now, population), population)
-            for f, model in zip(batch, scored, strict=True):
+            scored = S.scored(summaries, S.values(summaries, now, population), population)
+            for f, model in zip(folded.values(), scored, strict=True):
                 build(f, now, population, None, model)
         return len(events) / (time.perf_counter() - started)
     finally:

@@ -18,6 +18,7 @@ from services.common.erasure import ERASED
 
 Facts = dict[str, Any]
 ENGAGEMENT_WINDOW = timedelta(days=30)
+YEAR = timedelta(days=365)
 PERSONAL = ("name", "email", "phone", "gender", "birth_date", "city")
 # The keys whose values are times, wherever they appear in facts (how stored facts are revived).
 TIME_KEYS = frozenset(
@@ -39,7 +40,7 @@ class Horizon:
 
 @lru_cache(maxsize=16)
 def horizon(now: datetime) -> Horizon:
-    return Horizon(now - ENGAGEMENT_WINDOW, *(now - timedelta(days=d) for d in (90, 180, 360, 365)))
+    return Horizon(now - ENGAGEMENT_WINDOW, *(now - timedelta(days=d) for d in (90, 180, 360)), now - YEAR)
 
 
 def empty(customer_id: str) -> Facts:

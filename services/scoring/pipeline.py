@@ -135,9 +135,7 @@ class BatchPipeline:
         values, the documents."""
         folded = F.fold(by_customer, {cid: facts for cid, (facts, _) in stored.items()}, now)
         summaries = [S.summarize(facts, now) for facts in folded.values()]
-        scored = S.scored(  # the whole batch at once
-            list(folded.values()), summaries, S.values(summaries, now, population), population
-        )
+        scored = S.scored(summaries, S.values(summaries, now, population), population)  # the batch at once
         docs = [
             self._profile_document(
                 cid,

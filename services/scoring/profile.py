@@ -128,7 +128,7 @@ def build(
     previous = previous or {}
     if scored is None:
         summary = S.summarize(facts, now)
-        scored = S.scored([facts], [summary], [S.value(summary, now, population)], population)[0]
+        scored = S.scored([summary], [S.value(summary, now, population)], population)[0]
     p, v, kept_when_bought = scored
     identity = F.values(facts, "identity", IDENTITY_READ)
     consented = bool(identity.pop("marketing_consent"))

@@ -88,6 +88,8 @@ class Purchases(NamedTuple):
     mean_gap_days: float | None
     recency_days: float | None = None  # now since the last purchase
     tenure_days: float | None = None  # now since the first purchase
+    # The trailing 365 days' net spend as of the last purchase (what made them A, B or C then).
+    trailing_at_last_cents: int = 0
 
     @property
     def average_order_cents(self) -> float | None:
@@ -110,10 +112,11 @@ def summarize(facts: F.Facts, now: datetime) -> Purchases:
     if len(paid) == 1:  # most customers of a batch
         at, cents = paid[0]
         since = (now - at).total_seconds() / 86400
-        return Purchases(1, at, at, cents, cents if at > year_ago else 0, (at,), None, since, since)
+        return Purchases(1, at, at, cents, cents if at > year_ago else 0, (at,), None, since, since, cents)
     days: list[datetime] = []  # paid is in time order, so each day's first purchase comes first
     day = None
-    net = trailing = 0
+    net = trailing = trailing_at_last = 0
+    year_before_last = paid[-1][0] - F.YEAR
     for at, cents in paid:
         if (this_day := at.date()) != day:
             day = this_day
@@ -121,6 +124,8 @@ def summarize(facts: F.Facts, now: datetime) -> Purchases:
         net += cents
         if at > year_ago:
             trailing += cents
+        if at > year_before_last:
+            trailing_at_last += cents
     span_days = (days[-1] - days[0]).total_seconds() / 86400  # the sum of the gaps between days
     return Purchases(
         len(paid),
@@ -132,6 +137,7 @@ def summarize(facts: F.Facts, now: datetime) -> Purchases:
         span_days / (len(days) - 1) if len(days) > 1 else None,
         (now - paid[-1][0]).total_seconds() / 86400,
         (now - paid[0][0]).total_seconds() / 86400,
+        trailing_at_last,
     )
 
 
@@ -397,7 +403,8 @@ def worth_keeping(abc: str, clv_cents: int, population: Population) -> bool:
 class Scored(NamedTuple):
     """What `profile.build` needs from the models for one customer, computed for a whole batch
     at once: the purchases summary, the model values now, and whether the customer was worth
-    keeping as of their last purchase (the warning rule asks it once per purchase)."""
+    keeping as of their last purchase (the warning rule asks it once per purchase, and only of
+    customers not worth keeping now: for the others it is not judged and left True)."""
 
     purchases: Purchases
     value: Value | None
@@ -405,25 +412,31 @@ class Scored(NamedTuple):
 
 
 def scored(
-    batch: list[F.Facts], summaries: list[Purchases], now_values: list[Value | None], population: Population
+    summaries: list[Purchases], now_values: list[Value | None], population: Population
 ) -> list[Scored]:
-    """`summaries` and `now_values` as `summarize` and `values` gave them for the batch; the
-    value as of each buyer's last purchase is one more array evaluation for the whole batch,
-    not a scalar one per customer (which cost the fold two thirds of its speed)."""
-    then = [
-        summarize(f, p.last) if p.last is not None else NOTHING_BOUGHT
-        for f, p in zip(batch, summaries, strict=True)
-    ]
-    moments = [p.last if p.last is not None else datetime.min for p in summaries]
-    values_then = values(then, moments, population)
-    return [
-        Scored(
-            p,
-            v,
-            p.last is not None
-            and worth_keeping(
-                abc_class(t.trailing_cents, population), vt.clv_12m_cents if vt else 0, population
-            ),
+    """`summaries` and `now_values` as `summarize` and `values` gave them for the batch. As of
+    a buyer's last purchase they bought what they have bought by now (nothing is paid after
+    it), so the value then is the same summary evaluated at that moment: one more array
+    evaluation for the batch's buyers not worth keeping now (a scalar one per customer cost
+    the fold two thirds of its speed; a second `summarize` per customer, a third)."""
+    # W.worth_keeping asks about the last purchase only of buyers not worth keeping now
+    asked = [
+        p.last is not None
+        and not worth_keeping(
+            abc_class(p.trailing_cents, population), v.clv_12m_cents if v else 0, population
         )
-        for p, v, t, vt in zip(summaries, now_values, then, values_then, strict=True)
+        for p, v in zip(summaries, now_values, strict=True)
     ]
+    then = [p for p, ask in zip(summaries, asked, strict=True) if ask]
+    values_then = iter(values(then, [p.last for p in then], population))
+    out = []
+    for p, v, ask in zip(summaries, now_values, asked, strict=True):
+        if not ask:
+            out.append(Scored(p, v, p.last is not None))
+            continue
+        vt = next(values_then)
+        kept = worth_keeping(
+            abc_class(p.trailing_at_last_cents, population), vt.clv_12m_cents if vt else 0, population
+        )
+        out.append(Scored(p, v, kept))
+    return out
