@@ -49,9 +49,21 @@ def _service(facts: F.Facts, now: datetime) -> dict[str, Any]:
     }
 
 
+NOT_ENGAGED = {
+    "messages_180d": 0,
+    "messages_answered_180d": 0,
+    "responsiveness": None,
+    "coupons_issued_180d": 0,
+    "coupons_used_180d": 0,
+    "coupon_use_rate": None,
+}
+
+
 def _responsiveness(facts: F.Facts) -> dict[str, Any]:
     """Over 180 days: messages that reached the customer and the share they opened or
     clicked; coupons issued and the share used."""
+    if not facts.get("messages") and not facts.get("coupons"):  # most customers: nothing sent
+        return dict(NOT_ENGAGED)
     sent = [m for m in facts.get("messages", {}).values() if m.get("sent")]
     answered = sum(1 for m in sent if m.get("opened") or m.get("clicked"))
     coupons = list(facts.get("coupons", {}).values())
@@ -73,24 +85,40 @@ def _affinity(facts: F.Facts, now: datetime) -> dict[str, Any]:
     """Each category's and brand's share of the customer's net spend over the last 12 months
     (an order's net spread over its lines by their value), largest first."""
     since = F.horizon(now).year
-    spend: dict[str, dict[str, float]] = {"categories": {}, "brands": {}}
+    categories: dict[str, float] = {}
+    brands: dict[str, float] = {}
     for order in facts["orders"].values():
         lines = order.get("lines")
+        if not lines:
+            continue
         paid_at = order.get("paid_at")
-        if not lines or paid_at is None or paid_at < since:
+        if paid_at is None or paid_at < since:
+            continue
+        net = F.order_net(order)
+        if len(lines) == 1:  # most orders: the whole net (net * cents / cents is exactly net)
+            category, brand, cents = lines[0]
+            part = float(net) if cents else 0.0
+            categories[category] = categories.get(category, 0.0) + part
+            brands[brand] = brands.get(brand, 0.0) + part
             continue
         gross = sum(cents for _, _, cents in lines)
-        net = F.order_net(order)
         for category, brand, cents in lines:
             part = net * cents / gross if gross else 0.0
-            spend["categories"][category] = spend["categories"].get(category, 0.0) + part
-            spend["brands"][brand] = spend["brands"].get(brand, 0.0) + part
-    out: dict[str, Any] = {}
-    for kind, amounts in spend.items():
-        total = sum(v for v in amounts.values() if v > 0)
-        ranked = sorted(((v, k) for k, v in amounts.items() if v > 0), reverse=True)[:AFFINITY_TOP]
-        out[kind] = [{"name": k, "share": round(v / total, 4)} for v, k in ranked]
-    return out
+            categories[category] = categories.get(category, 0.0) + part
+            brands[brand] = brands.get(brand, 0.0) + part
+    return {"categories": _shares(categories), "brands": _shares(brands)}
+
+
+def _shares(amounts: dict[str, float]) -> list[dict[str, Any]]:
+    """The AFFINITY_TOP largest positive amounts, each as its share of all positive ones."""
+    if not amounts:
+        return []
+    if len(amounts) == 1:  # one category or brand: all of it, when anything was spent
+        (name, amount), *_ = amounts.items()
+        return [{"name": name, "share": 1.0}] if amount > 0 else []
+    total = sum(v for v in amounts.values() if v > 0)
+    ranked = sorted(((v, k) for k, v in amounts.items() if v > 0), reverse=True)[:AFFINITY_TOP]
+    return [{"name": k, "share": S.rounded(v / total, 4)} for v, k in ranked]
 
 
 def _engagement(facts: F.Facts, now: datetime) -> dict[str, Any]:
@@ -146,15 +174,15 @@ def build(
             "last_at": p.last,
             "net_spend_cents": p.net_cents,
             "average_order_cents": round(p.net_cents / p.count) if p.count else None,
-            "mean_gap_days": round(p.mean_gap_days, 2) if p.mean_gap_days else None,
-            "first_gap_days": round(p.first_gap_days, 2) if p.first_gap_days else None,
+            "mean_gap_days": S.rounded(p.mean_gap_days, 2) if p.mean_gap_days else None,
+            "first_gap_days": S.rounded(first_gap, 2) if (first_gap := p.first_gap_days) else None,
             "purchase_days": len(p.days),
             "first_day": p.days[0] if p.days else None,
             "last_day": p.days[-1] if p.days else None,
         },
     }
     if p.count:
-        recency = round(p.recency_days, 3)
+        recency = S.rounded(p.recency_days, 3)
         r = S.quintile(recency, population.recency_bounds, higher_is_better=False)
         f = S.quintile(p.count, population.frequency_bounds)
         m = S.quintile(p.net_cents, population.monetary_bounds)
@@ -186,8 +214,8 @@ def build(
     profile["value"] = {
         "abc_class": abc,
         "trailing_spend_cents": p.trailing_cents,
-        "p_alive": round(v.p_alive, 4) if v else None,
-        "expected_purchases_90d": round(v.expected_90d, 4) if v else None,
+        "p_alive": S.rounded(v.p_alive, 4) if v else None,
+        "expected_purchases_90d": S.rounded(v.expected_90d, 4) if v else None,
         "clv_12m_cents": v.clv_12m_cents if v else 0,
     }
     stage = S.lifecycle(p, v, now, population)

@@ -44,12 +44,14 @@ RECOVERED = "crm.profile.churn_recovered"
 
 
 def changed(reasons: list[dict[str, Any]]) -> bool:
-    return any(r["code"] in CHANGES for r in reasons)
+    return not CHANGES.isdisjoint([r["code"] for r in reasons])
 
 
 def level(risk: float, reasons: list[dict[str, Any]], days_since_purchase: float | None) -> ChurnLevel:
     """high: act now (high risk and something changed, past the quiet days); medium: worth a
     look; low: nothing to do, which includes everyone who just bought."""
+    if risk < MEDIUM:
+        return ChurnLevel.LOW
     change = changed(reasons)
     settled = days_since_purchase is None or days_since_purchase >= QUIET_DAYS
     if risk >= HIGH and change and settled:
@@ -87,7 +89,9 @@ class Step(NamedTuple):
 def stored_precision(when: datetime | None) -> datetime | None:
     """Times as MongoDB keeps them (milliseconds), so a purchase compared with the one the
     stored episode remembers is the same purchase after a round trip."""
-    return when.replace(microsecond=when.microsecond // 1000 * 1000) if when is not None else None
+    if when is None or not when.microsecond % 1000:  # already whole milliseconds
+        return when
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
 def worth_keeping(
@@ -102,7 +106,16 @@ def worth_keeping(
         return keep_now, state
     last_purchase = stored_precision(last_purchase)
     if state.judged_purchase_at != last_purchase:
-        state = state._replace(judged_purchase_at=last_purchase, valued=keep_now or kept_when_bought())
+        open_, episode, opened_at, value_at_risk_cents, last_purchase_at, _, _ = state
+        state = Episode(  # not _replace: this runs for every customer of every batch
+            open_,
+            episode,
+            opened_at,
+            value_at_risk_cents,
+            last_purchase_at,
+            judged_purchase_at=last_purchase,
+            valued=keep_now or kept_when_bought(),
+        )
     return keep_now or state.valued, state
 
 
@@ -136,12 +149,14 @@ def step(
             return Step(state)
         return Step(state._replace(open=False, opened_at=None, value_at_risk_cents=0), RECOVERED, ended_by)
     if level_now == ChurnLevel.HIGH and worth and not erased:
-        opened = state._replace(
+        opened = Episode(
             open=True,
             episode=state.episode + 1,
             opened_at=now,
             value_at_risk_cents=value_at_risk_cents,
             last_purchase_at=last_purchase,
+            judged_purchase_at=state.judged_purchase_at,
+            valued=state.valued,
         )
         return Step(opened, WARNING)
     return Step(state)

@@ -573,3 +573,31 @@ def test_age_bands_become_birth_dates_on_the_day_of_the_search():
 
     assert profiles_domain.born_within("25-34", date(2026, 11, 22)) == ("1991-11-22", "2001-11-22")
     assert profiles_domain.born_within("65+", date(2024, 2, 29))[1] == "1959-02-28"
+
+
+def test_rounded_is_round_to_the_last_bit():
+    import random
+
+    rng = random.Random(11)
+    values = [
+        0.0,
+        -0.0,
+        0.25,
+        0.35,
+        2.675,
+        1.005,
+        -2.5e-5,
+        0.5,
+        1.5,
+        1e9 + 0.5,
+        math.nan,
+        math.inf,
+        7,
+        5e-324,
+    ]
+    values += [rng.uniform(-1000, 1000) for _ in range(20_000)] + [rng.random() for _ in range(20_000)]
+    values += [rng.randint(-(10**6), 10**6) / 10 ** rng.randint(0, 5) + 0.00005 for _ in range(20_000)]
+    for digits in range(5):
+        for x in values:
+            expected, got = round(x, digits), S.rounded(x, digits)
+            assert repr(got) == repr(expected), (x, digits)  # same value, sign of zero and type
