@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
 
+from services.scoring.scores import Population
 from services.stack.harness import ROOT
 
 from .report import Row, show
@@ -79,11 +80,14 @@ def run_once(worker: subprocess.Popen) -> float:
 
 
 def compare(
-    records: list[tuple[bytes, bytes]], now: datetime, revision: str = BASELINE, repeats: int = REPEATS
+    records: list[tuple[bytes, bytes]],
+    now: datetime,
+    population: Population,
+    revision: str = BASELINE,
+    repeats: int = REPEATS,
 ) -> tuple[float, float]:
     """(median events/s of this tree's fold, the baseline's), alternating repetitions; both fold
-    the first SAMPLE events under the population this tree fits on all of them."""
-    population = fitted_population(records, now)
+    the first SAMPLE events under `population` (what this tree fits on all of them)."""
     with tempfile.TemporaryDirectory(prefix="fold-bench-") as scratch:
         inputs = Path(scratch) / "inputs.pickle"
         inputs.write_bytes(pickle.dumps((records[:SAMPLE], now, population)))
@@ -107,8 +111,8 @@ def compare(
     return statistics.median(mine), statistics.median(base)
 
 
-def fold_rows(records: list[tuple[bytes, bytes]], now: datetime) -> list[Row]:
-    mine, base = compare(records, now)
+def fold_rows(records: list[tuple[bytes, bytes]], now: datetime, population: Population) -> list[Row]:
+    mine, base = compare(records, now, population)
     return [
         Row(
             "scoring",
@@ -134,7 +138,7 @@ def main() -> None:
     records = generate(now)
     show(
         f"Scoring fold alone, {min(SAMPLE, len(records)):,} events, {REPEATS} repetitions",
-        fold_rows(records, now),
+        fold_rows(records, now, fitted_population(records, now)),
     )
 
 
