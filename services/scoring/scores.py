@@ -437,7 +437,8 @@ def scored(
     a buyer's last purchase they bought what they have bought by now (nothing is paid after
     it), so the value then is the same summary evaluated at that moment: one more array
     evaluation for the batch's buyers not worth keeping now (a scalar one per customer cost
-    the fold two thirds of its speed; a second `summarize` per customer, a third)."""
+    the fold two thirds of its speed; a second `summarize` per customer, with a clock reading
+    of its own each, half of the scoring's share of it)."""
     # W.worth_keeping asks about the last purchase only of buyers not worth keeping now
     asked = [
         p.last is not None
