@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -165,8 +166,8 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
     # Ports are chosen first so each service knows every other, also those started after it
     # (complaints asks profiles for VIP status).
     ports = {name: free_port() for name in PLATFORM}
-    started: dict[str, Service] = {}
-    for name in PLATFORM:
+
+    def start(name: str) -> Service:
         extra = {
             f"CRM_{peer.upper()}_URL": f"http://127.0.0.1:{port}"
             for peer, port in ports.items()
@@ -185,5 +186,17 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
             extra["CRM_STAFF_LAST_USED_SECONDS"] = "1"
         if name == "engagement":
             extra.update(stack.mail_env(), CRM_ENGAGEMENT_SEND_SECONDS="0.2")
-        started[name] = start_service(stack, name, db_prefix=db_prefix, port=ports[name], **{**extra, **env})
+        return start_service(stack, name, db_prefix=db_prefix, port=ports[name], **{**extra, **env})
+
+    # Started side by side: each service waits for its interpreter and its connections, not
+    # for the others (readiness needs only the broker and the database).
+    with ThreadPoolExecutor(len(PLATFORM)) as pool:
+        starting = {name: pool.submit(start, name) for name in PLATFORM}
+        wait(starting.values())
+    started = {name: f.result() for name, f in starting.items() if f.exception() is None}
+    failed = next((f.exception() for f in starting.values() if f.exception() is not None), None)
+    if failed is not None:
+        for service in started.values():
+            service.stop()
+        raise failed
     return started

@@ -16,7 +16,10 @@ from services.stack.replay import replay_cdnow
 def test_cdnow_history_is_imported_whole_and_published_once(stack):
     prefix = f"cdnow{uuid.uuid4().hex[:6]}."  # its own topics: 139k events would slow every other reader
     ensure_topics(stack.settings(topic_prefix=prefix))
-    orders = start_service(stack, "orders", CRM_TOPIC_PREFIX=prefix)
+    # A 10,000-line chunk is one write: on a loaded machine it may take longer than the
+    # default 10 s a request waits for the database (answered 503); this test is about
+    # completeness, not latency.
+    orders = start_service(stack, "orders", CRM_TOPIC_PREFIX=prefix, CRM_DB_TIMEOUT_SECONDS="120")
     try:
         expected = list(purchases())
         with httpx.Client(timeout=600) as client:

@@ -11,6 +11,7 @@ and an XPASS in the summary is expected until then."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 from rich.console import Console
@@ -35,7 +36,14 @@ def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> Result:
         data_dir=tmp_path_factory.mktemp("chaos"),
     )
     console = Console(stderr=True, width=160)
-    result = asyncio.run(Run(options, console).execute())
+    # The chaos platform configures its launcher through this process's environment (ports,
+    # quick timers, database prefix); the tests after this module start their own services.
+    saved = dict(os.environ)
+    try:
+        result = asyncio.run(Run(options, console).execute())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     print_report(result, console)
     return result
 

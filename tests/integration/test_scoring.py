@@ -233,7 +233,7 @@ def test_sigkill_mid_stream_and_restart_ends_exactly_as_if_nothing_happened(stac
     prefix = f"kill{uuid.uuid4().hex[:6]}."
     settings = stack.settings(topic_prefix=prefix)
     ensure_topics(settings)
-    customers = [f"k-{n:04d}" for n in range(2000)]  # enough that the kill lands mid-stream
+    customers = [f"k-{n:04d}" for n in range(1000)]  # enough that the kill lands mid-stream
     rng = random.Random(11)
     events, expected = [], {}
     for customer in customers:
