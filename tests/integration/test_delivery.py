@@ -50,7 +50,7 @@ def test_a_producer_goes_on_publishing_after_the_broker_restarts_empty(tmp_path)
             producer.publish([event])
         assert producer.replacements == 1
         reader = TopicReader(stack, settings.topic_prefix + "crm.orders.v1")
-        seen = reader.collect(lambda e: e["subject"] == customer, 3, timeout=30)
+        seen = reader.collect(lambda e: e["subject"] == customer, 3, timeout=60)
         reader.close()
         assert sorted(e["id"] for e in seen) == sorted(e["id"] for e in after)
         deadletters = TopicReader(stack, settings.topic_prefix + "crm.deadletter.v1")
@@ -342,7 +342,7 @@ async def test_a_consumer_that_stays_up_through_a_broker_restart_takes_the_event
     running = asyncio.create_task(consumer.run(handlers.one_by_one(seen), stop))
     try:
         producer.publish(before)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # the group's first join included
         while not all(e["id"] in seen for e in before):
             assert time.monotonic() < deadline and not running.done()
             await asyncio.sleep(0.2)

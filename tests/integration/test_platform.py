@@ -66,7 +66,7 @@ async def test_invalid_records_go_to_the_dead_letter_topic_and_the_consumer_move
         if len(handled) >= 3:
             stop.set()
 
-    await asyncio.wait_for(consumer.run(handle, stop), 30)
+    await asyncio.wait_for(consumer.run(handle, stop), 60)  # the group join included
     consumer.close()
     assert handled == [e["id"] for e in good]
     assert EVENTS_DEADLETTERED.labels(topic, "data")._value.get() == before + 1
@@ -117,7 +117,7 @@ async def test_an_event_a_rule_refuses_is_dead_lettered_and_the_rest_are_handled
         stop.set()
 
     consumer = EventConsumer(settings, "refusal-test", handlers.topics, producer)
-    await asyncio.wait_for(consumer.run(handlers.one_by_one(handled), stop), 30)
+    await asyncio.wait_for(consumer.run(handlers.one_by_one(handled), stop), 60)
     consumer.close()
     producer.close()
     assert handled == [good["id"]]
