@@ -140,7 +140,12 @@ class BatchConsumer(Consumer):
                 log_end=log_end,
             )
             self._forget_old_log(tp)
-            await self._thread.seek_to_beginning(TopicPartition(tp.topic, tp.partition))  # aiokafka's type
+            partition = TopicPartition(tp.topic, tp.partition)  # aiokafka's type
+            # Seek to the new log's first offset, not "to the beginning": that leaves the partition
+            # without a position until the fetcher resolves it, and faust's livelock check asserts
+            # one meanwhile (a full test run saw the worker crash on it after a broker restart).
+            start = (await self._thread.earliest_offsets(partition))[partition]
+            await self._thread.call_thread(self._thread.seek, partition, start)
 
     def _forget_old_log(self, tp: Any) -> None:
         """Drop what faust keeps of a partition's old log: its commit, read offset,
