@@ -7,7 +7,7 @@ import pytest
 
 from services.common.clock import to_rfc3339
 from services.common.kafka import EventProducer, ensure_topics
-from services.stack.harness import Service, Stack, start_platform, start_stack
+from services.stack.harness import Service, Stack, start_platform, start_stack, stop_services
 
 # The moment module clocks start at (tests move them with CRM_CLOCK_FILE).
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -53,5 +53,4 @@ def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
         stack, tmp_path_factory.mktemp("faust"), CRM_TOPIC_PREFIX=prefix, CRM_CLOCK_FILE=str(clock_file)
     )
     yield started
-    for service in started.values():
-        service.stop()
+    stop_services(started.values())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ __all__ = [
     "start_reports",
     "start_service",
     "start_stack",
+    "stop_services",
     "unique_id",
     "until",
 ]
@@ -159,6 +160,14 @@ def start_desk(stack: Stack, platform: dict[str, Service], **env: str) -> Servic
     )
 
 
+def stop_services(services: Iterable[Service]) -> None:
+    """Stop services side by side: each shutdown (the scorer's above all) waits on its own."""
+    services = list(services)
+    if services:
+        with ThreadPoolExecutor(len(services)) as pool:
+            list(pool.map(Service.stop, services))
+
+
 def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Service]:
     """Every service on one database prefix, each told where the others answer; `env` goes
     to all of them (topic prefix, clock file) and overrides the tests' quick timers."""
@@ -196,7 +205,6 @@ def start_platform(stack: Stack, data_dir: Path, **env: str) -> dict[str, Servic
     started = {name: f.result() for name, f in starting.items() if f.exception() is None}
     failed = next((f.exception() for f in starting.values() if f.exception() is not None), None)
     if failed is not None:
-        for service in started.values():
-            service.stop()
+        stop_services(started.values())
         raise failed
     return started

@@ -18,7 +18,7 @@ import pytest
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.engagement.domain import in_control
-from services.stack.harness import Service, once, start_platform, unique_id, until
+from services.stack.harness import Service, once, start_platform, stop_services, unique_id, until
 from tests.conftest import NOW
 from tests.integration.test_engagement import BIRTHDAY, WINBACK, care_due, churn_warning
 
@@ -44,8 +44,7 @@ def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
         CRM_LOYALTY_EXPIRY_SECONDS="0.5",
     )
     yield started
-    for service in started.values():
-        service.stop()
+    stop_services(started.values())
 
 
 @pytest.fixture(scope="module")

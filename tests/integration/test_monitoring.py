@@ -14,7 +14,14 @@ import pytest
 import yaml
 
 from services.stack.embedded import free_port
-from services.stack.harness import ROOT, start_console, start_desk, start_platform, start_reports
+from services.stack.harness import (
+    ROOT,
+    start_console,
+    start_desk,
+    start_platform,
+    start_reports,
+    stop_services,
+)
 
 DEPLOY = ROOT / "deploy"
 TOOLS = ROOT / ".tools" / "prometheus" / "usr" / "bin"
@@ -71,8 +78,7 @@ def platform(stack, prefix, tmp_path_factory):
     started["reports"] = start_reports(stack, started, CRM_REPORTS_REFRESH_SECONDS="60")
     started["desk"] = start_desk(stack, started)
     yield started
-    for service in started.values():
-        service.stop()
+    stop_services(started.values())
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,15 @@ import httpx
 import pytest
 
 from services.common.clock import to_rfc3339
-from services.stack.harness import Service, start_console, start_platform, start_reports, unique_id, until
+from services.stack.harness import (
+    Service,
+    start_console,
+    start_platform,
+    start_reports,
+    stop_services,
+    unique_id,
+    until,
+)
 
 
 def at(day: str) -> datetime:
@@ -61,8 +69,7 @@ def platform(stack, prefix, clock_file, tmp_path_factory) -> dict[str, Service]:
     )
     started["reports"] = start_reports(stack, started)
     yield started
-    for service in started.values():
-        service.stop()
+    stop_services(started.values())
 
 
 @pytest.fixture(scope="module")
