@@ -17,7 +17,7 @@ from services.common.clock import parse_rfc3339
 from services.common.mongo import blocking_client
 from services.common.settings import Settings
 from services.stack.embedded import free_port
-from services.stack.harness import Service, TopicReader, start_service, until
+from services.stack.harness import Service, TopicReader, start_service, stop_services, until
 
 CACHE_SECONDS = Settings().auth_cache_seconds
 
@@ -40,8 +40,7 @@ def desk(stack, prefix) -> dict[str, Service]:
         for name in ports
     }
     yield started
-    for service in started.values():
-        service.stop()
+    stop_services(started.values())
 
 
 @pytest.fixture(scope="module")
