@@ -122,6 +122,8 @@ ROUTE_ROLES: dict[str, dict[str, str | None]] = {
         "GET /t/c/{message_id}": None,
         "GET /unsubscribe": None,
         "POST /unsubscribe": None,
+        # The SMS and push provider's delivery receipts: signed with the webhook's HMAC key.
+        "POST /providers/{channel}/receipts": None,
     },
     "reports": {
         **SHELL,

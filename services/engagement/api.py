@@ -1,20 +1,34 @@
 """HTTP entrypoints of the engagement service: translate requests to use cases, nothing more.
 The tracking, unsubscribe and mailbox-free routes customers reach from a message carry a
-signature instead of an API key."""
+signature instead of an API key, and so do the SMS and push provider's delivery receipts."""
 
 from __future__ import annotations
 
 import base64
-from typing import Annotated, Any
+import time
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, ORJSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
 from services.common.auth import Principal, require
 from services.common.endpoints import RequiredIdempotencyHeader, answer, idempotency
 from services.common.fields import CustomerId, EntityId, Limit
+from services.common.problems import Problem
 
-from .models import AudienceIn, CampaignIn, ChurnActionIn, NotificationIn, PreviewIn, ReleaseIn, ReservationIn
+from .channels import signed_by_provider
+from .models import (
+    AudienceIn,
+    CampaignIn,
+    ChurnActionIn,
+    NotificationIn,
+    PreviewIn,
+    ReceiptIn,
+    ReleaseIn,
+    ReservationIn,
+)
 from .service import EngagementService
 
 router = APIRouter()
@@ -234,6 +248,36 @@ async def unsubscribe(
     return HTMLResponse(
         UNSUBSCRIBE_PAGE.format(body=f"<p>You will get no more marketing by {ch}. / 已退订。</p>")
     )
+
+
+# --- the SMS and push provider's delivery receipts (signed like the webhook, no API key) -------------
+
+
+@router.post(
+    "/providers/{channel}/receipts",
+    tags=["providers"],
+    summary="The SMS or push provider's delivery receipt: a sent message delivered or failed",
+)
+async def provider_receipt(
+    channel: Literal["sms", "push"],
+    request: Request,
+    service: EngagementService = Depends(engagement),
+) -> ORJSONResponse:
+    # The signature covers the body's bytes as sent, so it is checked before they are parsed.
+    raw = await request.body()
+    if not signed_by_provider(
+        service.settings.webhook_secret,
+        request.headers.get("x-crm-timestamp"),
+        raw,
+        request.headers.get("x-crm-signature"),
+        time.time(),
+    ):
+        raise Problem(401, "the receipt's X-CRM-Signature does not match (or its X-CRM-Timestamp is stale)")
+    try:
+        body = ReceiptIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+    return ORJSONResponse(await service.receipt(channel, body))
 
 
 # --- notices to staff (the case desk's escalations) ------------------------------------------------

@@ -1,7 +1,8 @@
 """How a message leaves: email over SMTP (any relay: host, port, TLS, credentials), SMS and
 app push through the provider's webhook (JSON over HTTPS, signed with HMAC-SHA256). A
 transport answers `Accepted`, or raises `Retry` (the other end is down or busy: try again
-later) or `Refused` (it will never take this message)."""
+later) or `Refused` (it will never take this message). The provider's delivery receipts come
+back signed the same way (`signed_by_provider`)."""
 
 from __future__ import annotations
 
@@ -130,6 +131,22 @@ class EmailTransport:
 def signature(secret: str, timestamp: str, body: bytes) -> str:
     """What the provider checks: HMAC-SHA256 over the timestamp and the body."""
     return "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+RECEIPT_TOLERANCE_SECONDS = 300
+
+
+def signed_by_provider(
+    secret: str, timestamp: str | None, body: bytes, given: str | None, now: float
+) -> bool:
+    """A delivery receipt's signature: the webhook's own scheme, the other way round, over a
+    timestamp within five minutes of `now` (epoch seconds), so a receipt recorded on the way
+    cannot be replayed later."""
+    if not timestamp or not given or not timestamp.isdigit():
+        return False
+    if abs(now - int(timestamp)) > RECEIPT_TOLERANCE_SECONDS:
+        return False
+    return hmac.compare_digest(signature(secret, timestamp, body).encode(), given.encode())
 
 
 class WebhookTransport:

@@ -59,6 +59,30 @@ class State(StrEnum):
     SUPPRESSED = "suppressed"  # not sent: no consent, no address, capped, erased
 
 
+class Receipt(StrEnum):
+    """What the SMS and push provider reports about a message it accepted."""
+
+    DELIVERED = "delivered"  # it reached the customer's phone or app
+    FAILED = "failed"  # it never will (the reason comes with it)
+
+
+def receipt_moves(state: State, delivered: bool, receipt: Receipt) -> Receipt | None:
+    """What a provider's delivery receipt does to a message: moves a sent one to delivered
+    or failed, or changes nothing (None) when the message already has its final word, so a
+    repeated or late receipt is harmless. The first final word stands: a delivered message is
+    not failed, nor a failed one delivered, because its event is published and counted (the
+    campaign report, the scorer's profile) and an event cannot be taken back. A message the
+    provider was never handed, or not yet recorded as handed, is a conflict (the provider
+    retries a receipt it had refused)."""
+    if state in (State.PENDING, State.SENDING):
+        raise EngagementError(f"the message is {state.value}, not sent yet", Kind.CONFLICT)
+    if state in (State.HELD_OUT, State.SUPPRESSED):
+        raise EngagementError(f"the message was never sent ({state.value})", Kind.CONFLICT)
+    if state is State.FAILED or delivered:
+        return None
+    return receipt
+
+
 # --- contacts and consent ------------------------------------------------------------------------
 
 

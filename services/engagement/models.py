@@ -173,6 +173,22 @@ class NotificationIn(Strict):
     text: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
 
 
+class ReceiptIn(Strict):
+    """The SMS and push provider's delivery receipt for a message it was handed: our
+    `message_id` (sent to it in the webhook's body and as its Idempotency-Key)."""
+
+    message_id: EntityId
+    status: Literal["delivered", "failed"]
+    reason: ShortText | None = Field(None, description="Why it failed (required when failed)")
+    provider_message_id: ShortText | None = Field(None, description="The provider's own id, kept")
+
+    @model_validator(mode="after")
+    def _reason(self) -> ReceiptIn:
+        if self.status == "failed" and self.reason is None:
+            raise ValueError("a failed receipt needs its reason")
+        return self
+
+
 def _ts(value: Any) -> Any:
     return to_rfc3339(value) if value is not None and not isinstance(value, str) else value
 

@@ -32,12 +32,13 @@ from services.stack.smtp import read_mailbox
 
 from . import domain, templates
 from .channels import Accepted, EmailTransport, Outgoing, Refused, Retry, WebhookTransport
-from .domain import Arm, Contact, Offer, Purpose, State
+from .domain import Arm, Contact, Offer, Purpose, Receipt, State
 from .events import CONSUMED, GROUP, event, message_event
 from .models import (
     AudienceIn,
     CampaignIn,
     NotificationIn,
+    ReceiptIn,
     present_campaign,
     present_coupon,
     present_message,
@@ -623,6 +624,50 @@ class EngagementService:
         await self.store.merge_contact(customer_id, {f"consent.{channel}": False})
         if message_id:
             await self.store.mark_unsubscribed(message_id, self.clock.now())
+
+    # --- the SMS and push provider's delivery receipts --------------------------------------------
+
+    async def receipt(self, channel: str, body: ReceiptIn) -> dict[str, Any]:
+        """The provider reports a message delivered or failed: the message moves once, with its
+        event in the same transaction; the same receipt again, or a late one contradicting the
+        first, changes nothing (domain.receipt_moves)."""
+        now = self.clock.now()
+
+        async def work(session: AsyncIOMotorClientSession) -> Outcome:
+            message = await self.store.message(body.message_id, session)
+            if message is None or message["channel"] != channel:
+                raise Problem(404, f"no {channel} message {body.message_id}")
+            move = domain.receipt_moves(
+                State(message["state"]), message.get("delivered_at") is not None, Receipt(body.status)
+            )
+            if move is None:
+                return Outcome(200, self._receipt_answer(message))
+            fields: dict[str, Any] = {"provider_message_id": body.provider_message_id}
+            if move is Receipt.DELIVERED:
+                fields["delivered_at"] = now
+                published = message_event("delivered", message, now, delivered_at=now)
+            else:
+                reason = f"provider: {body.reason}"[:200]
+                fields.update(state=State.FAILED.value, reason=reason, failed_at=now)
+                attempts = max(message.get("attempts", 0), 1)
+                published = message_event(
+                    "failed", message, now, reason=reason, attempts=attempts, failed_at=now
+                )
+            if await self.store.take_receipt(message["_id"], fields, session) is None:
+                # Another receipt for this message came first: its word stands.
+                return Outcome(200, self._receipt_answer(await self.store.message(message["_id"], session)))
+            return Outcome(200, self._receipt_answer({**message, **fields}), [published])
+
+        return (await self.writes.run(work)).body
+
+    @staticmethod
+    def _receipt_answer(message: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "message_id": message["_id"],
+            "state": message["state"],
+            "delivered": message.get("delivered_at") is not None,
+            "reason": message.get("reason") if message["state"] == State.FAILED.value else None,
+        }
 
     # --- coupons ---------------------------------------------------------------------------------
 

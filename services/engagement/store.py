@@ -197,8 +197,10 @@ class EngagementStore:
             )
         return len(docs)
 
-    async def message(self, message_id: str) -> dict[str, Any] | None:
-        return await self.messages.find_one({"_id": message_id})
+    async def message(
+        self, message_id: str, session: AsyncIOMotorClientSession | None = None
+    ) -> dict[str, Any] | None:
+        return await self.messages.find_one({"_id": message_id}, session=session)
 
     async def recent_marketing(
         self, customer_ids: list[str], since: datetime, session: AsyncIOMotorClientSession
@@ -276,6 +278,17 @@ class EngagementStore:
         return await self.messages.find_one_and_update(
             {"_id": message_id, flag: False, "state": State.SENT.value},
             {"$set": {field: at, flag: True}},
+            session=session,
+        )
+
+    async def take_receipt(
+        self, message_id: str, fields: dict[str, Any], session: AsyncIOMotorClientSession
+    ) -> dict[str, Any] | None:
+        """Record a provider's receipt on a sent message not yet delivered (domain.receipt_moves
+        decided it may); the message as it was, or None when another receipt came first."""
+        return await self.messages.find_one_and_update(
+            {"_id": message_id, "state": State.SENT.value, "delivered_at": {"$exists": False}},
+            {"$set": fields},
             session=session,
         )
 

@@ -1,7 +1,8 @@
 """The SMS and push provider's webhook against a real local HTTP server: signed with HMAC,
 5xx and no answer are retried, a 4xx is a refusal with the provider's reason; and the whole
 engagement service against a provider that keeps answering 5xx: retried with backoff, then
-failed with the reason."""
+failed with the reason; and the provider's signed delivery receipts moving sent messages to
+delivered or failed once, with their events, in the campaign report."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from services.common.settings import Settings
 from services.engagement.channels import Accepted, Outgoing, Refused, Retry, WebhookTransport
 from services.engagement.domain import MAX_ATTEMPTS
 from services.stack.embedded import free_port
-from services.stack.harness import start_service, unique_id, until
+from services.stack.harness import TopicReader, start_service, unique_id, until
 from tests.integration.test_engagement import care_due, registered
 
 SECRET = "provider-secret"
@@ -150,5 +152,124 @@ def test_a_provider_answering_5xx_is_retried_with_backoff_then_the_message_fails
         assert all(gap >= first_wait * 2**k * 0.9 for k, gap in enumerate(gaps)), gaps
         report = engagement.get(f"/campaigns/{created.json()['campaign_id']}/report").json()
         assert (report["failed"], report["sent"]) == (1, 0)
+    finally:
+        engagement.stop()
+
+
+def signed_receipt(body: dict, secret: str = SECRET, stamp: int | None = None) -> dict:
+    """A receipt as the provider sends it: the body's bytes signed as the webhook's are."""
+    raw = json.dumps(body).encode()
+    at = str(stamp if stamp is not None else int(time.time()))
+    mac = hmac.new(secret.encode(), at.encode() + b"." + raw, hashlib.sha256).hexdigest()
+    return {
+        "content": raw,
+        "headers": {
+            "Content-Type": "application/json",
+            "X-CRM-Timestamp": at,
+            "X-CRM-Signature": f"sha256={mac}",
+        },
+    }
+
+
+def test_the_providers_receipts_move_sent_messages_to_delivered_or_failed_once(
+    provider, stack, prefix, clock_file, publish
+):
+    Provider.answers = [200, 200]
+    engagement = start_service(
+        stack,
+        "engagement",
+        CRM_TOPIC_PREFIX=prefix,
+        CRM_CLOCK_FILE=str(clock_file),
+        CRM_ENGAGEMENT_SEND_SECONDS="0.05",
+        CRM_ENGAGEMENT_TIMEZONE="UTC",
+        CRM_WEBHOOK_URL=f"http://127.0.0.1:{provider.server_address[1]}/send",
+        CRM_WEBHOOK_SECRET=SECRET,
+    )
+    try:
+        created = engagement.post(
+            "/campaigns",
+            json={
+                "name": "Birthday SMS with receipts",
+                "trigger": "care_due",
+                "channel": "sms",
+                "control_share": 0,
+                "default_locale": "en",
+                "templates": {"en": {"subject": "", "text": "Happy birthday!", "html": ""}},
+            },
+        )
+        assert created.status_code == 201, created.text
+        campaign_id = created.json()["campaign_id"]
+        customers = [unique_id(), unique_id()]
+        for k, customer in enumerate(customers):
+            publish(
+                registered(customer, name="Li Wei", email=None, consent=True, phone=f"+86 138 0000 001{k}")
+            )
+        for customer in customers:
+            until(lambda c=customer: engagement.get(f"/contacts/{c}").status_code, lambda s: s == 200)
+            publish(care_due(customer))
+
+        def messages() -> dict[str, dict]:
+            items = engagement.get(f"/campaigns/{campaign_id}/messages").json()["items"]
+            return {m["customer_id"]: m for m in items}
+
+        sent = until(messages, lambda ms: len(ms) == 2 and all(m["state"] == "sent" for m in ms.values()))
+        reaches, fails = (sent[c]["message_id"] for c in customers)
+
+        def receipt(channel: str = "sms", **body) -> httpx.Response:
+            return engagement.post(f"/providers/{channel}/receipts", role=None, **signed_receipt(body))
+
+        # Who may report: only the provider, with the webhook's key, lately.
+        delivered = {"message_id": reaches, "status": "delivered"}
+        unsigned = engagement.post("/providers/sms/receipts", role=None, json=delivered)
+        assert unsigned.status_code == 401, unsigned.text
+        forged = engagement.post("/providers/sms/receipts", role=None, **signed_receipt(delivered, "guess"))
+        assert forged.status_code == 401
+        replayed = signed_receipt(delivered, stamp=int(time.time()) - 3600)
+        assert engagement.post("/providers/sms/receipts", role=None, **replayed).status_code == 401
+        # What it names must exist on that channel; what it says must be a receipt.
+        assert receipt(message_id="m-nobody", status="delivered").status_code == 404
+        assert receipt("push", **delivered).status_code == 404  # an SMS, not a push message
+        assert receipt(message_id=reaches, status="read").status_code == 422
+        assert receipt(message_id=fails, status="failed").status_code == 422  # no reason
+        assert receipt(message_id=reaches, status="delivered", extra=1).status_code == 422
+
+        first = receipt(**delivered, provider_message_id="prov-1")
+        assert first.status_code == 200, first.text
+        assert first.json() == {"message_id": reaches, "state": "sent", "delivered": True, "reason": None}
+        failing = {"message_id": fails, "status": "failed", "reason": "handset switched off"}
+        second = receipt(**failing)
+        assert second.json() == {
+            "message_id": fails,
+            "state": "failed",
+            "delivered": False,
+            "reason": "provider: handset switched off",
+        }
+        # The same receipts again, and late ones contradicting them: nothing changes.
+        assert receipt(**delivered).json() == first.json()
+        assert receipt(**failing).json() == second.json()
+        assert receipt(message_id=reaches, status="failed", reason="late").json() == first.json()
+        assert receipt(message_id=fails, status="delivered").json() == second.json()
+
+        report = engagement.get(f"/campaigns/{campaign_id}/report").json()
+        assert (report["sent"], report["delivered"], report["failed"]) == (1, 1, 1)
+        stored = messages()
+        assert stored[customers[0]]["provider_message_id"] == "prov-1"
+        assert stored[customers[1]]["reason"] == "provider: handset switched off"
+        # Each event exactly once, through the outbox, for the scorer and everyone else.
+        events = TopicReader(stack, prefix + "crm.engagement.v1").collect(
+            lambda e: (
+                e["data"]["message_id"] in (reaches, fails)
+                and e["type"] in ("crm.message.delivered", "crm.message.failed")
+            ),
+            count=2,
+        )
+        assert sorted((e["type"], e["data"]["message_id"]) for e in events) == sorted(
+            [("crm.message.delivered", reaches), ("crm.message.failed", fails)]
+        )
+        failed_event = next(e for e in events if e["type"] == "crm.message.failed")
+        assert (failed_event["data"]["reason"], failed_event["data"]["attempts"]) == (
+            "provider: handset switched off",
+            1,
+        )
     finally:
         engagement.stop()

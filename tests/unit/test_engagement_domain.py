@@ -1,5 +1,5 @@
 """Engagement's pure rules: consent, the control group, pacing, quiet hours, coupons, signed
-links, templates and the uplift interval."""
+links, templates, the uplift interval and what a provider's delivery receipt may change."""
 
 from __future__ import annotations
 
@@ -10,7 +10,18 @@ import pytest
 from pydantic import ValidationError
 
 from services.engagement import domain, templates
-from services.engagement.domain import Arm, Contact, Coupon, CouponState, EngagementError, Offer, Purpose
+from services.engagement.channels import signature, signed_by_provider
+from services.engagement.domain import (
+    Arm,
+    Contact,
+    Coupon,
+    CouponState,
+    EngagementError,
+    Offer,
+    Purpose,
+    Receipt,
+    State,
+)
 from services.engagement.models import AudienceFilters
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -182,3 +193,41 @@ def test_audience_ranges_must_be_in_order():
     ):
         with pytest.raises(ValidationError):
             AudienceFilters(**bad)
+
+
+# --- the provider's delivery receipts ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("receipt", list(Receipt))
+def test_a_receipt_moves_a_sent_message_to_delivered_or_failed(receipt):
+    assert domain.receipt_moves(State.SENT, False, receipt) is receipt
+
+
+@pytest.mark.parametrize("receipt", list(Receipt))
+def test_a_message_with_its_final_word_is_not_moved_again(receipt):
+    # Delivered stays delivered (not failed, not back to sent); failed stays failed, even when
+    # a delivered receipt comes after it: its event was published and counted.
+    assert domain.receipt_moves(State.SENT, True, receipt) is None
+    assert domain.receipt_moves(State.FAILED, False, receipt) is None
+
+
+@pytest.mark.parametrize("state", [State.PENDING, State.SENDING, State.HELD_OUT, State.SUPPRESSED])
+def test_a_receipt_for_a_message_the_provider_was_not_handed_is_a_conflict(state):
+    with pytest.raises(EngagementError) as refused:
+        domain.receipt_moves(state, False, Receipt.DELIVERED)
+    assert refused.value.kind == "conflict" and state.value in str(refused.value)
+
+
+def test_a_receipt_is_signed_with_the_webhook_key_over_a_fresh_timestamp():
+    body = b'{"message_id": "m-1", "status": "delivered"}'
+    now = 1_800_000_000
+    stamp = str(now - 10)
+    good = signature("provider-secret", stamp, body)
+    assert signed_by_provider("provider-secret", stamp, body, good, now)
+    assert not signed_by_provider("another-secret", stamp, body, good, now)
+    assert not signed_by_provider("provider-secret", stamp, body + b" ", good, now)  # body changed
+    assert not signed_by_provider("provider-secret", stamp, body, None, now)
+    assert not signed_by_provider("provider-secret", None, body, good, now)
+    assert not signed_by_provider("provider-secret", "soon", body, good, now)
+    old = str(now - 301)  # replayed after five minutes
+    assert not signed_by_provider("provider-secret", old, body, signature("provider-secret", old, body), now)
