@@ -64,7 +64,8 @@ def _responsiveness(facts: F.Facts) -> dict[str, Any]:
     clicked; coupons issued and the share used."""
     if not facts.get("messages") and not facts.get("coupons"):  # most customers: nothing sent
         return dict(NOT_ENGAGED)
-    sent = [m for m in facts.get("messages", {}).values() if m.get("sent")]
+    # A message the provider's receipt reported failed after it was sent never reached them.
+    sent = [m for m in facts.get("messages", {}).values() if m.get("sent") and not m.get("failed")]
     answered = sum(1 for m in sent if m.get("opened") or m.get("clicked"))
     coupons = list(facts.get("coupons", {}).values())
     redeemed = sum(1 for c in coupons if c.get("redeemed"))

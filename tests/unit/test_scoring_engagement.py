@@ -68,3 +68,21 @@ def test_messages_opened_and_coupons_used_become_responsiveness_once_each():
     assert (engagement["coupons_issued_180d"], engagement["coupons_used_180d"]) == (2, 1)
     assert engagement["coupon_use_rate"] == 0.5
     assert build(F.empty("c-2"), NOW, Population(), None)[0]["engagement"]["responsiveness"] is None
+
+
+def test_a_message_the_provider_reported_failed_after_sending_did_not_reach_the_customer():
+    at = NOW - timedelta(days=3)
+    stamp = to_rfc3339(at)
+    events = [
+        message("sent", "m-1", at, purpose="marketing", sent_at=stamp),
+        message("delivered", "m-1", at, delivered_at=stamp),
+        message("opened", "m-1", at, opened_at=stamp),
+        message("sent", "m-2", at, purpose="marketing", sent_at=stamp),
+        message("failed", "m-2", at, reason="provider: handset switched off", attempts=1, failed_at=stamp),
+    ]
+    facts = F.empty("c-1")
+    for event in events:
+        F.apply(facts, event)
+    engagement = build(facts, NOW, Population(), None)[0]["engagement"]
+    assert (engagement["messages_180d"], engagement["messages_answered_180d"]) == (1, 1)
+    assert engagement["responsiveness"] == 1.0
