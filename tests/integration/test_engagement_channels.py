@@ -20,10 +20,15 @@ from services.common.settings import Settings
 from services.engagement.channels import Accepted, Outgoing, Refused, Retry, WebhookTransport
 from services.engagement.domain import MAX_ATTEMPTS
 from services.stack.embedded import free_port
-from services.stack.harness import TopicReader, start_service, unique_id, until
+from services.stack.harness import Service, TopicReader, start_service, unique_id, until
 from tests.integration.test_engagement import care_due, registered
 
 SECRET = "provider-secret"
+
+
+def provider_signature(stamp: str, body: bytes, secret: str = SECRET) -> str:
+    """The scheme written out here, not imported: the test checks the service against it."""
+    return "sha256=" + hmac.new(secret.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
 class Provider(BaseHTTPRequestHandler):
@@ -33,9 +38,7 @@ class Provider(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         stamp = self.headers["X-CRM-Timestamp"]
-        expected = (
-            "sha256=" + hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-        )
+        expected = provider_signature(stamp, body)
         status = (
             self.answers.pop(0) if hmac.compare_digest(expected, self.headers["X-CRM-Signature"]) else 401
         )
@@ -99,44 +102,53 @@ def test_a_provider_that_does_not_answer_is_retried():
     assert isinstance(transport.send_batch([message(1)], None)[0], Retry)
 
 
-def test_a_provider_answering_5xx_is_retried_with_backoff_then_the_message_fails_with_the_reason(
-    provider, stack, prefix, clock_file, publish
-):
-    Provider.answers = [503] * (MAX_ATTEMPTS + 2)
-    first_wait = 0.1
-    engagement = start_service(
+def sms_engagement(stack, prefix, clock_file, provider, **env: str) -> Service:
+    return start_service(
         stack,
         "engagement",
         CRM_TOPIC_PREFIX=prefix,
         CRM_CLOCK_FILE=str(clock_file),
         CRM_ENGAGEMENT_SEND_SECONDS="0.05",
-        CRM_ENGAGEMENT_RETRY_SECONDS=str(first_wait),
         CRM_ENGAGEMENT_TIMEZONE="UTC",
         CRM_WEBHOOK_URL=f"http://127.0.0.1:{provider.server_address[1]}/send",
         CRM_WEBHOOK_SECRET=SECRET,
+        **env,
+    )
+
+
+def birthday_sms(engagement: Service) -> dict:
+    created = engagement.post(
+        "/campaigns",
+        json={
+            "name": "Birthday SMS",
+            "trigger": "care_due",
+            "channel": "sms",
+            "control_share": 0,
+            "default_locale": "en",
+            "templates": {"en": {"subject": "", "text": "Happy birthday, {{ customer.name }}!", "html": ""}},
+        },
+    )
+    assert created.status_code == 201, created.text
+    return created.json()
+
+
+def test_a_provider_answering_5xx_is_retried_with_backoff_then_the_message_fails_with_the_reason(
+    provider, stack, prefix, clock_file, publish
+):
+    Provider.answers = [503] * (MAX_ATTEMPTS + 2)
+    first_wait = 0.1
+    engagement = sms_engagement(
+        stack, prefix, clock_file, provider, CRM_ENGAGEMENT_RETRY_SECONDS=str(first_wait)
     )
     try:
-        created = engagement.post(
-            "/campaigns",
-            json={
-                "name": "Birthday SMS",
-                "trigger": "care_due",
-                "channel": "sms",
-                "control_share": 0,
-                "default_locale": "en",
-                "templates": {
-                    "en": {"subject": "", "text": "Happy birthday, {{ customer.name }}!", "html": ""}
-                },
-            },
-        )
-        assert created.status_code == 201, created.text
+        created = birthday_sms(engagement)
         customer = unique_id()
         publish(registered(customer, name="Li Wei", email=None, consent=True, phone="+86 138 0000 0001"))
         until(lambda: engagement.get(f"/contacts/{customer}").status_code, lambda s: s == 200)
         publish(care_due(customer))
 
         def the_message() -> dict:
-            items = engagement.get(f"/campaigns/{created.json()['campaign_id']}/messages").json()["items"]
+            items = engagement.get(f"/campaigns/{created['campaign_id']}/messages").json()["items"]
             return items[0] if items else {}
 
         failed = until(the_message, lambda m: m.get("state") == "failed", timeout=60)
@@ -150,7 +162,7 @@ def test_a_provider_answering_5xx_is_retried_with_backoff_then_the_message_fails
         # Backoff: each wait at least the one before doubled (from the first wait).
         gaps = [b["at"] - a["at"] for a, b in zip(tries, tries[1:], strict=False)]
         assert all(gap >= first_wait * 2**k * 0.9 for k, gap in enumerate(gaps)), gaps
-        report = engagement.get(f"/campaigns/{created.json()['campaign_id']}/report").json()
+        report = engagement.get(f"/campaigns/{created['campaign_id']}/report").json()
         assert (report["failed"], report["sent"]) == (1, 0)
     finally:
         engagement.stop()
@@ -160,13 +172,12 @@ def signed_receipt(body: dict, secret: str = SECRET, stamp: int | None = None) -
     """A receipt as the provider sends it: the body's bytes signed as the webhook's are."""
     raw = json.dumps(body).encode()
     at = str(stamp if stamp is not None else int(time.time()))
-    mac = hmac.new(secret.encode(), at.encode() + b"." + raw, hashlib.sha256).hexdigest()
     return {
         "content": raw,
         "headers": {
             "Content-Type": "application/json",
             "X-CRM-Timestamp": at,
-            "X-CRM-Signature": f"sha256={mac}",
+            "X-CRM-Signature": provider_signature(at, raw, secret),
         },
     }
 
@@ -175,35 +186,13 @@ def test_the_providers_receipts_move_sent_messages_to_delivered_or_failed_once(
     provider, stack, prefix, clock_file, publish
 ):
     Provider.answers = [200, 200]
-    engagement = start_service(
-        stack,
-        "engagement",
-        CRM_TOPIC_PREFIX=prefix,
-        CRM_CLOCK_FILE=str(clock_file),
-        CRM_ENGAGEMENT_SEND_SECONDS="0.05",
-        CRM_ENGAGEMENT_TIMEZONE="UTC",
-        CRM_WEBHOOK_URL=f"http://127.0.0.1:{provider.server_address[1]}/send",
-        CRM_WEBHOOK_SECRET=SECRET,
-    )
+    engagement = sms_engagement(stack, prefix, clock_file, provider)
     try:
-        created = engagement.post(
-            "/campaigns",
-            json={
-                "name": "Birthday SMS with receipts",
-                "trigger": "care_due",
-                "channel": "sms",
-                "control_share": 0,
-                "default_locale": "en",
-                "templates": {"en": {"subject": "", "text": "Happy birthday!", "html": ""}},
-            },
-        )
-        assert created.status_code == 201, created.text
-        campaign_id = created.json()["campaign_id"]
-        customers = [unique_id(), unique_id()]
+        campaign_id = birthday_sms(engagement)["campaign_id"]
+        customers = [unique_id(), unique_id(), unique_id()]  # the last one did not consent
         for k, customer in enumerate(customers):
-            publish(
-                registered(customer, name="Li Wei", email=None, consent=True, phone=f"+86 138 0000 001{k}")
-            )
+            phone = f"+86 138 0000 001{k}"
+            publish(registered(customer, name="Li Wei", email=None, consent=k < 2, phone=phone))
         for customer in customers:
             until(lambda c=customer: engagement.get(f"/contacts/{c}").status_code, lambda s: s == 200)
             publish(care_due(customer))
@@ -212,8 +201,10 @@ def test_the_providers_receipts_move_sent_messages_to_delivered_or_failed_once(
             items = engagement.get(f"/campaigns/{campaign_id}/messages").json()["items"]
             return {m["customer_id"]: m for m in items}
 
-        sent = until(messages, lambda ms: len(ms) == 2 and all(m["state"] == "sent" for m in ms.values()))
-        reaches, fails = (sent[c]["message_id"] for c in customers)
+        settled = ("sent", "suppressed")
+        sent = until(messages, lambda ms: len(ms) == 3 and all(m["state"] in settled for m in ms.values()))
+        reaches, fails, never = (sent[c]["message_id"] for c in customers)
+        assert sent[customers[2]]["state"] == "suppressed"
 
         def receipt(channel: str = "sms", **body) -> httpx.Response:
             return engagement.post(f"/providers/{channel}/receipts", role=None, **signed_receipt(body))
@@ -232,6 +223,8 @@ def test_the_providers_receipts_move_sent_messages_to_delivered_or_failed_once(
         assert receipt(message_id=reaches, status="read").status_code == 422
         assert receipt(message_id=fails, status="failed").status_code == 422  # no reason
         assert receipt(message_id=reaches, status="delivered", extra=1).status_code == 422
+        # A message the provider was never handed takes no receipt.
+        assert receipt(message_id=never, status="delivered").status_code == 409
 
         first = receipt(**delivered, provider_message_id="prov-1")
         assert first.status_code == 200, first.text
