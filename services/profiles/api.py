@@ -335,7 +335,7 @@ async def seasonality(
 @router.get(
     "/churn-warnings",
     tags=["churn warnings"],
-    summary="Warnings, open first, by value at risk",
+    summary="Warnings, open first, by value at risk, each with its customer's name",
     dependencies=[Depends(only_params("status", "assignee", "customer_id", "limit", "cursor"))],
 )
 async def list_warnings(

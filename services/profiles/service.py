@@ -386,8 +386,14 @@ class ProfilesService:
     # --- the churn-warning workflow ---------------------------------------------------------------
 
     async def warnings(self, filters: WarningFilters, limit: int, cursor: str | None) -> dict[str, Any]:
+        """A page of the worklist, each warning with its customer's registered name (one read for
+        the page, so a list of warnings names its people without a request per row)."""
         found, next_cursor = await self.store.warnings_page(filters, limit, cursor)
-        return {"items": [present_warning(w) for w in found], "next_cursor": next_cursor}
+        names = await self.store.names_of(sorted({w.customer_id for w in found})) if found else {}
+        return {
+            "items": [{**present_warning(w), "customer_name": names.get(w.customer_id)} for w in found],
+            "next_cursor": next_cursor,
+        }
 
     async def warning(self, warning_id: str) -> ChurnWarning:
         found = await self.store.get_warning(warning_id)

@@ -229,6 +229,11 @@ class ProfilesStore:
         doc = await self.customers.find_one({"_id": customer_id}, session=session)
         return customer_from(doc) if doc else None
 
+    async def names_of(self, customer_ids: list[str]) -> dict[str, str | None]:
+        """The registered names of a page's customers, in one read."""
+        docs = await self.customers.find({"_id": {"$in": customer_ids}}, {"name": 1}).to_list(None)
+        return {d["_id"]: d.get("name") for d in docs}
+
     async def insert_customer(self, c: Customer, session: AsyncIOMotorClientSession) -> None:
         await self.customers.insert_one(customer_document(c), session=session)
 

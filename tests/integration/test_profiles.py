@@ -405,6 +405,7 @@ def test_the_churn_warning_workflow_end_to_end(platform, profiles, stack, prefix
     )
     warning = listed[0]
     assert warning["status"] == "open" and warning["reasons"] and warning["value_at_risk_cents"] > 0
+    assert warning["customer_name"] == "Qian Hua"  # the worklist names its people
     shown = view_360(profiles, customer)["churn_warnings"]  # the agent's screen has it too
     assert [w["warning_id"] for w in shown] == [warning["warning_id"]]
     board = profiles.get("/churn-warnings").json()["items"]
@@ -559,11 +560,14 @@ def test_erasing_a_customer_with_an_open_warning_closes_it_and_leaves_nothing_pe
     )[0]
     assert warning["open"] and warning["value_at_risk_cents"] > 0
     assert all(r["text_en"] and r["text_zh"] for r in warning["reasons"])
+    assert warning["customer_name"] == "Tomasz Nowak"
     erased = profiles.request("DELETE", f"/customers/{customer}", json={"reason": "customer request"})
     assert erased.status_code == 202, erased.text
     closed = until(
         lambda: profiles.get(f"/churn-warnings/{warning['warning_id']}").json(), lambda w: not w["open"]
     )
     assert closed["outcome"] == "recovered" and closed["ended_by"] == "erased"
+    listed = profiles.get("/churn-warnings", params={"customer_id": customer}).json()["items"]
+    assert [w["customer_name"] for w in listed] == [None]  # the worklist no longer names them
     stored = databases["profiles"]["churn_warnings"].find_one({"_id": warning["warning_id"]})
     assert not _contains(stored, (*person.values(), "Lodz"))
