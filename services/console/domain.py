@@ -122,6 +122,12 @@ class Formats:
     def two_digits(self, value: float | None) -> str:
         return self.number(value, 2)
 
+    def reason(self, reason: dict[str, Any]) -> str:
+        """A churn reason as the scorer wrote it for people, in this language; its code for a
+        reason kept from before the scorer wrote sentences."""
+        sentence = reason.get("text_zh" if self.language == "zh-CN" else "text_en")
+        return sentence or str(reason.get("code", "–"))
+
 
 # --- SLA countdowns ----------------------------------------------------------------------------
 

@@ -79,7 +79,7 @@ def shop(platform) -> dict[str, Any]:
     )
     scored(profiles, slipping, lambda p: p["churn"]["warning"]["open"])
     scored(profiles, hostile, lambda p: p["purchases"]["count"] == 1)
-    until(
+    (warning,) = until(
         lambda: profiles.get("/churn-warnings", params={"customer_id": slipping}).json()["items"],
         lambda items: len(items) == 1,
     )
@@ -101,7 +101,12 @@ def shop(platform) -> dict[str, Any]:
         "hostile": hostile,
         "complaint": opened.json()["complaint_id"],
         "agent": agent,
+        "reasons": warning["reasons"],  # the worklist shows the first three
     }
+
+
+def worklist_link(shop: dict[str, Any]) -> str:
+    return f"td:first-child a[href='/customers/{shop['slipping']}']"
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +246,11 @@ def test_an_agent_signs_in_searches_opens_a_customer_acts_and_switches_language(
     # The worklist, then the complaints queue: move a complaint on from there.
     visit.open("/worklist?status=actioned")
     visit.check("worklist-en")
-    assert shop["slipping"] in visit.page.locator("table.data").inner_text()
+    row = visit.page.locator("table.data tbody tr", has=visit.page.locator(worklist_link(shop))).first
+    assert row.locator(worklist_link(shop)).inner_text() == "钱华"  # by name, to the customer page
+    why = row.locator("td.reasons-cell").inner_text()
+    assert all(r["text_en"] and r["text_en"] in why for r in shop["reasons"][:3]), why
+    assert row.locator("td.reasons-cell code").count() == 0  # the scorer's sentences, not its codes
     visit.open("/complaints")
     visit.check("complaints-en")
     assert "did not answer" not in visit.page.locator("main").inner_text()
@@ -276,6 +285,11 @@ def test_an_agent_signs_in_searches_opens_a_customer_acts_and_switches_language(
     ):
         visit.open(path)
         visit.check(name)
+        if name == "worklist-zh":
+            row = visit.page.locator("table.data tbody tr", has=visit.page.locator(worklist_link(shop)))
+            why = row.first.locator("td.reasons-cell").inner_text()
+            assert all(r["text_zh"] and r["text_zh"] in why for r in shop["reasons"][:3]), why
+            assert row.first.locator(worklist_link(shop)).inner_text() == "钱华"
     text = visit.page.locator("main").inner_text()
     assert "身份与授权" in text and "¥6,400.00" in text and "年" in text  # zh money and dates
     assert "not available" not in text.lower() and "暂不可用" not in text

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from services.console import domain, messages
 from services.console.models import ComplaintMoveForm, RedeemForm, SearchForm, field_errors
+from services.scoring.reasons import reason
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "services" / "console" / "templates"
 
@@ -44,6 +45,17 @@ def test_money_in_minor_units_numbers_and_dates_follow_the_locale():
     assert zh.date(moment) == "2026年11月23日"
     assert "00:30" in zh.datetime(moment)
     assert en.month_name_of("03") == "Mar" and zh.month_name_of(3) == "3月"
+
+
+def test_a_churn_reason_reads_as_the_scorers_sentence_in_the_pages_language():
+    overdue = reason(
+        "overdue", 74, 42.0, "days since last purchase", days_since_last_purchase=74, usual_gap_days=21
+    )
+    en, zh = domain.Formats("en"), domain.Formats("zh-CN")
+    assert en.reason(overdue) == "last bought 74 days ago; usually buys every 21 days"
+    assert zh.reason(overdue) == "上次购买在 74 天前；通常每 21 天购买一次"
+    # a warning kept from before the scorer wrote sentences still says which rule fired
+    assert zh.reason({"code": "overdue", "value": 74}) == "overdue"
 
 
 def test_an_sla_countdown_runs_turns_due_soon_then_breached_and_stops_when_paused_or_done():
