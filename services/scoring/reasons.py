@@ -22,7 +22,7 @@ SENTENCES: dict[str, tuple[str, str]] = {
         "仅购买过一次，在 {days_since_last_purchase} 天前；本店回头客通常在 {usual_gap_days} 天内再次购买",
     ),
     "falling_frequency": (
-        "bought on {recent_days} days in the last 180 days, against {earlier_days} in the 180 days before",
+        "bought on {recent_days} of the last 180 days, against {earlier_days} of the 180 days before",
         "最近 180 天内有 {recent_days} 天购买，之前 180 天为 {earlier_days} 天",
     ),
     "open_complaint": (
