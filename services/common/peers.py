@@ -126,6 +126,11 @@ class Peers:
         are `GET /teams/{team}`."""
         return await self.get("staff", f"/users/{quote(user_id, safe='')}", authorization)
 
+    async def staff_team(self, team: str, authorization: str | None) -> Answer:
+        """A team in the staff directory (GET /teams/{id}): `supervisors[level - 1]` is the
+        supervisor of escalation level `level`."""
+        return await self.get("staff", f"/teams/{quote(team, safe='')}", authorization)
+
     async def every_page(
         self, service: str, path: str, authorization: str | None, limit: int = 500, **params: Any
     ) -> list[dict[str, Any]]:

@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     desk_watch_seconds: float = Field(30.0, gt=0)  # how often due and overdue tasks are looked for
     desk_remind_minutes: int = Field(15, ge=0)  # a task's reminder goes this long before it is due
     desk_churn_task_hours: int = Field(48, ge=1)  # a churn warning's task is due this long after it
+    # The desk's own key (agent: engagement's notices need it; the staff directory is read with
+    # it) for emailing task reminders: one caller, so each notice's Idempotency-Key is one scope.
+    desk_api_key: str | None = None
 
     # loyalty
     loyalty_programme_file: Path | None = None  # TOML; see services/loyalty/programme.example.toml

@@ -128,7 +128,7 @@ class StaffDirectory:
         does not answer, so the caller tries again later."""
         if team is None:
             return None, "the case has no team, so no supervisor"
-        answer = await self.peers.get("staff", f"/teams/{team}", self.authorization)
+        answer = await self.peers.staff_team(team, self.authorization)
         if answer.status == "unavailable":
             raise ComplaintError(f"the staff directory did not answer: {answer.error}", Kind.UNAVAILABLE)
         if not answer.ok:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from services.common.auth import assignee_problem
-from services.common.clock import as_utc, parse_rfc3339
+from services.common.clock import as_utc, parse_rfc3339, to_rfc3339
 from services.common.errors import Kind, RuleBroken
 from services.common.topics import topic_for_type
 
@@ -116,6 +116,53 @@ def churn_task_title(warning: dict) -> str:
     return f"churn warning ({warning['level']}, risk {warning['risk']:.2f}): {action}" + (
         f"; {reasons}" if reasons else ""
     )
+
+
+# --- task notices: the email a reminder or an overdue task sends ---------------------------------
+
+# The watcher's verb -> the notice it owes (one email per task and notice, whatever restarts).
+NOTICE_OF = {"reminded": "reminder", "overdue": "overdue"}
+NOTICES = tuple(NOTICE_OF.values())
+
+
+def pending_notice(notice: str) -> str:
+    """The task's flag that its `notice` is still to be emailed (set with the watcher's move)."""
+    return f"{notice}_notice_pending"
+
+
+def notice_key(task_id: str, notice: str) -> str:
+    """The engagement service's Idempotency-Key: a retry after a restart meets the first answer."""
+    return f"task-{task_id}-{notice}"
+
+
+def notice_recipient(task: dict, team_supervisors: list[str] | None) -> str | None:
+    """Who is told: the assignee, or for a team's task the team's level-1 supervisor."""
+    if task["assignee"]:
+        return task["assignee"]
+    return (team_supervisors or [None])[0]
+
+
+def task_notice(task: dict, notice: str, locale: str | None) -> tuple[str, str]:
+    """The email (subject, text) in the reader's language (the staff directory's locale)."""
+    due = to_rfc3339(task["due_at"])
+    whose = "" if task["assignee"] else f" ({task['team']})"
+    if locale == "zh-CN":
+        lead = "任务即将到期" if notice == "reminder" else "任务已逾期"
+        subject = f"[{lead}] {task['title']}"
+        text = (
+            f"{lead}{whose}。\n\n任务：{task['_id']}（{task['kind']}）\n标题：{task['title']}\n"
+            f"客户：{task['customer_id']}\n到期时间：{due}\n"
+        )
+    else:
+        lead = "Task due soon" if notice == "reminder" else "Task overdue"
+        subject = f"[{lead}] {task['title']}"
+        text = (
+            f"{lead}{whose}.\n\nTask: {task['_id']} ({task['kind']})\nTitle: {task['title']}\n"
+            f"Customer: {task['customer_id']}\nDue: {due}\n"
+        )
+    if task.get("case_id"):
+        text += f"Case: {task['case_id']}\n"
+    return subject, text
 
 
 def assignee_refusal(

@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             runtime.writes,
             clock_from(settings.clock_file),
             settings,
-            StaffDirectory(peers),
+            StaffDirectory(peers, f"Bearer {settings.desk_api_key}" if settings.desk_api_key else None),
+            peers,
         )
         app.state.desk = service
         runtime.background("consumer", lambda stop: service.consume(settings, stop))

@@ -17,6 +17,7 @@ from services.common import kafka
 from services.common.clock import Clock, bounded_period, parse_rfc3339, to_rfc3339
 from services.common.errors import Kind
 from services.common.fields import new_id
+from services.common.peers import Peers, Unavailable
 from services.common.settings import Settings
 from services.common.writes import IdempotencyKey, Outcome, Writes
 
@@ -28,6 +29,11 @@ from .store import DeskStore
 
 log = structlog.get_logger(__name__)
 TASKS_WATCHED = Counter("crm_desk_task_transitions_total", "Tasks the watcher moved, by state.", ["state"])
+TASK_NOTICES = Counter(
+    "crm_desk_task_notices_total",
+    "Task reminder and overdue emails, by notice and outcome (sent, nobody, refused, skipped, unavailable).",
+    ["notice", "outcome"],
+)
 
 
 def _time(value: Any) -> str | None:
@@ -42,12 +48,14 @@ class DeskService:
         clock: Clock,
         settings: Settings,
         staff: StaffDirectory,
+        peers: Peers,
     ) -> None:
         self.store = store
         self.writes = writes
         self.clock = clock
         self.settings = settings
         self.staff = staff
+        self.peers = peers
         self.remind_before = timedelta(minutes=settings.desk_remind_minutes)
 
     async def consume(self, settings: Settings, stop: asyncio.Event) -> None:
@@ -238,9 +246,13 @@ class DeskService:
 
     async def run_watcher(self, stop: asyncio.Event) -> None:
         """Reminders when a task's time nears, and overdue when it passed: each once, with its
-        event (a reminder reaches the assignee through whatever follows crm.task.reminded)."""
+        event and an email to whoever has the task (send_notices)."""
         while not stop.is_set():
-            await self.watch_once()
+            try:
+                await self.watch_once()
+                await self.send_notices()
+            except Exception:  # the database away: the next round looks again
+                log.exception("task watcher round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.settings.desk_watch_seconds)
 
@@ -261,12 +273,61 @@ class DeskService:
 
     async def _move(self, task: dict, state: str, to_state: str, verb: str, now: Any) -> bool:
         async def work(session: AsyncIOMotorClientSession) -> Outcome:
-            changes = {"state": to_state, f"{verb}_at": now}
+            # the email owed is flagged with the move, so it is sent once whatever restarts
+            changes = {"state": to_state, f"{verb}_at": now, domain.pending_notice(domain.NOTICE_OF[verb]): 1}
             if not await self.store.set_task(task["_id"], state, changes, session):
                 return Outcome(200, False)
             return Outcome(200, True, [task_event(verb, task, now)])
 
         return bool((await self.writes.run(work)).body)
+
+    async def send_notices(self, batch: int = 200) -> int:
+        """Email each flagged reminder and overdue notice to the assignee (or the team's level-1
+        supervisor) through the engagement service, once per task and notice: the flag goes
+        only when the notice went or never can, and engagement answers a retried
+        Idempotency-Key with its first answer. Staff or engagement away: it stays flagged for
+        the next round (logged, counted)."""
+        sent = 0
+        for notice in domain.NOTICES:
+            for task in await self.store.tasks_owing(notice, batch):
+                outcome = await self._notify(task, notice)
+                TASK_NOTICES.labels(notice, outcome).inc()
+                if outcome == "unavailable":
+                    continue
+                await self.store.settle_notice(task["_id"], notice)
+                sent += outcome == "sent"
+        return sent
+
+    async def _notify(self, task: dict, notice: str) -> str:
+        if task["state"] not in domain.OPEN_STATES or task.get("erased"):
+            return "skipped"  # done meanwhile, or its customer erased: nothing to remind of
+        if self.staff.own_authorization is None:
+            log.warning(
+                "task notice not sent: the desk has no key of its own (CRM_DESK_API_KEY)", task_id=task["_id"]
+            )
+            return "refused"
+        try:
+            user, why = await self.staff.to_tell(task)
+        except Unavailable as exc:
+            log.warning("task notice waits for the staff directory", task_id=task["_id"], error=str(exc))
+            return "unavailable"
+        if user is None:
+            log.warning("task notice has nobody to go to", task_id=task["_id"], notice=notice, reason=why)
+            return "nobody"
+        subject, text = domain.task_notice(task, notice, user.get("locale"))
+        answer = await self.peers.send(
+            "engagement",
+            "/notifications",
+            self.staff.own_authorization,
+            {"to": user["email"], "subject": subject, "text": text},
+            idempotency_key=domain.notice_key(task["_id"], notice),
+        )
+        if answer.status == "unavailable":
+            return "unavailable"  # logged by peers
+        if not answer.ok:
+            log.warning("task notice refused", task_id=task["_id"], notice=notice, error=answer.error)
+            return "refused"
+        return "sent"
 
     # --- the timeline and the case history ---
 

@@ -14,6 +14,8 @@ from services.common.erasure import SCRUBBED
 from services.common.mongo import between, index
 from services.common.pagination import Sort, page
 
+from .domain import NOTICES, pending_notice
+
 NOTES = "notes"
 TASKS = "tasks"
 TIMELINE = "timeline"
@@ -30,6 +32,7 @@ INDEXES = {
         index("assignee", "state", "due_s"),
         index("team", "state", "due_s"),
         index("customer_id", "due_s"),
+        *(index(pending_notice(notice)) for notice in NOTICES),
     ],
     # newest first within a customer; event_id breaks ties (keep _id out of compound indexes)
     TIMELINE: [index("customer_id", ("at_s", -1), ("event_id", -1))],
@@ -139,6 +142,15 @@ class DeskStore:
         """Tasks in `state` whose `field` time has come: the watcher's next round."""
         found = await self.tasks.find({"state": state, field: {"$lte": now_s}}).limit(limit).to_list(None)
         return [_read(t) for t in found]
+
+    async def tasks_owing(self, notice: str, limit: int) -> list[dict]:
+        """Tasks whose `notice` email is still to go (flagged by the watcher's move)."""
+        found = await self.tasks.find({pending_notice(notice): 1}).limit(limit).to_list(None)
+        return [_read(t) for t in found]
+
+    async def settle_notice(self, task_id: str, notice: str) -> None:
+        """The notice went (or can never go): the flag is cleared so no round sends it again."""
+        await self.tasks.update_one({"_id": task_id}, {"$set": {pending_notice(notice): 0}})
 
     async def task_page(
         self, query: dict[str, Any], limit: int, cursor: str | None

@@ -147,7 +147,8 @@ def start_reports(stack: Stack, platform: dict[str, Service], **env: str) -> Ser
 
 def start_desk(stack: Stack, platform: dict[str, Service], **env: str) -> Service:
     """The desk beside a running platform, on its database prefix, topics and clock, with the
-    tests' quick task watcher; it asks the platform's staff directory about assignees."""
+    tests' quick task watcher; it asks the platform's staff directory about assignees and emails
+    task reminders through the platform's engagement service with its own (agent) key."""
     peers = {f"CRM_{name.upper()}_URL": service.url for name, service in platform.items()}
     shared = {
         k: v for k, v in platform["profiles"].env.items() if k in ("CRM_TOPIC_PREFIX", "CRM_CLOCK_FILE")
@@ -156,7 +157,13 @@ def start_desk(stack: Stack, platform: dict[str, Service], **env: str) -> Servic
         stack,
         "desk",
         db_prefix=platform["profiles"].env["CRM_DB_PREFIX"],
-        **{**peers, **shared, "CRM_DESK_WATCH_SECONDS": "0.5", **env},
+        **{
+            **peers,
+            **shared,
+            "CRM_DESK_WATCH_SECONDS": "0.5",
+            "CRM_DESK_API_KEY": stack.keys["agent"],
+            **env,
+        },
     )
 
 

@@ -106,6 +106,8 @@ class Platform:
                 env = {**env, "CRM_REPORTS_API_KEY": keys["viewer"]}
             if name == "complaints":  # pays compensation (loyalty adjustments: admin) and notifies
                 env = {**env, "CRM_COMPLAINTS_API_KEY": keys["admin"]}
+            if name == "desk":  # emails task reminders (engagement's notices: agent)
+                env = {**env, "CRM_DESK_API_KEY": keys["agent"]}
             child = service_child(name, env, port, self.log_dir)
             self.services.append(child)
             child.start()

@@ -5,6 +5,7 @@ hand-counted figures; erasure empties the personal content."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -154,7 +155,16 @@ def test_notes_are_listed_pinned_first_and_can_be_unpinned(desk, story):
     assert desk.request("PATCH", "/notes/n-missing", json={"pinned": True}, role="agent").status_code == 404
 
 
-def test_a_callback_comes_due_then_goes_overdue_and_leaves_the_late_lists_when_done(desk, agent, clock_file):
+def mail(platform: dict[str, Service], user: str, task_id: str) -> list[dict]:
+    """What the local SMTP server received about a task for a staff user (their directory email)."""
+    answer = platform["engagement"].get("/mailbox", params={"to": f"{user}@shop.example"})
+    assert answer.status_code == 200, answer.text
+    return [m for m in answer.json()["items"] if task_id in m["text"]]
+
+
+def test_a_callback_comes_due_then_goes_overdue_and_leaves_the_late_lists_when_done(
+    desk, platform, agent, clock_file
+):
     customer, team = unique_id(), unique_id("team")
     created = desk.post(
         "/tasks",
@@ -182,8 +192,13 @@ def test_a_callback_comes_due_then_goes_overdue_and_leaves_the_late_lists_when_d
             lambda t: t["status"] == "due" and t["reminded_at"] == to_rfc3339(NOW + timedelta(minutes=50)),
         )
         assert listed(assignee=agent, status="overdue") == []
+        reminded = until(lambda: mail(platform, agent, task_id), lambda items: len(items) == 1)
+        assert reminded[0]["subject"] == "[任务即将到期] Call back about the refund"  # the agent reads zh-CN
+        assert task_id in reminded[0]["text"] and customer in reminded[0]["text"]
         set_clock(clock_file, NOW + timedelta(hours=1, minutes=1))
         until(task, lambda t: t["status"] == "overdue" and t["overdue_at"] is not None)
+        notices = until(lambda: mail(platform, agent, task_id), lambda items: len(items) == 2)
+        assert {m["subject"].split("]")[0] for m in notices} == {"[任务即将到期", "[任务已逾期"}
         assert listed(assignee=agent, status="overdue") == [task_id]
         assert listed(team=team, status="overdue") == [task_id]
         timeline = until(
@@ -202,6 +217,43 @@ def test_a_callback_comes_due_then_goes_overdue_and_leaves_the_late_lists_when_d
         assert listed(assignee=agent, status="overdue") == [] and listed(team=team, status="done") == [
             task_id
         ]
+        time.sleep(1.5)  # three more watcher rounds: nothing is sent again
+        assert len(mail(platform, agent, task_id)) == 2
+    finally:
+        set_clock(clock_file, NOW)
+
+
+def test_a_team_task_overdue_reaches_the_team_s_level_1_supervisor_once(desk, platform, clock_file):
+    staff = platform["staff"]
+    boss, team = f"boss.{unique_id('u')[2:10]}", unique_id("team")
+    made = staff.post(
+        "/users",
+        json={"id": boss, "name": "Ann Boss", "email": f"{boss}@shop.example", "locale": "en",
+              "roles": ["supervisor"], "team": None},
+    )  # fmt: skip
+    assert made.status_code == 201, made.text
+    assert staff.post("/teams", json={"id": team, "name": "Queue", "supervisors": [boss]}).status_code == 201
+    created = desk.post(
+        "/tasks",
+        json={"customer_id": unique_id(), "kind": "follow_up", "title": "Check the replacement arrived",
+              "due_at": to_rfc3339(NOW + timedelta(minutes=5)), "team": team},
+        role="agent",
+    )  # fmt: skip
+    assert created.status_code == 201, created.text
+    task_id = created.json()["task_id"]
+    try:
+        # within its reminder lead already, then past its time
+        reminded = until(lambda: mail(platform, boss, task_id), lambda items: len(items) == 1)
+        assert reminded[0]["subject"] == "[Task due soon] Check the replacement arrived"
+        set_clock(clock_file, NOW + timedelta(minutes=6))
+        late = until(lambda: mail(platform, boss, task_id), lambda items: len(items) == 2)
+        assert {m["subject"] for m in late} == {
+            "[Task due soon] Check the replacement arrived",
+            "[Task overdue] Check the replacement arrived",
+        }
+        assert f"({team})" in late[0]["text"]
+        time.sleep(1.5)
+        assert len(mail(platform, boss, task_id)) == 2
     finally:
         set_clock(clock_file, NOW)
 
