@@ -6,6 +6,7 @@ hand-counted figures; erasure empties the personal content."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,7 +15,9 @@ import pytest
 from services.common.clock import to_rfc3339
 from services.common.contracts import build_event
 from services.common.erasure import SCRUBBED
+from services.common.kafka import ensure_topics
 from services.stack.harness import Service, start_desk, unique_id, until
+from services.stack.platform import free_port, start_service
 from tests.conftest import NOW
 
 
@@ -462,3 +465,55 @@ def test_erasure_empties_notes_and_the_timeline_of_personal_content_and_keeps_wh
         lambda found: len(found) == 1,
     )
     assert arrived[0]["erased"] and "attributes" not in arrived[0]["data"]
+
+
+def test_a_reminder_waits_while_engagement_is_away_and_goes_once_after_a_restart(
+    stack, platform, agent, clock_file
+):
+    """A desk of its own (database and topics) whose engagement is away: the reminder stays owed
+    (counted), and the desk restarted with engagement back sends it exactly once."""
+    topic_prefix = f"m{uuid.uuid4().hex[:8]}."
+    ensure_topics(stack.settings(topic_prefix=topic_prefix))
+    db_prefix = f"t{uuid.uuid4().hex[:8]}_"
+    env = {
+        "CRM_TOPIC_PREFIX": topic_prefix,
+        "CRM_CLOCK_FILE": str(clock_file),
+        "CRM_STAFF_URL": platform["staff"].url,
+        "CRM_DESK_API_KEY": stack.keys["agent"],
+        "CRM_DESK_WATCH_SECONDS": "0.3",
+    }
+    lone = start_service(
+        stack, "desk", db_prefix=db_prefix, CRM_ENGAGEMENT_URL=f"http://127.0.0.1:{free_port()}", **env
+    )
+    try:
+        created = lone.post(
+            "/tasks",
+            json={"customer_id": unique_id(), "kind": "callback", "title": "Call about the parcel",
+                  "due_at": to_rfc3339(NOW + timedelta(hours=1, minutes=5)), "assignee": agent},
+            role="agent",
+        )  # fmt: skip
+        assert created.status_code == 201, created.text
+        task_id = created.json()["task_id"]
+        set_clock(clock_file, NOW + timedelta(hours=1))
+        until(lambda: lone.get(f"/tasks/{task_id}").json(), lambda t: t["reminded_at"] is not None)
+        until(
+            lambda: lone.get("/metrics", role=None).text,
+            lambda text: 'crm_desk_task_notices_total{notice="reminder",outcome="unavailable"}' in text,
+        )
+        assert mail(platform, agent, task_id) == []
+    finally:
+        lone.stop()
+    back = start_service(
+        stack, "desk", db_prefix=db_prefix, CRM_ENGAGEMENT_URL=platform["engagement"].url, **env
+    )
+    try:
+        until(lambda: mail(platform, agent, task_id), lambda items: len(items) == 1)
+        time.sleep(1)  # more rounds: nothing is sent again
+        assert len(mail(platform, agent, task_id)) == 1
+        assert (
+            'crm_desk_task_notices_total{notice="reminder",outcome="sent"} 1.0'
+            in back.get("/metrics", role=None).text
+        )
+    finally:
+        back.stop()
+        set_clock(clock_file, NOW)

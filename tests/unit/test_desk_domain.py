@@ -46,6 +46,26 @@ def test_a_task_is_completed_once():
     assert refused.value.kind is Kind.CONFLICT
 
 
+def test_a_task_notice_goes_to_the_assignee_else_the_team_s_level_1_supervisor():
+    mine = task(T0 + timedelta(hours=2))
+    queued = {**mine, "assignee": None, "team": "east"}
+    assert domain.notice_recipient(mine, ["wang"]) == "li.wei"
+    assert domain.notice_recipient(queued, ["wang", "zhao"]) == "wang"
+    assert domain.notice_recipient(queued, []) is None and domain.notice_recipient(queued, None) is None
+
+
+def test_a_task_notice_says_which_task_is_due_or_late_in_the_reader_s_language():
+    t = {**task(T0 + timedelta(hours=2)), "case_id": "cs-9"}
+    subject, text = domain.task_notice(t, "reminder", "en")
+    assert subject == "[Task due soon] call back"
+    assert "Task: t-1 (callback)" in text and "Customer: c-1" in text and "Due: 2026-10-01T11:00:00" in text
+    assert "Case: cs-9" in text
+    subject, text = domain.task_notice({**t, "assignee": None, "team": "east"}, "overdue", "zh-CN")
+    assert subject == "[任务已逾期] call back"
+    assert text.startswith("任务已逾期 (east)")
+    assert domain.notice_key("t-1", "overdue") != domain.notice_key("t-1", "reminder")
+
+
 def test_an_unknown_task_kind_is_refused():
     with pytest.raises(domain.DeskError, match="unknown task kind"):
         domain.new_task("t-1", "c-1", "visit", "x", T0, None, "team-a", "a", T0, timedelta(0))
