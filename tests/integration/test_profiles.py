@@ -491,6 +491,26 @@ def test_after_erasure_no_personal_field_remains_anywhere(platform, profiles, da
         },
     )
     assert complaint.status_code == 201
+    # Every free text the case desk keeps: a case's text, the procedure's notes, the resolution
+    # and the customer's confirmation comment.
+    cases = platform["complaints"]
+    case_id = complaint.json()["complaint_id"]
+    steps = [
+        ("escalate", {"note": f"escalated: {secret_note}"}),
+        ("decision", {"valid": True, "reason": f"decided: {secret_note}", "department": "customer_service",
+                      "root_cause": "service.conduct"}),
+        ("remedy", {"description": f"remedy: {secret_note}", "compensations": []}),
+        ("resolve", {"resolution": f"resolved: {secret_note}"}),
+        ("confirm", {"satisfied": True, "note": f"confirmed: {secret_note}"}),
+    ]  # fmt: skip
+    for step, body in steps:
+        done = cases.post(f"/cases/{case_id}/{step}", role="supervisor", json=body)
+        assert done.status_code == 200, (step, done.text)
+    suggestion = cases.post(
+        "/cases",
+        json={"kind": "suggestion", "customer_id": customer, "category": "service", "text": secret_note},
+    )
+    assert suggestion.status_code == 201, suggestion.text
     scored(
         profiles,
         customer,
@@ -511,6 +531,10 @@ def test_after_erasure_no_personal_field_remains_anywhere(platform, profiles, da
         return hits
 
     assert everywhere()  # the test can see personal data where it is stored
+    case_texts = [body.get("note") or body.get("reason") or body.get("description") or body.get("resolution")
+                  for _, body in steps]  # fmt: skip
+    stored = databases["complaints"]["complaints"].find_one({"_id": case_id})
+    assert set(_contains(stored, case_texts)) == set(case_texts)
     export = profiles.get(f"/customers/{customer}/export")
     assert export.status_code == 200
     body = export.json()
