@@ -93,6 +93,10 @@ DEMO_TEAMS = {
         ("ma.chao", "马超", ["agent"]),
     ],
 }
+# The agent whose key (issued by the demo's admin) works the demo's cases and leaves its notes
+# and callbacks, so a case's history names a person; cases are assigned to their team's agents.
+DEMO_AGENT = ("li.na", "east")
+DEMO_ASSIGNEES = [login for people in DEMO_TEAMS.values() for login, _, roles in people if "agent" in roles]
 DEMO_STAFF_WITHOUT_TEAM = [
     ("huang.xd", "黄晓东", ["analyst"]),
     ("shop.admin", "Shop Admin", ["admin"]),
@@ -206,6 +210,9 @@ class Demo:
         self.rate = rate
         self.customers = customers
         self.agent = {"Authorization": f"Bearer {keys['agent']}"}
+        # the demo agent's own key once the directory issued it (directory()); until then the
+        # keys file's agent key
+        self.case_agent = self.agent
         self.admin = {"Authorization": f"Bearer {keys['admin']}"}
         self.http = httpx.Client(timeout=30.0)
         self.running = True
@@ -277,7 +284,7 @@ class Demo:
         if shopper.orders:
             body["order_id"] = rng.choice(shopper.orders)
         answer = self.http.post(
-            f"{self.settings.url_of('complaints')}/complaints", json=body, headers=self.agent
+            f"{self.settings.url_of('complaints')}/complaints", json=body, headers=self.case_agent
         )
         if answer.status_code == 201:
             self.open_complaints.append((answer.json()["complaint_id"], shopper.customer_id, "open"))
@@ -292,23 +299,27 @@ class Demo:
         if status == "open":
             self.http.post(
                 f"{base}/assign",
-                json={"assignee": rng.choice(["ann", "bo", "chen", "dee"])},
-                headers=self.agent,
+                json={"assignee": rng.choice(DEMO_ASSIGNEES)},
+                headers=self.case_agent,
             )
             self.open_complaints.append((complaint_id, customer, "assigned"))
         elif status == "assigned" and rng.random() < 0.2:
-            self.http.post(f"{base}/await-customer", json={"note": "asked for details"}, headers=self.agent)
+            self.http.post(
+                f"{base}/await-customer", json={"note": "asked for details"}, headers=self.case_agent
+            )
             self.open_complaints.append((complaint_id, customer, "awaiting"))
         else:
             if status == "awaiting":
-                self.http.post(f"{base}/assign", json={"assignee": "ann"}, headers=self.agent)
-            self.http.post(f"{base}/resolve", json={"resolution": "resolved in the demo"}, headers=self.agent)
+                self.http.post(f"{base}/assign", json={"assignee": DEMO_AGENT[0]}, headers=self.case_agent)
+            self.http.post(
+                f"{base}/resolve", json={"resolution": "resolved in the demo"}, headers=self.case_agent
+            )
             if rng.random() < 0.5:
                 self.after_case(customer, complaint_id)
             if rng.random() < 0.6:
                 self.http.post(
                     f"{self.settings.url_of('complaints')}/surveys",
-                    headers=self.agent,
+                    headers=self.case_agent,
                     json={
                         "customer_id": customer,
                         "complaint_id": complaint_id,
@@ -317,20 +328,21 @@ class Demo:
                 )
 
     def after_case(self, customer: str, complaint_id: str) -> None:
-        """What an agent leaves on the desk after a case: a note, and a callback for the team a
-        day later (the demo has no staff users to assign it to)."""
+        """What the agent leaves on the desk after a case: a note, and a callback of their own a
+        day later (its reminder emails them)."""
         desk = self.settings.url_of("desk")
         self.http.post(
             f"{desk}/customers/{customer}/notes",
             json={"text": f"Resolved {complaint_id}; prefers a call in the evening", "pinned": False},
-            headers=self.agent,
+            headers=self.case_agent,
         )
         due = datetime.now(UTC) + timedelta(days=1)
         self.http.post(
             f"{desk}/tasks",
             json={"customer_id": customer, "kind": "callback", "title": "Check the customer is happy",
-                  "due_at": _ts(due), "team": "care", "case_id": complaint_id},
-            headers=self.agent,
+                  "due_at": _ts(due), "assignee": DEMO_AGENT[0], "team": DEMO_AGENT[1],
+                  "case_id": complaint_id},
+            headers=self.case_agent,
         )  # fmt: skip
 
     def redeem_points(self, shopper: Shopper) -> None:
@@ -413,8 +425,8 @@ class Demo:
 
     def directory(self) -> None:
         """The demo's teams and people in the staff directory (once: a second run's 409s say
-        they exist). Their keys are issued by an admin when wanted: the demo acts with the
-        keys file's role keys."""
+        they exist), and a key of the demo agent's own for the case work (a new one each run:
+        a key is shown only when issued)."""
         if not self.up("staff"):
             return
         url = self.settings.url_of("staff")
@@ -435,6 +447,12 @@ class Demo:
             self.http.patch(f"{url}/teams/{team_id}", json={"supervisors": supervisors}, headers=self.admin)
         for login, name, roles in DEMO_STAFF_WITHOUT_TEAM:
             person(login, name, roles, None)
+        if self.case_agent is self.agent:  # once a run
+            issued = self.http.post(
+                f"{url}/users/{DEMO_AGENT[0]}/keys", json={"label": "demo"}, headers=self.admin
+            )
+            if issued.status_code == 201:
+                self.case_agent = {"Authorization": f"Bearer {issued.json()['key']}"}
         print(f"demo: staff directory: {len(DEMO_TEAMS)} teams at {url}/teams", flush=True)
 
     def run(self) -> None:

@@ -282,6 +282,11 @@ def test_the_demo_fills_the_directory_with_two_teams_of_agents_and_two_superviso
     assert (
         roles["huang.xd"] == ["analyst"] and roles["shop.admin"] == ["admin"] and roles["li.na"] == ["agent"]
     )
+    # The demo works its cases with the demo agent's own key, so their histories name her.
+    keys = staff.get("/users/li.na/keys").json()["items"]
+    assert [k["label"] for k in keys if k["revoked_at"] is None] == ["demo"]
+    case_key = demo.case_agent["Authorization"].removeprefix("Bearer ")
+    assert staff.get(f"/auth/keys/{hash_key(case_key)}").json()["user"] == "li.na"
 
 
 def signed_in_console(console: Service, key: str, accept_language: str = "en") -> httpx.Client:
