@@ -514,7 +514,7 @@ def test_every_console_route_needs_a_session_and_the_role_its_action_needs(stack
 
     open_routes = {"GET /", "GET /signin", "POST /signin", "POST /language", *SHELL}
     pages = {"GET /customers", "GET /customers/{customer_id}", "GET /worklist", "GET /complaints",
-             "GET /dashboard", "GET /reports", "GET /staff", "GET /staff/{user_id}",
+             "GET /dashboard", "GET /reports", "GET /engagement", "GET /staff", "GET /staff/{user_id}",
              "POST /signout"}  # fmt: skip
     forms = {  # route -> {action: permission}
         "POST /customers/{customer_id}/{action}": {a: p for a, (p, _, _) in console_api.CUSTOMER_ACTIONS.items()},
