@@ -272,48 +272,75 @@ class Mongo:
         `timeout` seconds: a stalled database fails it with a timeout (PyMongoError.timeout)
         instead of holding the caller."""
         deadline = time.monotonic() + self.timeout
-        with pymongo.timeout(self.timeout):  # every operation's share of the deadline (CSOT)
-            if not self.capabilities.concurrent_transactions:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        await self._tx_lock.acquire()
-                except TimeoutError:
-                    raise ExecutionTimeout(
-                        f"no turn for a transaction within {self.timeout:g}s", 50
-                    ) from None
-                try:
-                    return await self._run(work, deadline)
-                finally:
-                    self._tx_lock.release()
+        if self.capabilities.concurrent_transactions:
             return await self._run(work, deadline)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._tx_lock.acquire()
+        except TimeoutError:
+            raise ExecutionTimeout(f"no turn for a transaction within {self.timeout:g}s", 50) from None
+        try:
+            return await self._run(work, deadline)
+        finally:
+            self._tx_lock.release()
 
     async def _run(self, work: Callable[[AsyncIOMotorClientSession], Awaitable[T]], deadline: float) -> T:
-        """motor's `with_transaction`, retrying until `deadline` instead of for two minutes."""
         async with await self.client.start_session() as session:
             if self.journal is not None:
                 self.journal.note(session)
+            try:
+                # Every operation's share of the deadline (CSOT), the wait for a turn included.
+                with pymongo.timeout(max(deadline - time.monotonic(), 0.001)):
+                    return await self._attempts(session, work, deadline)
+            except BaseException:
+                if not self.capabilities.ends_abandoned_transactions:
+                    await self._end_on_server(session)
+                raise
+
+    async def _attempts(
+        self,
+        session: AsyncIOMotorClientSession,
+        work: Callable[[AsyncIOMotorClientSession], Awaitable[T]],
+        deadline: float,
+    ) -> T:
+        """motor's `with_transaction`, retrying until `deadline` instead of for two minutes."""
+        while True:
+            session.start_transaction()
+            try:
+                result = await work(session)
+            except Exception as exc:
+                if session.in_transaction:
+                    await session.abort_transaction()
+                if _transient(exc, "TransientTransactionError") and time.monotonic() < deadline:
+                    continue
+                raise
+            if not session.in_transaction:  # the work ended the transaction itself
+                return result
             while True:
-                session.start_transaction()
                 try:
-                    result = await work(session)
-                except Exception as exc:
-                    if session.in_transaction:
-                        await session.abort_transaction()
-                    if _transient(exc, "TransientTransactionError") and time.monotonic() < deadline:
-                        continue
-                    raise
-                if not session.in_transaction:  # the work ended the transaction itself
+                    await session.commit_transaction()
                     return result
-                while True:
-                    try:
-                        await session.commit_transaction()
-                        return result
-                    except PyMongoError as exc:
-                        if time.monotonic() < deadline and _transient(exc, "UnknownTransactionCommitResult"):
-                            continue
-                        if time.monotonic() < deadline and _transient(exc, "TransientTransactionError"):
-                            break
-                        raise
+                except PyMongoError as exc:
+                    if time.monotonic() < deadline and _transient(exc, "UnknownTransactionCommitResult"):
+                        continue
+                    if time.monotonic() < deadline and _transient(exc, "TransientTransactionError"):
+                        break
+                    raise
+
+    async def _end_on_server(self, session: AsyncIOMotorClientSession) -> None:
+        """End a failed transaction's session on the server, under a deadline of its own
+        (`DatabaseCapabilities.ends_abandoned_transactions`). A transaction that timed out
+        client-side (a slow batch, a stalled server) or was cancelled had its abort never sent,
+        or sent after its deadline and dropped silently by the driver; nx-27017 would keep it
+        open, every later write to the database would join it, acknowledged but uncommitted,
+        and a crash of the server would lose them all (issue 18). Ending an already finished
+        session is harmless."""
+        try:
+            with pymongo.timeout(self.timeout):
+                await self.client.admin.command("endSessions", [session.session_id])
+        except PyMongoError:
+            # Unreachable now: the session stays in the journal and is ended at the next start.
+            log.warning("failed_transaction_not_ended", session=session.session_id["id"].hex())
 
     async def ping(self, timeout: float = 1.0) -> bool:
         try:

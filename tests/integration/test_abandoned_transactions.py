@@ -3,12 +3,17 @@ transaction must not stay open to swallow everything written after it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
 
-from services.common.mongo import blocking_client
+import pytest
+from pymongo.errors import PyMongoError
+
+from services.common.mongo import Mongo, blocking_client
+from services.common.settings import Settings
 from services.stack.embedded import free_port, mongo_child
 
 # A service's write in a transaction that the kill interrupts before its commit.
@@ -85,3 +90,106 @@ RESTARTED = textwrap.dedent(
     asyncio.run(main())
     """
 )
+
+
+# A service whose transaction outlives its deadline and goes on writing, as a slow batch on the
+# embedded server does: the driver gives up client-side and cannot send the abort in time.
+TIMED_OUT = textwrap.dedent(
+    """
+    import asyncio
+    from pymongo.errors import PyMongoError
+    from services.common.mongo import Mongo
+    from services.common.settings import Settings
+
+    async def main():
+        mongo = await Mongo.open(Settings(), "loyalty")
+        mongo.timeout = 0.5
+
+        async def too_slow(session):
+            await mongo.db["ledger"].insert_one({"_id": "timed-out"}, session=session)
+            await asyncio.sleep(1.0)  # past the deadline: the next operation fails client-side
+            await mongo.db["ledger"].insert_one({"_id": "never"}, session=session)
+
+        try:
+            await mongo.transaction(too_slow)
+        except PyMongoError as exc:
+            assert exc.timeout, exc
+        else:
+            raise AssertionError("the transaction outlived its deadline and still committed")
+        # Later writes of the same process, under sessions of their own (requests in flight
+        # each hold one; a second handle has its own pool).
+        later = await Mongo.open(Settings(), "loyalty")
+
+        async def redeem(session):
+            await later.db["ledger"].insert_one({"_id": "acknowledged"}, session=session)
+
+        await later.transaction(redeem)
+        await later.db["ledger"].insert_one({"_id": "acknowledged-alone"})
+        print("written", flush=True)
+        await asyncio.sleep(60)  # the process lives on: no restart ends its session
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_writes_acknowledged_after_a_timed_out_transaction_survive_a_database_crash(tmp_path):
+    port = free_port()
+    database = mongo_child(port, tmp_path / "mongo", tmp_path / "logs")
+    database.start()
+    env = {"CRM_MONGO_URL": f"mongodb://127.0.0.1:{port}", "CRM_DATA_DIR": str(tmp_path / "state")}
+    service = None
+    try:
+        database.wait_ready()
+        service = subprocess.Popen(
+            [sys.executable, "-c", TIMED_OUT], stdout=subprocess.PIPE, env={**os.environ, **env}
+        )
+        assert service.stdout.readline().strip() == b"written"
+
+        database.kill()  # the database crashes: what it acknowledged must still be there
+        database.start()
+        database.wait_ready()
+        client = blocking_client(env["CRM_MONGO_URL"])
+        ledger = {d["_id"] for d in client["crm_loyalty"]["ledger"].find({})}
+        client.close()
+        assert ledger == {"acknowledged", "acknowledged-alone"}  # the timed-out write is gone
+    finally:
+        if service is not None:
+            service.kill()
+            service.wait(10)
+        database.kill()
+
+
+def test_a_timed_out_transaction_is_not_committed_by_the_next_one_on_its_session(tmp_path, monkeypatch):
+    port = free_port()
+    database = mongo_child(port, tmp_path / "mongo", tmp_path / "logs")
+    database.start()
+    monkeypatch.setenv("CRM_MONGO_URL", f"mongodb://127.0.0.1:{port}")
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path / "state"))
+
+    async def scenario() -> set[str]:
+        mongo = await Mongo.open(Settings(), "loyalty")
+        mongo.timeout = 0.5
+
+        async def too_slow(session):
+            await mongo.db["ledger"].insert_one({"_id": "timed-out"}, session=session)
+            await asyncio.sleep(1.0)
+            await mongo.db["ledger"].insert_one({"_id": "never"}, session=session)
+
+        with pytest.raises(PyMongoError):
+            await mongo.transaction(too_slow)
+        mongo.timeout = 10.0
+
+        async def redeem(session):  # the driver hands it the same session again
+            await mongo.db["ledger"].insert_one({"_id": "acknowledged"}, session=session)
+
+        await mongo.transaction(redeem)
+        found = {d["_id"] async for d in mongo.db["ledger"].find({})}
+        mongo.close()
+        return found
+
+    try:
+        database.wait_ready()
+        assert asyncio.run(scenario()) == {"acknowledged"}  # half of a failed transaction never lands
+    finally:
+        database.kill()
