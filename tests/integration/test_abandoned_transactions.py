@@ -38,38 +38,48 @@ INTERRUPTED = textwrap.dedent(
 )
 
 
-def test_a_transaction_its_killed_client_left_open_is_rolled_back_and_later_writes_last(tmp_path):
+@pytest.fixture
+def database(tmp_path, monkeypatch):
+    """A real embedded database on a free port, and the settings a service there reads."""
     port = free_port()
-    database = mongo_child(port, tmp_path / "mongo", tmp_path / "logs")
-    database.start()
+    child = mongo_child(port, tmp_path / "mongo", tmp_path / "logs")
+    child.start()
     env = {"CRM_MONGO_URL": f"mongodb://127.0.0.1:{port}", "CRM_DATA_DIR": str(tmp_path / "state")}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     try:
-        database.wait_ready()
-        service = subprocess.Popen(
-            [sys.executable, "-c", INTERRUPTED], stdout=subprocess.PIPE, env={**os.environ, **env}
-        )
-        assert service.stdout.readline().strip() == b"inside"
-        service.kill()
-        service.wait(10)
-
-        # The service restarts (its handle opens) and writes again, as the launcher would have it.
-        restarted = subprocess.run(
-            [sys.executable, "-c", RESTARTED], env={**os.environ, **env}, capture_output=True, timeout=60
-        )
-        assert restarted.returncode == 0, restarted.stderr.decode()[-2000:]
-        client = blocking_client(env["CRM_MONGO_URL"])
-        orders = client["crm_orders"]["orders"]
-        assert {d["_id"] for d in orders.find({})} == {"after-restart"}  # the half-done write is gone
-        client.close()
-
-        database.kill()  # the database crashes: what it acknowledged must still be there
-        database.start()
-        database.wait_ready()
-        client = blocking_client(env["CRM_MONGO_URL"])
-        assert {d["_id"] for d in client["crm_orders"]["orders"].find({})} == {"after-restart"}
-        client.close()
+        child.wait_ready()
+        yield child, env
     finally:
-        database.kill()
+        child.kill()
+
+
+def test_a_transaction_its_killed_client_left_open_is_rolled_back_and_later_writes_last(database):
+    database, env = database
+    service = subprocess.Popen([sys.executable, "-c", INTERRUPTED], stdout=subprocess.PIPE, env=os.environ)
+    assert service.stdout.readline().strip() == b"inside"
+    service.kill()
+    service.wait(10)
+
+    # The service restarts (its handle opens) and writes again, as the launcher would have it.
+    restarted = subprocess.run(
+        [sys.executable, "-c", RESTARTED], env=os.environ, capture_output=True, timeout=60
+    )
+    assert restarted.returncode == 0, restarted.stderr.decode()[-2000:]
+    assert written(env, "crm_orders", "orders") == {"after-restart"}  # the half-done write is gone
+
+    database.kill()  # the database crashes: what it acknowledged must still be there
+    database.start()
+    database.wait_ready()
+    assert written(env, "crm_orders", "orders") == {"after-restart"}
+
+
+def written(env: dict[str, str], db: str, collection: str) -> set[str]:
+    client = blocking_client(env["CRM_MONGO_URL"])
+    try:
+        return {d["_id"] for d in client[db][collection].find({})}
+    finally:
+        client.close()
 
 
 RESTARTED = textwrap.dedent(
@@ -133,40 +143,22 @@ TIMED_OUT = textwrap.dedent(
 )
 
 
-def test_writes_acknowledged_after_a_timed_out_transaction_survive_a_database_crash(tmp_path):
-    port = free_port()
-    database = mongo_child(port, tmp_path / "mongo", tmp_path / "logs")
-    database.start()
-    env = {"CRM_MONGO_URL": f"mongodb://127.0.0.1:{port}", "CRM_DATA_DIR": str(tmp_path / "state")}
-    service = None
+def test_writes_acknowledged_after_a_timed_out_transaction_survive_a_database_crash(database):
+    database, env = database
+    service = subprocess.Popen([sys.executable, "-c", TIMED_OUT], stdout=subprocess.PIPE, env=os.environ)
     try:
-        database.wait_ready()
-        service = subprocess.Popen(
-            [sys.executable, "-c", TIMED_OUT], stdout=subprocess.PIPE, env={**os.environ, **env}
-        )
         assert service.stdout.readline().strip() == b"written"
-
         database.kill()  # the database crashes: what it acknowledged must still be there
         database.start()
         database.wait_ready()
-        client = blocking_client(env["CRM_MONGO_URL"])
-        ledger = {d["_id"] for d in client["crm_loyalty"]["ledger"].find({})}
-        client.close()
-        assert ledger == {"acknowledged", "acknowledged-alone"}  # the timed-out write is gone
+        # The timed-out write is gone, the acknowledged ones stayed.
+        assert written(env, "crm_loyalty", "ledger") == {"acknowledged", "acknowledged-alone"}
     finally:
-        if service is not None:
-            service.kill()
-            service.wait(10)
-        database.kill()
+        service.kill()
+        service.wait(10)
 
 
-def test_a_timed_out_transaction_is_not_committed_by_the_next_one_on_its_session(tmp_path, monkeypatch):
-    port = free_port()
-    database = mongo_child(port, tmp_path / "mongo", tmp_path / "logs")
-    database.start()
-    monkeypatch.setenv("CRM_MONGO_URL", f"mongodb://127.0.0.1:{port}")
-    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path / "state"))
-
+def test_a_timed_out_transaction_is_not_committed_by_the_next_one_on_its_session(database):
     async def scenario() -> set[str]:
         mongo = await Mongo.open(Settings(), "loyalty")
         mongo.timeout = 0.5
@@ -188,8 +180,4 @@ def test_a_timed_out_transaction_is_not_committed_by_the_next_one_on_its_session
         mongo.close()
         return found
 
-    try:
-        database.wait_ready()
-        assert asyncio.run(scenario()) == {"acknowledged"}  # half of a failed transaction never lands
-    finally:
-        database.kill()
+    assert asyncio.run(scenario()) == {"acknowledged"}  # half of a failed transaction never lands
