@@ -218,6 +218,9 @@ def _running(pid: int) -> bool:
     return True
 
 
+FAILED_TRANSACTION_END_WAIT = 1.0  # seconds a caller waits for its failed transaction to be ended
+
+
 @dataclass
 class Mongo:
     """A service's database handle. Every multi-document write goes through `transaction`."""
@@ -232,6 +235,7 @@ class Mongo:
 
     def __post_init__(self) -> None:
         self._tx_lock = asyncio.Lock()
+        self._endings: set[asyncio.Task] = set()  # failed transactions being ended on the server
 
     @classmethod
     async def open(cls, settings: Settings, service: str) -> Mongo:
@@ -273,18 +277,34 @@ class Mongo:
         instead of holding the caller."""
         deadline = time.monotonic() + self.timeout
         if self.capabilities.concurrent_transactions:
-            return await self._run(work, deadline)
+            return await self._run(work, deadline, None)
         try:
             async with asyncio.timeout(self.timeout):
                 await self._tx_lock.acquire()
         except TimeoutError:
             raise ExecutionTimeout(f"no turn for a transaction within {self.timeout:g}s", 50) from None
+        failed: list[Any] = []  # the session of a failed transaction, to end on the server
         try:
-            return await self._run(work, deadline)
+            return await self._run(work, deadline, failed)
         finally:
-            self._tx_lock.release()
+            if failed:
+                # The turn is held until the server has ended it, so no later transaction joins
+                # it. The caller waits for that only briefly: a responsive server ends it in a
+                # round trip (and a write that follows cannot join it either), while a stalled one
+                # must still get its 503 within about the timeout.
+                ending = asyncio.get_running_loop().create_task(self._end_then_release(failed[0]))
+                self._endings.add(ending)
+                ending.add_done_callback(self._endings.discard)
+                await asyncio.wait([ending], timeout=FAILED_TRANSACTION_END_WAIT)
+            else:
+                self._tx_lock.release()
 
-    async def _run(self, work: Callable[[AsyncIOMotorClientSession], Awaitable[T]], deadline: float) -> T:
+    async def _run(
+        self,
+        work: Callable[[AsyncIOMotorClientSession], Awaitable[T]],
+        deadline: float,
+        failed: list[Any] | None,
+    ) -> T:
         async with await self.client.start_session() as session:
             if self.journal is not None:
                 self.journal.note(session)
@@ -294,7 +314,10 @@ class Mongo:
                     return await self._attempts(session, work, deadline)
             except BaseException:
                 if not self.capabilities.ends_abandoned_transactions:
-                    await self._end_on_server(session)
+                    if failed is None:
+                        await self._end_on_server(session.session_id)
+                    else:
+                        failed.append(session.session_id)
                 raise
 
     async def _attempts(
@@ -327,7 +350,13 @@ class Mongo:
                         break
                     raise
 
-    async def _end_on_server(self, session: AsyncIOMotorClientSession) -> None:
+    async def _end_then_release(self, session_id: Any) -> None:
+        try:
+            await self._end_on_server(session_id)
+        finally:
+            self._tx_lock.release()
+
+    async def _end_on_server(self, session_id: Any) -> None:
         """End a failed transaction's session on the server, under a deadline of its own
         (`DatabaseCapabilities.ends_abandoned_transactions`). A transaction that timed out
         client-side (a slow batch, a stalled server) or was cancelled had its abort never sent,
@@ -337,10 +366,10 @@ class Mongo:
         session is harmless."""
         try:
             with pymongo.timeout(self.timeout):
-                await self.client.admin.command("endSessions", [session.session_id])
+                await self.client.admin.command("endSessions", [session_id])
         except PyMongoError:
             # Unreachable now: the session stays in the journal and is ended at the next start.
-            log.warning("failed_transaction_not_ended", session=session.session_id["id"].hex())
+            log.warning("failed_transaction_not_ended", session=session_id["id"].hex())
 
     async def ping(self, timeout: float = 1.0) -> bool:
         try:
