@@ -105,6 +105,7 @@ class Account:
     lifetime_earned: int = 0
     closed: bool = False
     version: int = 0
+    entries: int = 0  # ledger entries written: the sequence of the last one
 
     @property
     def balance(self) -> int:
@@ -126,6 +127,9 @@ class Entry:
     order_id: str | None = None
     lots: tuple[tuple[str, int], ...] = ()  # (lot id, points taken) for debits
     expires_at: datetime | None = None
+    # Its place in the account's ledger (1, 2, ...): the order loyalty applied the entries in,
+    # which their times need not follow (an earn is stamped with the order's paid time).
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
@@ -385,6 +389,26 @@ def announce_expiring(account: Account, at: datetime, programme: Programme) -> C
 def combine(*changes: Change) -> Change:
     return Change(
         changes[-1].account, [e for c in changes for e in c.entries], [f for c in changes for f in c.facts]
+    )
+
+
+def numbered(change: Change) -> Change:
+    """The change with each ledger entry numbered next in its account, and every fact that
+    tells a balance carrying the number of the last entry that balance includes (the entry's
+    own for the fact announcing it), so a mirror of the balance keeps the one loyalty reached
+    last, whatever the entries' times (an earn is stamped with the order's paid time)."""
+    start = change.account.entries
+    last = start + len(change.entries)
+    sequences = {e.entry_id: start + n for n, e in enumerate(change.entries, 1)}
+    return Change(
+        replace(change.account, entries=last),
+        [replace(e, sequence=sequences[e.entry_id]) for e in change.entries],
+        [
+            (kind, {**data, "sequence": sequences.get(data.get("entry_id"), last)})
+            if "balance" in data
+            else (kind, data)
+            for kind, data in change.facts
+        ],
     )
 
 

@@ -84,6 +84,9 @@ class LoyaltyService:
         self.programme = programme
 
     async def _commit(self, change: Change, session: AsyncIOMotorClientSession) -> tuple[Account, list[dict]]:
+        """The account (saved only on the version read), its entries numbered next in its
+        ledger and the events telling them, in the caller's transaction."""
+        change = domain.numbered(change)
         saved = await self.store.save(change.account, session)
         await self.store.append(change.entries, session)
         return saved, change_events(Change(saved, change.entries, change.facts))

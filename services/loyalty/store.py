@@ -45,6 +45,7 @@ def to_document(a: Account, programme: Programme) -> dict[str, Any]:
         "lifetime_earned": a.lifetime_earned,
         "closed": a.closed,
         "version": a.version,
+        "entries": a.entries,
     }
     # Absent rather than null: the jobs' range queries skip accounts with nothing due.
     for name, when in (
@@ -73,6 +74,7 @@ def from_document(d: dict[str, Any]) -> Account:
         lifetime_earned=d.get("lifetime_earned", 0),
         closed=d.get("closed", False),
         version=d.get("version", 0),
+        entries=d.get("entries", 0),
     )
 
 

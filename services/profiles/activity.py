@@ -3,8 +3,8 @@ folded from the events the other services publish. Rules only, no I/O.
 
 One document per customer. Each event sets the fields its own type is about on the entity it
 names (an order, complaint, survey or ledger entry, by id); a value that several events touch
-keeps the one with the latest time (a balance, a tier, a resolution) or the union (returns,
-refunds, reopenings). So a redelivered event changes nothing, and one customer's events folded
+keeps the one with the latest time (a tier, a resolution), the balance of the ledger entry
+loyalty applied last (by its `sequence`), or the union (returns, refunds, reopenings). So a redelivered event changes nothing, and one customer's events folded
 in another order give the same document. Each section keeps its RECENT newest entities; its
 `horizon` is the latest time of anything dropped, so an old event delivered again for a
 dropped entity stays out. `as_of` holds, per section, the latest event time folded: how fresh
@@ -266,7 +266,8 @@ def _ledger(activity: dict[str, Any], kind: str, data: dict[str, Any], at: str, 
         entry_kind, sign = "reverse", -1
     if activity["erased"] and entry_kind in WRITTEN_BY_AGENTS:
         reason = scrubbed
-    _latest_account(activity, "balance", (at, data["entry_id"]), balance=data["balance"])
+    when = (at, data["entry_id"], *([data["sequence"]] if "sequence" in data else []))
+    _latest_account(activity, "balance", when, balance=data["balance"])
     entry = _entity(activity, "ledger", data["entry_id"], at)
     if entry is not None:
         entry.update(
@@ -280,17 +281,27 @@ def _ledger(activity: dict[str, Any], kind: str, data: dict[str, Any], at: str, 
         )
 
 
-def _latest_account(activity: dict[str, Any], part: str, when: tuple[str, ...], **values: Any) -> None:
+def _latest_account(activity: dict[str, Any], part: str, when: tuple[Any, ...], **values: Any) -> None:
     """The account's balance and tier: each the value of the latest event that set it (the
-    balance after the newest ledger entry, by time then entry id, as loyalty orders its ledger)."""
+    balance after the ledger entry loyalty applied last: see `_later`)."""
     account = activity["loyalty"] or {}
     marks = account.setdefault("marks", {})
-    if part in marks and tuple(marks[part]) >= when:
+    if part in marks and not _later(when, marks[part]):
         activity["loyalty"] = account
         return
     marks[part] = list(when)
     account.update(values)
     activity["loyalty"] = account
+
+
+def _later(when: tuple[Any, ...], mark: list[Any]) -> bool:
+    """Whether an event at `when` (time, entry id, then loyalty's ledger sequence if it has
+    one) comes after the one that left `mark`: by the sequence when both have one (an earn is
+    stamped with the order's paid time, and may be applied after a redemption stamped later),
+    else by time then entry id (a tier change, or an event from before entries were numbered)."""
+    if len(when) == len(mark) == 3:
+        return when[2] > mark[2]
+    return when[:2] > tuple(mark[:2])
 
 
 # --- what the 360 view shows -----------------------------------------------------------------

@@ -82,8 +82,21 @@ def apply(facts: Facts, event: dict[str, Any]) -> Facts:
         if kind == "crm.loyalty.tier_changed":
             _latest(loyalty.setdefault("tier", {}), at, value=data["to_tier"])
         if "balance" in data:
-            _latest(loyalty.setdefault("balance", {}), at, value=data["balance"])
+            _latest_balance(loyalty.setdefault("balance", {}), at, data.get("sequence"), data["balance"])
     return facts
+
+
+def _latest_balance(record: dict[str, Any], at: datetime, sequence: int | None, balance: int) -> None:
+    """The balance loyalty reached last: by its ledger sequence when this event and the one that
+    set the record both have one (an earn is stamped with the order's paid time, and may be
+    applied after a redemption stamped later), else by time (events from before entries were
+    numbered)."""
+    if sequence is not None and record.get("_sequence") is not None:
+        later = sequence >= record["_sequence"]
+    else:
+        later = record.get("_at") is None or at >= record["_at"]
+    if later:
+        record.update(value=balance, _at=at, _sequence=sequence)
 
 
 def _engagement(facts: Facts, kind: str, data: dict[str, Any], at: datetime) -> None:

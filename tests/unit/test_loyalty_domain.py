@@ -176,3 +176,23 @@ def test_refunds_take_points_back_except_those_for_returns():
     assert domain.reversal_reason("return") is None  # the return already took them back
     assert domain.reversal_reason("cancellation") == "cancellation"
     assert domain.reversal_reason("goodwill") == "refund"
+
+
+def test_entries_are_numbered_in_the_order_applied_and_their_events_carry_the_number():
+    earned = domain.numbered(paid(Account("c-1"), "o-1", 10_000))
+    redeemed = domain.numbered(
+        domain.redeem(earned.account, 60, "coupon", T0 + timedelta(hours=2), "r", "le-r")
+    )
+    # an order paid before the redemption, whose paid event reached loyalty after it
+    late = domain.numbered(paid(redeemed.account, "o-2", 12_900, at=T0 + timedelta(hours=1)))
+    assert [e.sequence for c in (earned, redeemed, late) for e in c.entries] == [1, 2, 3]
+    assert late.account.entries == 3 and late.account.balance == 169
+    told = {
+        data["entry_id"]: (data["sequence"], data["balance"])
+        for c in (earned, redeemed, late)
+        for _, data in c.facts
+    }
+    assert told == {"le-e-o-1-e": (1, 100), "le-r": (2, 40), "le-e-o-2-e": (3, 169)}
+    # an announcement tells the balance after the last entry, and is numbered with it
+    announced = domain.numbered(domain.announce_expiring(late.account, T0 + timedelta(days=340), P))
+    assert {data["sequence"] for _, data in announced.facts} == {3} and announced.account.entries == 3

@@ -48,7 +48,12 @@ def paid(order_id: str, hours: float, cents: int = 12_900) -> dict:
     )
 
 
-def earned(entry_id: str, hours: float, points: int, balance: int) -> dict:
+def numbered(sequence: int | None) -> dict:
+    """Loyalty's ledger sequence, absent from events published before entries were numbered."""
+    return {} if sequence is None else {"sequence": sequence}
+
+
+def earned(entry_id: str, hours: float, points: int, balance: int, sequence: int | None = None) -> dict:
     return event(
         "crm.loyalty.points_earned",
         hours,
@@ -58,11 +63,14 @@ def earned(entry_id: str, hours: float, points: int, balance: int) -> dict:
         order_id="o-1",
         expires_at=at(hours + 24 * 365),
         balance=balance,
+        **numbered(sequence),
         earned_at=at(hours),
     )
 
 
-def redeemed(entry_id: str, hours: float, points: int, balance: int, reason: str) -> dict:
+def redeemed(
+    entry_id: str, hours: float, points: int, balance: int, reason: str, sequence: int | None = None
+) -> dict:
     return event(
         "crm.loyalty.points_redeemed",
         hours,
@@ -70,6 +78,7 @@ def redeemed(entry_id: str, hours: float, points: int, balance: int, reason: str
         points=points,
         reason=reason,
         balance=balance,
+        **numbered(sequence),
         redeemed_at=at(hours),
     )
 
@@ -215,6 +224,26 @@ def test_the_balance_is_the_one_after_the_newest_ledger_entry_whatever_the_order
     late_first = [earned("le-9", 9, 10, 110), earned("le-1", 1, 100, 100)]
     assert folded(late_first)["loyalty"]["balance"] == 110
     assert folded(late_first[::-1])["loyalty"]["balance"] == 110
+
+
+def test_the_balance_is_the_one_after_the_entry_loyalty_applied_last_though_stamped_earlier():
+    # An order paid at 2h earns only when its paid event reaches loyalty, after a redemption
+    # at 3h: the earn is stamped 2h but is loyalty's third entry, and its balance is the account's.
+    events = [
+        earned("le-1", 1, 100, 100, sequence=1),
+        redeemed("le-2", 3, 60, 40, "coupon", sequence=2),
+        earned("le-3", 2, 129, 169, sequence=3),
+    ]
+    for seed in range(6):
+        assert folded(random.Random(seed).sample(events, len(events)))["loyalty"]["balance"] == 169
+    assert folded([*events, events[1]])["loyalty"]["balance"] == 169  # the redemption redelivered
+    # the same events without their sequence (published before entries were numbered): by time
+    unnumbered = [
+        earned("le-1", 1, 100, 100),
+        redeemed("le-2", 3, 60, 40, "coupon"),
+        earned("le-3", 2, 129, 169),
+    ]
+    assert folded(unnumbered)["loyalty"]["balance"] == 40
 
 
 def test_each_section_keeps_the_newest_and_old_events_of_dropped_entities_stay_out():

@@ -601,3 +601,41 @@ def test_rounded_is_round_to_the_last_bit():
         for x in values:
             expected, got = round(x, digits), S.rounded(x, digits)
             assert repr(got) == repr(expected), (x, digits)  # same value, sign of zero and type
+
+
+def test_the_points_are_the_balance_of_the_entry_loyalty_applied_last_though_stamped_earlier():
+    def entry(name, hours_ago, points, balance, sequence, **data):
+        at = NOW - timedelta(hours=hours_ago)
+        when = {"points_earned": "earned_at", "points_redeemed": "redeemed_at"}[name]
+        return ev(
+            f"loyalty.{name}",
+            at,
+            entry_id=f"le-{sequence}",
+            points=points,
+            balance=balance,
+            sequence=sequence,
+            **data,
+            **{when: to_rfc3339(at)},
+        )
+
+    def earn(hours_ago, points, balance, sequence):
+        expires = to_rfc3339(NOW + timedelta(days=300))
+        return entry(
+            "points_earned",
+            hours_ago,
+            points,
+            balance,
+            sequence,
+            reason="purchase",
+            order_id="o-1",
+            expires_at=expires,
+        )
+
+    # the order was paid 3 hours ago; its earn reached loyalty after a redemption made 2 hours ago
+    events = [
+        earn(5, 100, 100, 1),
+        entry("points_redeemed", 2, 60, 40, 2, reason="coupon"),
+        earn(3, 129, 169, 3),
+    ]
+    for order in itertools.permutations(events):
+        assert F.value(fold(order), "loyalty", "balance") == 169
