@@ -104,6 +104,28 @@ def test_points_are_earned_and_a_partial_return_reverses_its_share(loyalty, publ
     assert [e["type"] for e in events] == ["crm.loyalty.points_earned", "crm.loyalty.points_reversed"]
 
 
+def test_every_balance_event_carries_the_order_loyalty_applied_its_entry_in(loyalty, publish, stack, prefix):
+    """An earn is stamped with the order's paid time: one whose paid event reaches loyalty after
+    a later redemption is still the entry applied last, so its balance is the account's."""
+    customer = unique_id()
+    publish(paid(customer, "o-1", 10_000))
+    account_when(loyalty, customer, lambda a: a["balance"] == 100)
+    redeemed = loyalty.post(
+        f"/accounts/{customer}/redemptions", json={"points": 60, "reason": "voucher"}, headers=once()
+    )
+    assert redeemed.status_code == 201 and redeemed.json()["balance"] == 40
+    publish(paid(customer, "o-2", 12_900, at=NOW - timedelta(hours=1)))  # paid before the redemption
+    account_when(loyalty, customer, lambda a: a["balance"] == 169)
+    reader = TopicReader(stack, prefix + "crm.loyalty.v1")
+    events = reader.collect(lambda e: e["subject"] == customer, 3)
+    reader.close()
+    told = [(e["type"].rsplit(".", 1)[1], e["data"]["sequence"], e["data"]["balance"]) for e in events]
+    assert told == [("points_earned", 1, 100), ("points_redeemed", 2, 40), ("points_earned", 3, 169)]
+    assert events[2]["data"]["earned_at"] < events[1]["data"]["redeemed_at"]
+    ledger = loyalty.get(f"/accounts/{customer}/ledger").json()["items"]
+    assert max(ledger, key=lambda e: e["sequence"])["balance"] == 169
+
+
 def test_duplicate_events_change_nothing(loyalty, publish):
     customer = unique_id()
     event = paid(customer, "o-1", 5_000)

@@ -288,6 +288,35 @@ def test_an_erasure_lapses_the_points_through_the_ledger_and_the_profile_mirror_
     assert profile["loyalty"]["tier"] == account["tier"]
 
 
+def test_the_balance_mirrors_follow_an_earn_that_reaches_loyalty_after_a_later_redemption(
+    platform, profiles, databases
+):
+    """Issue 18: an earn is stamped with the order's paid time; paid before a redemption but
+    applied after it, it is loyalty's last entry, and both mirrors show the balance after it."""
+    loyalty = platform["loyalty"]
+    customer = register(profiles, name="Zhou Min")["customer_id"]
+    buy(platform["orders"], customer, 20_000, NOW - timedelta(days=1))
+    until(lambda: loyalty.get(f"/accounts/{customer}").json(), lambda a: a.get("balance") == 200)
+    redeemed = loyalty.post(
+        f"/accounts/{customer}/redemptions", json={"points": 150, "reason": "voucher"}, headers=once()
+    )
+    assert redeemed.status_code == 201, redeemed.text
+    buy(platform["orders"], customer, 12_900, NOW - timedelta(hours=1))  # paid before the redemption
+    account = until(
+        lambda: loyalty.get(f"/accounts/{customer}").json(), lambda a: a["lifetime_earned"] == 329
+    )
+    assert account["balance"] == 179
+    view = until(
+        lambda: view_360(profiles, customer),
+        lambda v: v["source"] == "read_model" and len(v["loyalty"]["ledger"]) == 3,
+    )
+    assert view["loyalty"]["account"]["balance"] == 179
+    until(
+        lambda: databases["profiles"]["profiles"].find_one({"_id": customer}) or {},
+        lambda p: p.get("loyalty", {}).get("points") == 179,
+    )
+
+
 def test_search_filters_sorts_and_pages_and_exports_csv(platform, profiles):
     city = f"city-{uuid.uuid4().hex[:6]}"
     # two equal spends straddle the first page's end: the next page must go on inside the tie
