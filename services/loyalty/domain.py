@@ -400,15 +400,16 @@ def numbered(change: Change) -> Change:
     start = change.account.entries
     last = start + len(change.entries)
     sequences = {e.entry_id: start + n for n, e in enumerate(change.entries, 1)}
+
+    def told(data: dict[str, Any]) -> dict[str, Any]:
+        number = sequences.get(data.get("entry_id"), last)
+        # 0: an account whose entries all predate numbering; its events go without, as theirs did
+        return {**data, "sequence": number} if "balance" in data and number else data
+
     return Change(
         replace(change.account, entries=last),
         [replace(e, sequence=sequences[e.entry_id]) for e in change.entries],
-        [
-            (kind, {**data, "sequence": sequences.get(data.get("entry_id"), last)})
-            if "balance" in data
-            else (kind, data)
-            for kind, data in change.facts
-        ],
+        [(kind, told(data)) for kind, data in change.facts],
     )
 
 

@@ -4,12 +4,13 @@ folded from the events the other services publish. Rules only, no I/O.
 One document per customer. Each event sets the fields its own type is about on the entity it
 names (an order, complaint, survey or ledger entry, by id); a value that several events touch
 keeps the one with the latest time (a tier, a resolution), the balance of the ledger entry
-loyalty applied last (by its `sequence`), or the union (returns, refunds, reopenings). So a redelivered event changes nothing, and one customer's events folded
-in another order give the same document. Each section keeps its RECENT newest entities; its
-`horizon` is the latest time of anything dropped, so an old event delivered again for a
-dropped entity stays out. `as_of` holds, per section, the latest event time folded: how fresh
-the section is. After `crm.customer.erased` the document keeps no free text, whatever arrives
-late (as the scorer's facts: services/scoring/facts.py).
+loyalty applied last (by its `sequence`), or the union (returns, refunds, reopenings). So a
+redelivered event changes nothing, and one customer's events folded in another order give the
+same document. Each section keeps its RECENT newest entities; its `horizon` is the latest time
+of anything dropped, so an old event delivered again for a dropped entity stays out. `as_of`
+holds, per section, the latest event time folded: how fresh the section is. After
+`crm.customer.erased` the document keeps no free text, whatever arrives late (as the scorer's
+facts: services/scoring/facts.py).
 """
 
 from __future__ import annotations

@@ -196,3 +196,11 @@ def test_entries_are_numbered_in_the_order_applied_and_their_events_carry_the_nu
     # an announcement tells the balance after the last entry, and is numbered with it
     announced = domain.numbered(domain.announce_expiring(late.account, T0 + timedelta(days=340), P))
     assert {data["sequence"] for _, data in announced.facts} == {3} and announced.account.entries == 3
+
+
+def test_an_account_from_before_numbering_announces_without_a_number_until_its_next_entry():
+    lots = paid(Account("c-1"), "o-1", 10_000).account  # as stored before entries were numbered
+    announced = domain.numbered(domain.announce_expiring(lots, T0 + timedelta(days=340), P))
+    assert announced.facts and all("sequence" not in data for _, data in announced.facts)
+    redeemed = domain.numbered(domain.redeem(lots, 10, "coupon", T0 + timedelta(days=1), "r", "le-r"))
+    assert redeemed.facts[0][1]["sequence"] == 1 and redeemed.account.entries == 1
