@@ -83,10 +83,10 @@ async def products(
     _: Principal = Depends(require("viewer")),
     service: ReportsService = Depends(reports),
 ) -> Response:
-    split = domain.dimensions(by)[0] if by else None
-    if by and len(domain.dimensions(by)) != 1:
+    split = domain.dimensions(by) if by else [None]
+    if len(split) != 1:
         raise domain.ReportsError("products split by one dimension", field="by")
-    return rendered("products", service.products(domain.period(since, until, named), split), format)
+    return rendered("products", service.products(domain.period(since, until, named), split[0]), format)
 
 
 @router.get(
